@@ -1,0 +1,297 @@
+"""The ``cohortlens`` command: a thin shell over the library (exit codes in docs/CLI.md)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cohortlens.errors import CohortlensError, InputError
+from cohortlens.events.schema import CANONICAL_COLUMNS
+
+app = typer.Typer(
+    name="cohortlens",
+    help="Discover learner cohorts from learning-platform event logs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+#: Exit codes (docs/CLI.md).
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_STORE = 0, 1, 2, 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Store: a DuckDB file (default $COHORTLENS_DB or ./cohortlens.duckdb)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _errors(func: F) -> F:
+    """Turn cohortlens errors into a one-line message and an exit code; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CohortlensError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing was committed by the interrupted step")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("COHORTLENS_DEBUG"):
+                raise
+            err.print(
+                f"[bold red]internal error[/] ({type(exc).__name__}: {exc}). This is a bug in "
+                "cohortlens; rerun with COHORTLENS_DEBUG=1 for details and report it.",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        canonical, sep, column = pair.partition("=")
+        canonical, column = canonical.strip(), column.strip()
+        if not sep or not canonical or not column:
+            raise InputError(f"--map {pair!r}: expected CANONICAL=SOURCE, e.g. learner_id=user_id")
+        if canonical not in CANONICAL_COLUMNS:
+            raise InputError(
+                f"--map {pair!r}: {canonical!r} is not a canonical column "
+                f"({', '.join(CANONICAL_COLUMNS)})"
+            )
+        mapping[canonical] = column
+    return mapping
+
+
+def _print_json(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+@app.command()
+@_errors
+def simulate(
+    learners: Annotated[int, typer.Option(min=1, help="Number of learners.")] = 10_000,
+    weeks: Annotated[int, typer.Option(min=1, max=520, help="Weeks of activity.")] = 26,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("sim"),
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a synthetic platform with known ground truth (events, outcomes, truth)."""
+    from cohortlens.simulate import SimulationParams, simulate as run, write_simulation
+
+    with _spinner(f"simulating {learners:,} learners x {weeks} weeks", as_json):
+        sim = run(SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed))
+        paths = write_simulation(sim, out_dir)
+    summary = {
+        "learners": learners,
+        "events": sim.events.num_rows,
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        out.print(f"wrote {sim.events.num_rows:,} events for {learners:,} learners to {out_dir}/")
+
+
+@app.command()
+@_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or dataset directories.")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv|parquet|jsonl|xapi|oulad|ednet|kddcup2015 (default: by name)."),
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="CANONICAL=SOURCE column mapping, repeatable."),
+    ] = None,
+    ts_unit: Annotated[
+        str, typer.Option(help="auto (detect), iso, s, ms or us: how to read timestamps.")
+    ] = "auto",
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default , or tab for .tsv).")] = None,
+    xapi_domain_path: Annotated[
+        str, typer.Option(help="Dotted path to the domain in an xAPI statement.")
+    ] = "context.contextActivities.grouping[0].id",
+    outcomes: Annotated[
+        list[Path] | None,
+        typer.Option("--outcomes", help="Learner outcomes table (Parquet/CSV), repeatable."),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate events into the store; bad rows are quarantined with a reason."""
+    from cohortlens.events.ingest import ingest as run
+    from cohortlens.events.readers import FORMATS
+    from cohortlens.events.source import ReadOptions
+    from cohortlens.store import open_store
+
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if ts_unit not in ("auto", "iso", "s", "ms", "us"):
+        raise InputError(f"--ts-unit {ts_unit!r}: expected auto, iso, s, ms or us")
+    if delimiter == "\\t":
+        delimiter = "\t"
+    options = ReadOptions(
+        mapping=_parse_map(map_ or []),
+        ts_unit=ts_unit,  # type: ignore[arg-type]
+        delimiter=delimiter,
+        xapi_domain_path=xapi_domain_path,
+    )
+    with open_store(db) as store:
+        with _rows_progress(as_json) as progress:
+            report = run(store, paths, fmt=fmt, options=options, progress=progress,
+                         outcomes=outcomes or [])
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    table = Table(title="ingest", show_lines=False)
+    for col in ("source", "rows read", "accepted", "rejected", "duplicates"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for s in report.sources:
+        table.add_row(s.source, f"{s.rows_read:,}", f"{s.accepted:,}", f"{s.rejected:,}",
+                      f"{s.duplicates:,}")
+    out.print(table)
+    for reason, n in report.rejected_by_reason.items():
+        out.print(f"  rejected {reason}: {n:,}")
+    if report.rejected:
+        out.print("  inspect them with: cohortlens quarantine")
+
+
+@app.command()
+@_errors
+def quarantine(
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show quarantined rows: source, line, reason, detail and the raw row."""
+    from cohortlens.store import open_store
+
+    with open_store(db) as store:
+        rows = store.read_quarantine(limit=limit).to_pylist()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="quarantine")
+    for col in ("source", "line", "reason", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["source"]), str(r["line"]), str(r["reason"]), str(r["detail"] or ""))
+    out.print(table)
+
+
+@app.command()
+@_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where results are written.")] = Path(
+        "demo_output"
+    ),
+    learners: Annotated[int, typer.Option(min=10, help="Simulated learners.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Run the whole pipeline on simulated data into a fresh embedded store."""
+    from cohortlens.events.ingest import ingest as run_ingest
+    from cohortlens.simulate import SimulationParams, simulate as run, write_simulation
+    from cohortlens.store import open_store
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = out_dir / "cohortlens.duckdb"
+    for stale in (db, Path(f"{db}.wal")):
+        stale.unlink(missing_ok=True)
+    out.rule("1. simulate")
+    with _spinner(f"simulating {learners:,} learners", False):
+        sim = run(SimulationParams(n_learners=learners, seed=seed))
+        files = write_simulation(sim, out_dir / "sim")
+    out.print(f"{sim.events.num_rows:,} events, {learners:,} learners -> {out_dir / 'sim'}/")
+    out.rule("2. ingest")
+    with open_store(db) as store:
+        with _rows_progress(False) as progress:
+            report = run_ingest(
+                store, [files["events"]], outcomes=[files["outcomes"]], progress=progress
+            )
+    out.print(
+        f"rows read {report.rows_read:,}: accepted {report.accepted:,}, rejected "
+        f"{report.rejected:,}, duplicates {report.duplicates:,} -> {db}"
+    )
+    (out_dir / "ingest_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    out.print(f"wrote {out_dir / 'ingest_report.json'}")
+
+
+class _spinner:
+    """A transient spinner on stderr for steps that may take more than a second."""
+
+    def __init__(self, text: str, quiet: bool) -> None:
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+            console=err, transient=True, disable=quiet,
+        )
+        self._text = text
+
+    def __enter__(self) -> None:
+        self._progress.start()
+        self._progress.add_task(self._text, total=None)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+class _rows_progress:
+    """Rows-read counter per source, on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"),
+            TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
+            console=err, transient=True, disable=quiet,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Callable[[str, int], None]:
+        self._progress.start()
+        return self._update
+
+    def _update(self, source: str, rows: int) -> None:
+        if source not in self._tasks:
+            self._tasks[source] = self._progress.add_task(source, total=None)
+        self._progress.update(self._tasks[source], completed=rows)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def _mount_subcommands() -> None:
+    """Attach the sub-apps of stages that ship their own commands."""
+    try:
+        from cohortlens.cli.experiment import app as experiment_app
+    except ImportError:
+        return
+    app.add_typer(experiment_app, name="experiment", help="A/B experiments: analyze, power, simulate.")
+
+
+_mount_subcommands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

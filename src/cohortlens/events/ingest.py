@@ -1,0 +1,149 @@
+"""Ingest: open sources, validate batch by batch, and commit to the store in one transaction.
+
+Every source is opened (header checked) before anything is written, so a file lacking required
+columns fails the whole request and leaves the store untouched. The counting invariant
+``rows_read == accepted + rejected + duplicates`` is checked for every source before commit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cohortlens.events.outcomes import read_outcomes
+from cohortlens.events.readers import open_source
+from cohortlens.events.source import ReadOptions, Source
+from cohortlens.events.validate import validate_batch
+from cohortlens.store.base import Store
+
+#: Called after each batch with (source name, rows read so far in that source).
+Progress = Callable[[str, int], None]
+
+
+class InvariantError(AssertionError):
+    """Rows were lost or double-counted: a bug in cohortlens, never a data problem."""
+
+
+@dataclass
+class SourceReport:
+    """Counts for one source; ``rows_read == accepted + rejected + duplicates``."""
+
+    source: str
+    rows_read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    outcomes: int = 0
+
+
+@dataclass
+class IngestReport:
+    """Totals over all sources of one ingest, plus each source's own counts."""
+
+    sources: list[SourceReport]
+
+    def _sum(self, name: str) -> int:
+        return sum(int(getattr(s, name)) for s in self.sources)
+
+    @property
+    def rows_read(self) -> int:
+        return self._sum("rows_read")
+
+    @property
+    def accepted(self) -> int:
+        return self._sum("accepted")
+
+    @property
+    def rejected(self) -> int:
+        return self._sum("rejected")
+
+    @property
+    def duplicates(self) -> int:
+        return self._sum("duplicates")
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for s in self.sources:
+            total.update(s.rejected_by_reason)
+        return dict(sorted(total.items()))
+
+    def to_dict(self) -> dict[str, object]:
+        """The ``--json`` shape documented in docs/CLI.md."""
+        return {
+            "rows_read": self.rows_read,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "rejected_by_reason": self.rejected_by_reason,
+            "sources": [asdict(s) for s in self.sources],
+        }
+
+
+def open_sources(
+    paths: Sequence[Path], fmt: str | None = None, options: ReadOptions | None = None
+) -> list[Source]:
+    """Open every path first, so one bad file fails the request before anything is written."""
+    return [open_source(Path(p), fmt, options) for p in paths]
+
+
+def ingest(
+    store: Store,
+    paths: Sequence[Path],
+    *,
+    fmt: str | None = None,
+    options: ReadOptions | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    outcomes: Sequence[Path] = (),
+) -> IngestReport:
+    """Validate ``paths`` (and ``outcomes`` tables) into ``store`` in one transaction.
+
+    Re-ingesting the same rows adds nothing: they are counted as duplicates.
+    """
+    options = options or ReadOptions()
+    now = now or datetime.now(UTC)
+    sources = open_sources(paths, fmt, options)
+    outcome_tables = [read_outcomes(Path(p)) for p in outcomes]
+    reports = [SourceReport(source=s.name) for s in sources]
+    with store.ingest_session() as session:
+        for key, (source, report) in enumerate(zip(sources, reports, strict=True)):
+            reasons: Counter[str] = Counter()
+            for batch in source.batches():
+                checked = validate_batch(batch, ts_unit=options.ts_unit, now=now)
+                session.stage(checked.accepted, str(key))
+                session.quarantine(checked.rejected)
+                report.rows_read += batch.n_rows
+                report.accepted += checked.accepted.num_rows
+                report.rejected += checked.rejected.num_rows
+                if checked.rejected.num_rows:
+                    reasons.update(checked.rejected["reason"].to_pylist())
+                if progress is not None:
+                    progress(source.name, report.rows_read)
+            report.rejected_by_reason = dict(sorted(reasons.items()))
+            if source.outcomes is not None:
+                outcomes = source.outcomes()
+                session.put_outcomes(outcomes)
+                report.outcomes = outcomes.num_rows
+        for table in outcome_tables:
+            session.put_outcomes(table)
+        for key_text, counts in session.resolve().items():
+            # The first occurrence of an event stays "accepted"; later copies are duplicates.
+            report = reports[int(key_text)]
+            report.accepted -= counts.duplicates
+            report.duplicates += counts.duplicates
+        result = IngestReport(reports)
+        for r in reports:
+            if r.rows_read != r.accepted + r.rejected + r.duplicates:
+                raise InvariantError(
+                    f"{r.source}: rows_read={r.rows_read} != accepted={r.accepted} + "
+                    f"rejected={r.rejected} + duplicates={r.duplicates}"
+                )
+        summary = result.to_dict()
+        session.commit({"totals": {k: summary[k] for k in ("rows_read", "accepted", "rejected",
+                                                           "duplicates")}, **summary})
+    return result

@@ -1,0 +1,239 @@
+"""Validate raw batches into canonical events and quarantined rows, in one vectorized pass.
+
+Every row of a :class:`~cohortlens.events.source.RawBatch` leaves here exactly once: either as a
+canonical event (``EVENT_SCHEMA``) or as a quarantine row with a :class:`RejectReason`. The work is
+one DuckDB SQL statement over the Arrow batch (zero-copy in, columnar, multi-threaded), so there
+is no Python loop per row. The rules are documented in docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cohortlens.events.schema import (
+    DEFAULT_DOMAIN,
+    EVENT_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RejectReason,
+)
+from cohortlens.events.source import LINE_COLUMN, RAW_COLUMN, RawBatch, TimestampUnit
+
+#: Events before this instant are rejected (no learning platform logged them; they are bugs).
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+#: Events later than ``now`` plus this are rejected (clock skew of a day is tolerated).
+FUTURE_TOLERANCE = timedelta(days=1)
+#: Longest plausible duration of one interaction; longer values are rejected as bad_duration.
+MAX_DURATION_S = 7 * 86_400.0
+#: In ``auto`` mode a numeric timestamp with |x| at or above this is epoch milliseconds.
+EPOCH_MS_THRESHOLD = 1e11
+
+_local = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """A per-thread in-memory DuckDB used purely as a vectorized expression engine."""
+    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        _local.con = con
+    return con
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The two disjoint parts of a validated batch."""
+
+    accepted: pa.Table
+    rejected: pa.Table
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def _text(col: str, t: pa.DataType | None) -> str:
+    """SQL for a column as trimmed text, NULL when absent or blank."""
+    if t is None:
+        return "CAST(NULL AS VARCHAR)"
+    return f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
+
+
+def _epoch(x: str, unit: TimestampUnit) -> str:
+    """SQL turning a DOUBLE epoch value into TIMESTAMPTZ (NULL when out of range)."""
+    scale = {"s": "1e6", "ms": "1e3", "us": "1"}
+    if unit == "auto":
+        micros = f"CASE WHEN abs({x}) >= {EPOCH_MS_THRESHOLD} THEN {x} * 1e3 ELSE {x} * 1e6 END"
+    else:
+        micros = f"{x} * {scale[unit]}"
+    # Bound to years 1678..2262 so the integer cast cannot overflow; validation rejects later.
+    return (
+        f"CASE WHEN isfinite({x}) AND abs({micros}) < 9e18 "
+        f"THEN CAST(make_timestamp(CAST(round({micros}) AS BIGINT)) AS TIMESTAMPTZ) END"
+    )
+
+
+def _timestamp(t: pa.DataType | None, unit: TimestampUnit) -> tuple[str, str]:
+    """SQL for (parsed TIMESTAMPTZ, raw text) of the ``ts`` column."""
+    if t is None:
+        return "CAST(NULL AS TIMESTAMPTZ)", "CAST(NULL AS VARCHAR)"
+    raw = _text("ts", t)
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "CAST(ts AS TIMESTAMPTZ)", raw
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return _epoch("CAST(ts AS DOUBLE)", "s" if unit == "iso" else unit), raw
+    num = f"TRY_CAST({raw} AS DOUBLE)"
+    iso = f"TRY_CAST({raw} AS TIMESTAMPTZ)"
+    if unit == "iso":
+        return iso, raw
+    if unit in ("s", "ms", "us"):
+        return _epoch(num, unit), raw
+    return f"CASE WHEN {num} IS NOT NULL THEN {_epoch(num, 'auto')} ELSE {iso} END", raw
+
+
+def _number(col: str, t: pa.DataType | None) -> tuple[str, str]:
+    """SQL for (value as DOUBLE, raw text) of a numeric column that may arrive as text."""
+    if t is None:
+        return "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
+    raw = _text(col, t)
+    if pa.types.is_boolean(t):
+        return f"CAST({col} AS DOUBLE)", raw
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return f"CAST({col} AS DOUBLE)", raw
+    return f"TRY_CAST({raw} AS DOUBLE)", raw
+
+
+def _sql_literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _raw_expr(types: dict[str, pa.DataType]) -> str:
+    """SQL building the quarantine ``raw`` text: the reader's original text, else the fields."""
+    if RAW_COLUMN in types:
+        return f"CAST({RAW_COLUMN} AS VARCHAR)"
+    fields = [c for c in types if c not in (LINE_COLUMN, RAW_COLUMN)]
+    if not fields:
+        return "CAST(NULL AS VARCHAR)"
+    pairs = ", ".join(f"{c} := CAST({c} AS VARCHAR)" for c in fields)
+    return f"CAST(to_json(struct_pack({pairs})) AS VARCHAR)"
+
+
+def build_query(types: dict[str, pa.DataType], unit: TimestampUnit, default_domain: str) -> str:
+    """The validation statement for a batch whose columns have the given Arrow ``types``."""
+    g = types.get
+    ts, ts_raw = _timestamp(g("ts"), unit)
+    outcome, outcome_raw = _number("outcome", g("outcome"))
+    duration, duration_raw = _number("duration_s", g("duration_s"))
+    line = f"CAST({LINE_COLUMN} AS BIGINT)" if LINE_COLUMN in types else "CAST(NULL AS BIGINT)"
+    dom = _sql_literal(default_domain)
+    given_id = _text("event_id", g("event_id"))
+    r = RejectReason
+    # The derived event id hashes the canonical values (documented in docs/DATA.md), with the
+    # outcome and duration as integers (1e-9 and 1e-6 units) so every engine formats them alike.
+    derived_id = (
+        "md5(concat_ws(chr(31), c_learner_id, CAST(epoch_us(c_ts) AS VARCHAR), c_domain, "
+        "c_item_id, coalesce(CAST(CAST(round(c_outcome * 1e9) AS BIGINT) AS VARCHAR), ''), "
+        "coalesce(CAST(CAST(round(c_duration_s * 1e6) AS BIGINT) AS VARCHAR), '')))"
+    )
+    return f"""
+WITH parsed AS (
+  SELECT
+    {_text("learner_id", g("learner_id"))} AS c_learner_id,
+    {_text("item_id", g("item_id"))} AS c_item_id,
+    coalesce({_text("domain", g("domain"))}, {dom}) AS c_domain,
+    {ts} AS c_ts, {ts_raw} AS c_ts_raw,
+    {outcome} AS c_outcome, {outcome_raw} AS c_outcome_raw,
+    {duration} AS c_duration_s, {duration_raw} AS c_duration_raw,
+    {given_id} AS c_given_id,
+    {line} AS c_line,
+    *
+  FROM batch
+), judged AS (
+  SELECT *,
+    CASE
+      WHEN c_learner_id IS NULL THEN '{r.MISSING_LEARNER_ID}'
+      WHEN c_item_id IS NULL THEN '{r.MISSING_ITEM_ID}'
+      WHEN c_ts_raw IS NULL AND c_ts IS NULL THEN '{r.MISSING_TIMESTAMP}'
+      WHEN c_ts IS NULL THEN '{r.BAD_TIMESTAMP}'
+      WHEN c_ts < $earliest THEN '{r.TIMESTAMP_TOO_OLD}'
+      WHEN c_ts > $latest THEN '{r.TIMESTAMP_IN_FUTURE}'
+      WHEN c_outcome_raw IS NOT NULL AND c_outcome IS NULL THEN '{r.BAD_OUTCOME}'
+      WHEN isnan(c_outcome) THEN '{r.BAD_OUTCOME}'
+      WHEN c_outcome < 0 OR c_outcome > 1 THEN '{r.OUTCOME_OUT_OF_RANGE}'
+      WHEN c_duration_raw IS NOT NULL AND c_duration_s IS NULL THEN '{r.BAD_DURATION}'
+      WHEN NOT isfinite(c_duration_s) OR c_duration_s < 0 OR c_duration_s > $max_duration THEN '{r.BAD_DURATION}'
+    END AS reason
+  FROM parsed
+)
+SELECT
+  CASE WHEN reason IS NULL THEN coalesce(c_given_id, {derived_id}) END AS event_id,
+  c_learner_id AS learner_id, c_ts AS ts, c_domain AS domain, c_item_id AS item_id,
+  c_outcome AS outcome, c_duration_s AS duration_s, c_line AS line, reason,
+  CASE reason
+    WHEN '{r.BAD_TIMESTAMP}' THEN 'ts=' || c_ts_raw ||
+      ' is not an ISO 8601 date-time or an epoch number in range ({unit} mode)'
+    WHEN '{r.TIMESTAMP_TOO_OLD}' THEN 'ts=' || CAST(c_ts AS VARCHAR) || ' is before 2000-01-01'
+    WHEN '{r.TIMESTAMP_IN_FUTURE}' THEN 'ts=' || CAST(c_ts AS VARCHAR) ||
+      ' is more than 1 day after ingestion time'
+    WHEN '{r.BAD_OUTCOME}' THEN 'outcome=' || coalesce(c_outcome_raw, 'NaN') ||
+      ' is not a number in [0, 1]'
+    WHEN '{r.OUTCOME_OUT_OF_RANGE}' THEN 'outcome=' || c_outcome_raw || ' is outside [0, 1]'
+    WHEN '{r.BAD_DURATION}' THEN 'duration_s=' || c_duration_raw ||
+      ' is not a number of seconds in [0, 604800]'
+    WHEN '{r.MISSING_LEARNER_ID}' THEN 'learner_id is empty'
+    WHEN '{r.MISSING_ITEM_ID}' THEN 'item_id is empty'
+    WHEN '{r.MISSING_TIMESTAMP}' THEN 'ts is empty'
+  END AS detail,
+  CASE WHEN reason IS NOT NULL THEN {_raw_expr(types)} END AS raw
+FROM judged
+"""
+
+
+def validate_batch(
+    batch: RawBatch,
+    *,
+    ts_unit: TimestampUnit = "auto",
+    now: datetime | None = None,
+    default_domain: str = DEFAULT_DOMAIN,
+) -> Validated:
+    """Split ``batch`` into canonical events and quarantined rows (with the reader's rejects).
+
+    ``now`` (default: the current time) bounds the future; pass a fixed value for replays.
+    """
+    now = now or datetime.now(UTC)
+    table = batch.table
+    types = {f.name: f.type for f in table.schema}
+    con = _connection()
+    con.register("batch", table)
+    try:
+        query = build_query(types, ts_unit, default_domain)
+        params = {
+            "earliest": EARLIEST_TS,
+            "latest": now + FUTURE_TOLERANCE,
+            "max_duration": MAX_DURATION_S,
+        }
+        result = con.sql(query, params=params).to_arrow_table()
+    finally:
+        con.unregister("batch")
+    ok = pc.is_null(result["reason"])
+    accepted = result.filter(ok).select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+    bad = result.filter(pc.invert(ok))
+    rejected = pa.table(
+        {
+            "source": pa.array([batch.source] * bad.num_rows, pa.string()),
+            "line": bad["line"],
+            "reason": bad["reason"],
+            "detail": bad["detail"],
+            "raw": bad["raw"],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    if batch.rejects.num_rows:
+        rejected = pa.concat_tables([batch.rejects.cast(QUARANTINE_SCHEMA), rejected])
+    return Validated(accepted=accepted, rejected=rejected)

@@ -1,0 +1,267 @@
+"""DuckDB store: the embedded default (one file, one writer process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from cohortlens.errors import StoreError
+from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.store.base import CommitCounts
+from cohortlens.store.migrations import DUCKDB as MIGRATIONS
+
+_EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
+
+
+def _exec(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+) -> list[tuple[Any, ...]]:
+    """Run one statement to completion (DuckDB refuses new work while a result is pending)."""
+    return con.execute(sql, params or []).fetchall()
+
+
+class DuckDBStore:
+    """Events, quarantine, outcomes and run metadata in one DuckDB file (or ``:memory:``)."""
+
+    def __init__(self, path: str | Path = "cohortlens.duckdb", *, read_only: bool = False) -> None:
+        self.url = str(path)
+        try:
+            self._con = duckdb.connect(self.url, read_only=read_only)
+        except (duckdb.IOException, duckdb.Error) as exc:
+            raise StoreError(f"cannot open the DuckDB store {self.url}: {exc}") from exc
+        _exec(self._con, "SET TimeZone = 'UTC'")
+        if not read_only:
+            self._migrate()
+        elif self.schema_version() > max(MIGRATIONS):
+            self._too_new()
+
+    # -- schema -----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        con = self._con
+        _exec(
+            con,
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        current = self.schema_version()
+        if current > max(MIGRATIONS):
+            self._too_new()
+        for version in sorted(v for v in MIGRATIONS if v > current):
+            _exec(con, "BEGIN TRANSACTION")
+            try:
+                for statement in MIGRATIONS[version]:
+                    _exec(con, statement)
+                _exec(
+                    con, "INSERT INTO schema_migrations VALUES (?, ?)", [version, datetime.now(UTC)]
+                )
+                _exec(con, "COMMIT")
+            except duckdb.Error:
+                _exec(con, "ROLLBACK")
+                raise
+
+    def _too_new(self) -> None:
+        raise StoreError(
+            f"{self.url} has schema version {self.schema_version()}, newer than this release "
+            f"understands ({max(MIGRATIONS)}); upgrade cohortlens"
+        )
+
+    def schema_version(self) -> int:
+        """The highest applied migration (0 for an empty database)."""
+        try:
+            rows = _exec(self._con, "SELECT max(version) FROM schema_migrations")
+        except duckdb.CatalogException:
+            return 0
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    # -- ingest -----------------------------------------------------------------------------
+    @contextmanager
+    def ingest_session(self) -> Iterator[_DuckDBIngest]:
+        """One transaction: staged rows become visible only if ``commit`` is reached."""
+        con = self._con
+        _exec(con, "BEGIN TRANSACTION")
+        session = _DuckDBIngest(con)
+        try:
+            yield session
+            if not session.committed:
+                raise RuntimeError("ingest session left without commit")
+        except BaseException:
+            _exec(con, "ROLLBACK")
+            raise
+        finally:
+            session.cleanup()
+
+    # -- reads ------------------------------------------------------------------------------
+    def count_events(self) -> int:
+        """Number of stored events."""
+        return int(_exec(self._con, "SELECT count(*) FROM events")[0][0])
+
+    def read_events(
+        self, *, sort: bool = True, batch_rows: int = 1 << 20
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream canonical events, sorted by (learner_id, ts, event_id) when ``sort``."""
+        order = " ORDER BY learner_id, ts, event_id" if sort else ""
+        reader = self._con.sql(f"SELECT {_EVENT_COLUMNS} FROM events{order}").to_arrow_reader(
+            batch_rows
+        )
+        for batch in reader:
+            yield batch.cast(EVENT_SCHEMA)
+
+    def read_outcomes(self) -> pa.Table:
+        """All learner outcomes."""
+        cols = ", ".join(OUTCOME_SCHEMA.names)
+        table = self._con.sql(f"SELECT {cols} FROM outcomes ORDER BY learner_id").to_arrow_table()
+        return table.cast(OUTCOME_SCHEMA)
+
+    def read_quarantine(self, limit: int | None = None) -> pa.Table:
+        """Quarantined rows in ingest order."""
+        cols = ", ".join(QUARANTINE_SCHEMA.names)
+        lim = f" LIMIT {int(limit)}" if limit is not None else ""
+        q = f"SELECT {cols} FROM quarantine ORDER BY ingest_id, source, line{lim}"
+        return self._con.sql(q).to_arrow_table().cast(QUARANTINE_SCHEMA)
+
+    def ingest_log(self) -> pa.Table:
+        """One row per committed ingest."""
+        return self._con.sql("SELECT * FROM ingest_log ORDER BY ingest_id").to_arrow_table()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The underlying connection, for the stages that query the store in SQL."""
+        return self._con
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._con.close()
+
+    def __enter__(self) -> DuckDBStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _DuckDBIngest:
+    """Staging area of one ingest transaction (temporary tables, dropped at the end)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self.ingest_id = int(_exec(con, "SELECT nextval('ingest_id_seq')")[0][0])
+        self._seq = 0
+        self.committed = False
+        self._staged: dict[str, int] = {}
+        _exec(
+            con,
+            "CREATE OR REPLACE TEMP TABLE _staged AS "
+            f"SELECT {_EVENT_COLUMNS}, ''::VARCHAR AS _source, 0::BIGINT AS _seq "
+            "FROM events LIMIT 0",
+        )
+
+    def stage(self, events: pa.Table, source: str) -> None:
+        """Append validated events of ``source`` to the staging table."""
+        n = events.num_rows
+        self._staged[source] = self._staged.get(source, 0) + n
+        if n == 0:
+            return
+        seq = pa.array(np.arange(self._seq, self._seq + n, dtype=np.int64))
+        self._seq += n
+        tagged = events.append_column("_seq", seq)
+        self._con.register("_incoming", tagged)
+        try:
+            _exec(
+                self._con,
+                f"INSERT INTO _staged SELECT {_EVENT_COLUMNS}, ?, _seq FROM _incoming",
+                [source],
+            )
+        finally:
+            self._con.unregister("_incoming")
+
+    def quarantine(self, rejected: pa.Table) -> None:
+        """Write rejected rows into the quarantine table (same transaction)."""
+        if rejected.num_rows == 0:
+            return
+        self._con.register("_rejected", rejected)
+        try:
+            cols = ", ".join(QUARANTINE_SCHEMA.names)
+            _exec(
+                self._con,
+                f"INSERT INTO quarantine SELECT ?, {cols} FROM _rejected",
+                [self.ingest_id],
+            )
+        finally:
+            self._con.unregister("_rejected")
+
+    def put_outcomes(self, outcomes: pa.Table) -> None:
+        """Upsert outcomes; within one table the last row per learner wins."""
+        if outcomes.num_rows == 0:
+            return
+        table = outcomes.cast(OUTCOME_SCHEMA)
+        idx = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        self._con.register("_outcomes", table.append_column("_i", idx))
+        try:
+            _exec(
+                self._con,
+                "INSERT OR REPLACE INTO outcomes "
+                "SELECT learner_id, completed, churned, revenue, as_of, ? FROM _outcomes "
+                "QUALIFY row_number() OVER (PARTITION BY learner_id ORDER BY _i DESC) = 1",
+                [self.ingest_id],
+            )
+        finally:
+            self._con.unregister("_outcomes")
+
+    def resolve(self) -> dict[str, CommitCounts]:
+        """Insert staged events not already stored (first occurrence wins); count per source."""
+        con = self._con
+        _exec(
+            con,
+            "CREATE OR REPLACE TEMP TABLE _new AS "
+            "SELECT s.* FROM _staged s ANTI JOIN events e ON s.event_id = e.event_id "
+            "QUALIFY row_number() OVER (PARTITION BY s.event_id ORDER BY s._seq) = 1",
+        )
+        inserted = dict(
+            (str(k), int(v)) for k, v in _exec(con, "SELECT _source, count(*) FROM _new GROUP BY 1")
+        )
+        _exec(
+            con,
+            f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ? FROM _new ORDER BY _seq",
+            [self.ingest_id],
+        )
+        return {
+            src: CommitCounts(inserted=inserted.get(src, 0), duplicates=n - inserted.get(src, 0))
+            for src, n in self._staged.items()
+        }
+
+    def commit(self, report: dict[str, object]) -> None:
+        """Log the ingest with its ``report`` and commit the transaction."""
+        con = self._con
+        totals = report.get("totals", {})
+        assert isinstance(totals, dict)
+        _exec(
+            con,
+            "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                self.ingest_id,
+                datetime.now(UTC),
+                int(totals.get("rows_read", 0)),
+                int(totals.get("accepted", 0)),
+                int(totals.get("rejected", 0)),
+                int(totals.get("duplicates", 0)),
+                json.dumps(report),
+            ],
+        )
+        _exec(con, "COMMIT")
+        self.committed = True
+
+    def cleanup(self) -> None:
+        """Drop the staging tables (after commit or rollback)."""
+        for name in ("_staged", "_new"):
+            try:
+                _exec(self._con, f"DROP TABLE IF EXISTS {name}")
+            except duckdb.Error:
+                pass
