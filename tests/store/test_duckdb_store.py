@@ -61,7 +61,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_ingest_is_idempotent_and_dedups_within_a_run() -> None:
     store = DuckDBStore(":memory:")
     e = _events(5)
-    assert _ingest(store, [e, e.slice(0, 2)]) == {"0": (5, 0), "1": (0, 2)}
+    assert _ingest(store, [e, e.slice(0, 2), e.slice(1, 1)]) == {"0": (5, 0), "1": (0, 2), "2": (0, 1)}
     assert store.count_events() == 5
     assert _ingest(store, [e]) == {"0": (0, 5)}
     assert store.count_events() == 5

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cohortlens.errors import InputError
 from cohortlens.events.outcomes import read_outcomes
 from cohortlens.events.readers import open_source
 from cohortlens.events.source import ReadOptions, Source
@@ -108,14 +109,18 @@ def ingest(
     options = options or ReadOptions()
     now = now or datetime.now(UTC)
     sources = open_sources(paths, fmt, options)
+    names = [s.name for s in sources]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"{', '.join(repeated)} given more than once in one ingest")
     outcome_tables = [read_outcomes(Path(p)) for p in outcomes]
     reports = [SourceReport(source=s.name) for s in sources]
     with store.ingest_session() as session:
-        for key, (source, report) in enumerate(zip(sources, reports, strict=True)):
+        for source, report in zip(sources, reports, strict=True):
             reasons: Counter[str] = Counter()
             for batch in source.batches():
                 checked = validate_batch(batch, ts_unit=options.ts_unit, now=now)
-                session.stage(checked.accepted, str(key))
+                session.stage(checked.accepted, source.name)
                 session.quarantine(checked.rejected)
                 report.rows_read += batch.n_rows
                 report.accepted += checked.accepted.num_rows
@@ -131,9 +136,10 @@ def ingest(
                 report.outcomes = outcomes.num_rows
         for table in outcome_tables:
             session.put_outcomes(table)
-        for key_text, counts in session.resolve().items():
+        by_name = {r.source: r for r in reports}
+        for name, counts in session.resolve().items():
             # The first occurrence of an event stays "accepted"; later copies are duplicates.
-            report = reports[int(key_text)]
+            report = by_name[name]
             report.accepted -= counts.duplicates
             report.duplicates += counts.duplicates
         result = IngestReport(reports)
@@ -144,6 +150,12 @@ def ingest(
                     f"rejected={r.rejected} + duplicates={r.duplicates}"
                 )
         summary = result.to_dict()
-        session.commit({"totals": {k: summary[k] for k in ("rows_read", "accepted", "rejected",
-                                                           "duplicates")}, **summary})
+        session.commit(
+            {
+                "totals": {
+                    k: summary[k] for k in ("rows_read", "accepted", "rejected", "duplicates")
+                },
+                **summary,
+            }
+        )
     return result

@@ -33,6 +33,8 @@ MAX_DURATION_S = 7 * 86_400.0
 #: In ``auto`` mode a numeric timestamp with |x| at or above this is epoch milliseconds.
 EPOCH_MS_THRESHOLD = 1e11
 
+_CHUNK_ROWS = 1 << 16
+
 _local = threading.local()
 
 
@@ -94,7 +96,8 @@ def _timestamp(t: pa.DataType | None, unit: TimestampUnit) -> tuple[str, str]:
         return iso, raw
     if unit in ("s", "ms", "us"):
         return _epoch(num, unit), raw
-    return f"CASE WHEN {num} IS NOT NULL THEN {_epoch(num, 'auto')} ELSE {iso} END", raw
+    # ISO first: COALESCE evaluates the numeric parse only for rows where ISO parsing failed.
+    return f"coalesce({iso}, {_epoch(num, 'auto')})", raw
 
 
 def _number(col: str, t: pa.DataType | None) -> tuple[str, str]:
@@ -207,7 +210,8 @@ def validate_batch(
     ``now`` (default: the current time) bounds the future; pass a fixed value for replays.
     """
     now = now or datetime.now(UTC)
-    table = batch.table
+    # Several Arrow chunks let DuckDB scan the batch on all threads.
+    table = pa.Table.from_batches(batch.table.to_batches(max_chunksize=_CHUNK_ROWS))
     types = {f.name: f.type for f in table.schema}
     con = _connection()
     con.register("batch", table)

@@ -95,8 +95,6 @@ class DuckDBStore:
         except BaseException:
             _exec(con, "ROLLBACK")
             raise
-        finally:
-            session.cleanup()
 
     # -- reads ------------------------------------------------------------------------------
     def count_events(self) -> int:
@@ -148,36 +146,30 @@ class DuckDBStore:
 
 
 class _DuckDBIngest:
-    """Staging area of one ingest transaction (temporary tables, dropped at the end)."""
+    """One ingest transaction: rows go straight into ``events``; duplicates are removed at resolve.
+
+    Writing once and deleting the (usually few) duplicates is cheaper than staging every row
+    and copying it again.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self._con = con
         self.ingest_id = int(_exec(con, "SELECT nextval('ingest_id_seq')")[0][0])
-        self._seq = 0
         self.committed = False
         self._staged: dict[str, int] = {}
-        _exec(
-            con,
-            "CREATE OR REPLACE TEMP TABLE _staged AS "
-            f"SELECT {_EVENT_COLUMNS}, ''::VARCHAR AS _source, 0::BIGINT AS _seq "
-            "FROM events LIMIT 0",
-        )
 
     def stage(self, events: pa.Table, source: str) -> None:
-        """Append validated events of ``source`` to the staging table."""
+        """Insert validated events of ``source`` (tagged with this ingest) into ``events``."""
         n = events.num_rows
         self._staged[source] = self._staged.get(source, 0) + n
         if n == 0:
             return
-        seq = pa.array(np.arange(self._seq, self._seq + n, dtype=np.int64))
-        self._seq += n
-        tagged = events.append_column("_seq", seq)
-        self._con.register("_incoming", tagged)
+        self._con.register("_incoming", events)
         try:
             _exec(
                 self._con,
-                f"INSERT INTO _staged SELECT {_EVENT_COLUMNS}, ?, _seq FROM _incoming",
-                [source],
+                f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ?, ? FROM _incoming",
+                [self.ingest_id, source],
             )
         finally:
             self._con.unregister("_incoming")
@@ -216,34 +208,41 @@ class _DuckDBIngest:
             self._con.unregister("_outcomes")
 
     def resolve(self) -> dict[str, CommitCounts]:
-        """Insert staged events not already stored (first occurrence wins); count per source."""
-        con = self._con
-        _exec(
+        """Delete this ingest's rows whose event_id is already stored or repeated (first wins)."""
+        con, cur = self._con, self.ingest_id
+        deleted: dict[str, int] = {}
+        # Copies of events stored by earlier ingests.
+        earlier = _exec(
             con,
-            "CREATE OR REPLACE TEMP TABLE _new AS "
-            "SELECT s.* FROM _staged s ANTI JOIN events e ON s.event_id = e.event_id "
-            "QUALIFY row_number() OVER (PARTITION BY s.event_id ORDER BY s._seq) = 1",
+            "DELETE FROM events WHERE ingest_id = $cur AND event_id IN "
+            "(SELECT event_id FROM events WHERE ingest_id < $cur AND event_id IN "
+            " (SELECT event_id FROM events WHERE ingest_id = $cur)) RETURNING source",
+            {"cur": cur},  # type: ignore[arg-type]
         )
-        inserted = dict(
-            (str(k), int(v)) for k, v in _exec(con, "SELECT _source, count(*) FROM _new GROUP BY 1")
-        )
-        _exec(
+        # Repeats within this ingest: keep the first inserted row of each event_id.
+        within = _exec(
             con,
-            f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ? FROM _new ORDER BY _seq",
-            [self.ingest_id],
+            "DELETE FROM events WHERE ingest_id = $cur AND rowid IN ("
+            " SELECT rowid FROM events WHERE ingest_id = $cur AND event_id IN ("
+            "  SELECT event_id FROM events WHERE ingest_id = $cur "
+            "  GROUP BY event_id HAVING count(*) > 1)"
+            " QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY rowid) > 1"
+            ") RETURNING source",
+            {"cur": cur},  # type: ignore[arg-type]
         )
+        for (source,) in earlier + within:
+            deleted[source] = deleted.get(source, 0) + 1
         return {
-            src: CommitCounts(inserted=inserted.get(src, 0), duplicates=n - inserted.get(src, 0))
+            src: CommitCounts(inserted=n - deleted.get(src, 0), duplicates=deleted.get(src, 0))
             for src, n in self._staged.items()
         }
 
     def commit(self, report: dict[str, object]) -> None:
         """Log the ingest with its ``report`` and commit the transaction."""
-        con = self._con
         totals = report.get("totals", {})
         assert isinstance(totals, dict)
         _exec(
-            con,
+            self._con,
             "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 self.ingest_id,
@@ -255,13 +254,5 @@ class _DuckDBIngest:
                 json.dumps(report),
             ],
         )
-        _exec(con, "COMMIT")
+        _exec(self._con, "COMMIT")
         self.committed = True
-
-    def cleanup(self) -> None:
-        """Drop the staging tables (after commit or rollback)."""
-        for name in ("_staged", "_new"):
-            try:
-                _exec(self._con, f"DROP TABLE IF EXISTS {name}")
-            except duckdb.Error:
-                pass

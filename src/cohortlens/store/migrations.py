@@ -16,7 +16,8 @@ DUCKDB: dict[int, list[str]] = {
             item_id VARCHAR NOT NULL,
             outcome DOUBLE,
             duration_s DOUBLE,
-            ingest_id BIGINT NOT NULL
+            ingest_id BIGINT NOT NULL,
+            source VARCHAR NOT NULL
         )""",
         """CREATE TABLE quarantine (
             ingest_id BIGINT NOT NULL,

@@ -1,0 +1,1 @@
+"""Benchmarks: each module measures cohortlens beside a peer implementation in the same run."""
