@@ -39,3 +39,5 @@ class UnreadableSourceError(InputError):
 
 class StoreError(CohortlensError):
     """The store is unreachable, or its schema is newer than this release understands."""
+
+    exit_code = 3

@@ -48,7 +48,7 @@ def _errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CohortlensError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -62,6 +62,7 @@ def _errors(func: F) -> F:
                 f"[bold red]internal error[/] ({type(exc).__name__}: {exc}). This is a bug in "
                 "cohortlens; rerun with COHORTLENS_DEBUG=1 for details and report it.",
                 highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(EXIT_INTERNAL) from None
 
