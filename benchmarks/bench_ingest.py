@@ -69,13 +69,18 @@ def run(n_events: int = 10_000_000, repeats: int = 3) -> list[dict[str, Any]]:
         peer = run_case("benchmarks.bench_ingest", ["--case", "peer", "--path", path], repeats)
         ours = run_case("benchmarks.bench_ingest", ["--case", "ours", "--path", path], repeats)
         for name, r in (("duckdb plain load (peer)", peer), ("cohortlens ingest", ours)):
-            rows.append({
-                "format": fmt, "engine": name, "rows": r["rows"], "seconds": round(r["seconds"], 2),
-                "runs": [round(s, 2) for s in r["runs"]],
-                "rows_per_s": round(r["rows"] / r["seconds"]),
-                "peak_rss_mb": r["peak_rss_mb"],
-                "time_vs_peer": round(r["seconds"] / peer["seconds"], 2),
-            })
+            rows.append(
+                {
+                    "format": fmt,
+                    "engine": name,
+                    "rows": r["rows"],
+                    "seconds": round(r["seconds"], 2),
+                    "runs": [round(s, 2) for s in r["runs"]],
+                    "rows_per_s": round(r["rows"] / r["seconds"]),
+                    "peak_rss_mb": r["peak_rss_mb"],
+                    "time_vs_peer": round(r["seconds"] / peer["seconds"], 2),
+                }
+            )
     return rows
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import REPO
 
 DATA = REPO / "tests" / "data"
@@ -17,7 +16,11 @@ DATA = REPO / "tests" / "data"
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cohortlens", *args],
-        capture_output=True, text=True, check=False, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -37,22 +40,26 @@ def test_ingest_json_summary_and_idempotence(tmp_path: Path) -> None:
 def test_missing_file_fails_with_exit_2_and_a_message(tmp_path: Path) -> None:
     r = cli("ingest", str(tmp_path / "nope.csv"), "--db", str(tmp_path / "s.duckdb"))
     assert r.returncode == 2
-    assert "nope.csv" in r.stderr and "no such file" in r.stderr
+    assert "nope.csv" in r.stderr
+    assert "no such file" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
 
 
 def test_bad_map_and_format_options_exit_2(tmp_path: Path) -> None:
     db = str(tmp_path / "s.duckdb")
     r = cli("ingest", str(DATA / "oulad"), "--map", "learner=id", "--db", db)
-    assert r.returncode == 2 and "not a canonical column" in r.stderr
+    assert r.returncode == 2
+    assert "not a canonical column" in r.stderr
     r = cli("ingest", str(DATA / "oulad"), "--format", "excel", "--db", db)
-    assert r.returncode == 2 and "expected one of" in r.stderr
+    assert r.returncode == 2
+    assert "expected one of" in r.stderr
 
 
 def test_same_source_twice_is_refused(tmp_path: Path) -> None:
     p = str(DATA / "oulad")
     r = cli("ingest", p, p, "--db", str(tmp_path / "s.duckdb"))
-    assert r.returncode == 2 and "more than once" in r.stderr
+    assert r.returncode == 2
+    assert "more than once" in r.stderr
 
 
 def test_a_store_newer_than_the_code_exits_3(tmp_path: Path) -> None:
@@ -64,13 +71,20 @@ def test_a_store_newer_than_the_code_exits_3(tmp_path: Path) -> None:
     con.execute("INSERT INTO schema_migrations VALUES (999, now())").fetchall()
     con.close()
     r = cli("quarantine", "--db", str(db))
-    assert r.returncode == 3 and "newer than this release" in r.stderr
+    assert r.returncode == 3
+    assert "newer than this release" in r.stderr
 
 
 @pytest.mark.parametrize("fmt", ["ednet", "kddcup2015"])
 def test_dataset_slices_ingest(tmp_path: Path, fmt: str) -> None:
-    r = cli("ingest", str(DATA / ("ednet" if fmt == "ednet" else "kddcup2015")), "--db",
-            str(tmp_path / "s.duckdb"), "--json")
+    r = cli(
+        "ingest",
+        str(DATA / ("ednet" if fmt == "ednet" else "kddcup2015")),
+        "--db",
+        str(tmp_path / "s.duckdb"),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert rep["accepted"] > 0 and rep["rows_read"] == rep["accepted"] + rep["rejected"] + rep["duplicates"]
+    assert rep["accepted"] > 0
+    assert rep["rows_read"] == rep["accepted"] + rep["rejected"] + rep["duplicates"]

@@ -20,12 +20,14 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _events(n: int, learner: str = "a") -> pa.Table:
-    t = pa.table({
-        "learner_id": [learner] * n,
-        "ts": [f"2024-01-01T00:00:{i:02d}Z" for i in range(n)],
-        "item_id": [f"i{i}" for i in range(n)],
-        "_line": list(range(2, n + 2)),
-    })
+    t = pa.table(
+        {
+            "learner_id": [learner] * n,
+            "ts": [f"2024-01-01T00:00:{i:02d}Z" for i in range(n)],
+            "item_id": [f"i{i}" for i in range(n)],
+            "_line": list(range(2, n + 2)),
+        }
+    )
     return validate_batch(RawBatch("x", t), now=NOW).accepted
 
 
@@ -61,7 +63,11 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_ingest_is_idempotent_and_dedups_within_a_run() -> None:
     store = DuckDBStore(":memory:")
     e = _events(5)
-    assert _ingest(store, [e, e.slice(0, 2), e.slice(1, 1)]) == {"0": (5, 0), "1": (0, 2), "2": (0, 1)}
+    assert _ingest(store, [e, e.slice(0, 2), e.slice(1, 1)]) == {
+        "0": (5, 0),
+        "1": (0, 2),
+        "2": (0, 1),
+    }
     assert store.count_events() == 5
     assert _ingest(store, [e]) == {"0": (0, 5)}
     assert store.count_events() == 5
@@ -70,10 +76,15 @@ def test_ingest_is_idempotent_and_dedups_within_a_run() -> None:
 def test_a_failure_before_commit_leaves_the_previous_state() -> None:
     store = DuckDBStore(":memory:")
     _ingest(store, [_events(3)])
-    with pytest.raises(RuntimeError, match="boom"), store.ingest_session() as s:
-        s.stage(_events(4, learner="b"), "0")
-        s.resolve()
-        raise RuntimeError("boom")
+
+    def crash_mid_ingest() -> None:
+        with store.ingest_session() as s:
+            s.stage(_events(4, learner="b"), "0")
+            s.resolve()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        crash_mid_ingest()
     assert store.count_events() == 3
     assert store.ingest_log().num_rows == 1
 
@@ -84,22 +95,44 @@ def test_events_are_read_back_sorted_with_the_canonical_schema() -> None:
     batches = list(store.read_events())
     rows = pa.Table.from_batches(batches).to_pylist()
     assert [(r["learner_id"], r["item_id"]) for r in rows] == [
-        ("a", "i0"), ("a", "i1"), ("b", "i0"), ("b", "i1"), ("b", "i2")]
+        ("a", "i0"),
+        ("a", "i1"),
+        ("b", "i0"),
+        ("b", "i1"),
+        ("b", "i2"),
+    ]
 
 
 def test_outcomes_upsert_last_wins() -> None:
     store = DuckDBStore(":memory:")
-    t1 = pa.table({"learner_id": ["a", "b"], "completed": [True, False], "churned": [False, True],
-                   "revenue": [1.0, None], "as_of": [None, None]}, schema=OUTCOME_SCHEMA)
-    t2 = pa.table({"learner_id": ["a"], "completed": [False], "churned": [True],
-                   "revenue": [2.0], "as_of": [None]}, schema=OUTCOME_SCHEMA)
+    t1 = pa.table(
+        {
+            "learner_id": ["a", "b"],
+            "completed": [True, False],
+            "churned": [False, True],
+            "revenue": [1.0, None],
+            "as_of": [None, None],
+        },
+        schema=OUTCOME_SCHEMA,
+    )
+    t2 = pa.table(
+        {
+            "learner_id": ["a"],
+            "completed": [False],
+            "churned": [True],
+            "revenue": [2.0],
+            "as_of": [None],
+        },
+        schema=OUTCOME_SCHEMA,
+    )
     for t in (t1, t2):
         with store.ingest_session() as s:
             s.put_outcomes(t)
             s.resolve()
             s.commit({"totals": {}})
     got = {r["learner_id"]: r for r in store.read_outcomes().to_pylist()}
-    assert got["a"]["revenue"] == 2.0 and got["a"]["completed"] is False
+    assert got["a"]["revenue"] == 2.0
+    assert got["a"]["completed"] is False
     assert got["b"]["churned"] is True
 
 

@@ -35,7 +35,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Store: a DuckDB file (default $COHORTLENS_DB or ./cohortlens.duckdb)."),
+    typer.Option(
+        "--db", help="Store: a DuckDB file (default $COHORTLENS_DB or ./cohortlens.duckdb)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -99,9 +101,10 @@ def simulate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic platform with known ground truth (events, outcomes, truth)."""
-    from cohortlens.simulate import SimulationParams, simulate as run, write_simulation
+    from cohortlens.simulate import SimulationParams, write_simulation
+    from cohortlens.simulate import simulate as run
 
-    with _spinner(f"simulating {learners:,} learners x {weeks} weeks", as_json):
+    with _Spinner(f"simulating {learners:,} learners x {weeks} weeks", as_json):
         sim = run(SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed))
         paths = write_simulation(sim, out_dir)
     summary = {
@@ -121,7 +124,9 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or dataset directories.")],
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="csv|parquet|jsonl|xapi|oulad|ednet|kddcup2015 (default: by name)."),
+        typer.Option(
+            "--format", help="csv|parquet|jsonl|xapi|oulad|ednet|kddcup2015 (default: by name)."
+        ),
     ] = None,
     map_: Annotated[
         list[str] | None,
@@ -130,7 +135,9 @@ def ingest(
     ts_unit: Annotated[
         str, typer.Option(help="auto (detect), iso, s, ms or us: how to read timestamps.")
     ] = "auto",
-    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default , or tab for .tsv).")] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV delimiter (default , or tab for .tsv).")
+    ] = None,
     xapi_domain_path: Annotated[
         str, typer.Option(help="Dotted path to the domain in an xAPI statement.")
     ] = "context.contextActivities.grouping[0].id",
@@ -159,10 +166,10 @@ def ingest(
         delimiter=delimiter,
         xapi_domain_path=xapi_domain_path,
     )
-    with open_store(db) as store:
-        with _rows_progress(as_json) as progress:
-            report = run(store, paths, fmt=fmt, options=options, progress=progress,
-                         outcomes=outcomes or [])
+    with open_store(db) as store, _RowsProgress(as_json) as progress:
+        report = run(
+            store, paths, fmt=fmt, options=options, progress=progress, outcomes=outcomes or []
+        )
     if as_json:
         _print_json(report.to_dict())
         return
@@ -170,8 +177,9 @@ def ingest(
     for col in ("source", "rows read", "accepted", "rejected", "duplicates"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for s in report.sources:
-        table.add_row(s.source, f"{s.rows_read:,}", f"{s.accepted:,}", f"{s.rejected:,}",
-                      f"{s.duplicates:,}")
+        table.add_row(
+            s.source, f"{s.rows_read:,}", f"{s.accepted:,}", f"{s.rejected:,}", f"{s.duplicates:,}"
+        )
     out.print(table)
     for reason, n in report.rejected_by_reason.items():
         out.print(f"  rejected {reason}: {n:,}")
@@ -213,7 +221,8 @@ def demo(
 ) -> None:
     """Run the whole pipeline on simulated data into a fresh embedded store."""
     from cohortlens.events.ingest import ingest as run_ingest
-    from cohortlens.simulate import SimulationParams, simulate as run, write_simulation
+    from cohortlens.simulate import SimulationParams, write_simulation
+    from cohortlens.simulate import simulate as run
     from cohortlens.store import open_store
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,16 +230,15 @@ def demo(
     for stale in (db, Path(f"{db}.wal")):
         stale.unlink(missing_ok=True)
     out.rule("1. simulate")
-    with _spinner(f"simulating {learners:,} learners", False):
+    with _Spinner(f"simulating {learners:,} learners", False):
         sim = run(SimulationParams(n_learners=learners, seed=seed))
         files = write_simulation(sim, out_dir / "sim")
     out.print(f"{sim.events.num_rows:,} events, {learners:,} learners -> {out_dir / 'sim'}/")
     out.rule("2. ingest")
-    with open_store(db) as store:
-        with _rows_progress(False) as progress:
-            report = run_ingest(
-                store, [files["events"]], outcomes=[files["outcomes"]], progress=progress
-            )
+    with open_store(db) as store, _RowsProgress(False) as progress:
+        report = run_ingest(
+            store, [files["events"]], outcomes=[files["outcomes"]], progress=progress
+        )
     out.print(
         f"rows read {report.rows_read:,}: accepted {report.accepted:,}, rejected "
         f"{report.rejected:,}, duplicates {report.duplicates:,} -> {db}"
@@ -239,13 +247,17 @@ def demo(
     out.print(f"wrote {out_dir / 'ingest_report.json'}")
 
 
-class _spinner:
+class _Spinner:
     """A transient spinner on stderr for steps that may take more than a second."""
 
     def __init__(self, text: str, quiet: bool) -> None:
         self._progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=err, transient=True, disable=quiet,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=quiet,
         )
         self._text = text
 
@@ -257,14 +269,18 @@ class _spinner:
         self._progress.stop()
 
 
-class _rows_progress:
+class _RowsProgress:
     """Rows-read counter per source, on stderr."""
 
     def __init__(self, quiet: bool) -> None:
         self._progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"),
-            TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
-            console=err, transient=True, disable=quiet,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed:,.0f} rows"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=quiet,
         )
         self._tasks: dict[str, Any] = {}
 
@@ -287,7 +303,9 @@ def _mount_subcommands() -> None:
         from cohortlens.cli.experiment import app as experiment_app
     except ImportError:
         return
-    app.add_typer(experiment_app, name="experiment", help="A/B experiments: analyze, power, simulate.")
+    app.add_typer(
+        experiment_app, name="experiment", help="A/B experiments: analyze, power, simulate."
+    )
 
 
 _mount_subcommands()

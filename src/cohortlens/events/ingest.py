@@ -131,9 +131,9 @@ def ingest(
                     progress(source.name, report.rows_read)
             report.rejected_by_reason = dict(sorted(reasons.items()))
             if source.outcomes is not None:
-                outcomes = source.outcomes()
-                session.put_outcomes(outcomes)
-                report.outcomes = outcomes.num_rows
+                carried = source.outcomes()
+                session.put_outcomes(carried)
+                report.outcomes = carried.num_rows
         for table in outcome_tables:
             session.put_outcomes(table)
         by_name = {r.source: r for r in reports}

@@ -40,15 +40,23 @@ def read_outcomes(path: Path) -> pa.Table:
     def raw(c: str) -> str:
         return f"NULLIF(TRIM(CAST({c} AS VARCHAR)), '')" if c in cols else "NULL"
 
-    revenue = "TRY_CAST(NULLIF(TRIM(CAST(revenue AS VARCHAR)), '') AS DOUBLE)" if "revenue" in cols else "CAST(NULL AS DOUBLE)"
-    as_of = "TRY_CAST(NULLIF(TRIM(CAST(as_of AS VARCHAR)), '') AS TIMESTAMPTZ)" if "as_of" in cols else "CAST(NULL AS TIMESTAMPTZ)"
+    revenue = (
+        "TRY_CAST(NULLIF(TRIM(CAST(revenue AS VARCHAR)), '') AS DOUBLE)"
+        if "revenue" in cols
+        else "CAST(NULL AS DOUBLE)"
+    )
+    as_of = (
+        "TRY_CAST(NULLIF(TRIM(CAST(as_of AS VARCHAR)), '') AS TIMESTAMPTZ)"
+        if "as_of" in cols
+        else "CAST(NULL AS TIMESTAMPTZ)"
+    )
     table = con.sql(
         f"""SELECT row_number() OVER () AS _row,
                NULLIF(TRIM(CAST(learner_id AS VARCHAR)), '') AS learner_id,
-               {boolean('completed')} AS completed, {raw('completed')} AS completed_raw,
-               {boolean('churned')} AS churned, {raw('churned')} AS churned_raw,
-               {revenue} AS revenue, {raw('revenue')} AS revenue_raw,
-               {as_of} AS as_of, {raw('as_of')} AS as_of_raw
+               {boolean("completed")} AS completed, {raw("completed")} AS completed_raw,
+               {boolean("churned")} AS churned, {raw("churned")} AS churned_raw,
+               {revenue} AS revenue, {raw("revenue")} AS revenue_raw,
+               {as_of} AS as_of, {raw("as_of")} AS as_of_raw
             FROM src"""
     ).to_arrow_table()
     con.register("t", table)

@@ -87,8 +87,13 @@ def check_required(source: str, available: list[str], mapping: Mapping[str, str]
         raise MissingColumnsError(source, [mapping.get(c, c) for c in missing], available)
 
 
-def rejects_table(source: str, lines: list[int | None], reasons: list[str],
-                  details: list[str | None], raws: list[str | None]) -> pa.Table:
+def rejects_table(
+    source: str,
+    lines: list[int | None],
+    reasons: list[str],
+    details: list[str | None],
+    raws: list[str | None],
+) -> pa.Table:
     """Build a quarantine table from per-row lists (readers' structural rejects are rare)."""
     return pa.table(
         {

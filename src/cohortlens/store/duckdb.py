@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
@@ -128,6 +129,125 @@ class DuckDBStore:
     def ingest_log(self) -> pa.Table:
         """One row per committed ingest."""
         return self._con.sql("SELECT * FROM ingest_log ORDER BY ingest_id").to_arrow_table()
+
+    # -- feature runs -----------------------------------------------------------------------
+    def save_feature_run(self, features: pa.Table, params: dict[str, Any], source: str) -> int:
+        """Store one run's feature table with the parameters used; returns its run id."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(features, sink, compression="zstd")
+        con = self._con
+        _exec(con, "BEGIN TRANSACTION")
+        try:
+            run_id = int(_exec(con, "SELECT nextval('feature_run_seq')")[0][0])
+            _exec(
+                con,
+                "INSERT INTO feature_runs VALUES (?, ?, ?, ?, ?)",
+                [run_id, datetime.now(UTC), source, json.dumps(params), features.num_rows],
+            )
+            _exec(
+                con,
+                "INSERT INTO feature_blobs VALUES (?, ?)",
+                [run_id, sink.getvalue().to_pybytes()],
+            )
+            _exec(con, "COMMIT")
+        except BaseException:
+            _exec(con, "ROLLBACK")
+            raise
+        return run_id
+
+    def read_features(self, run_id: int | None = None) -> tuple[int, pa.Table]:
+        """A feature run's table (the latest run when ``run_id`` is None)."""
+        if run_id is None:
+            rows = _exec(self._con, "SELECT max(run_id) FROM feature_runs")
+            if not rows or rows[0][0] is None:
+                raise StoreError(f"{self.url} has no feature run yet; run `cohortlens features`")
+            run_id = int(rows[0][0])
+        blob = _exec(self._con, "SELECT parquet FROM feature_blobs WHERE run_id = ?", [run_id])
+        if not blob:
+            raise StoreError(f"{self.url} has no feature run {run_id}")
+        return run_id, pq.read_table(pa.BufferReader(blob[0][0]))
+
+    def feature_runs(self) -> list[dict[str, Any]]:
+        """Every feature run: id, time, source, parameters, learners."""
+        rows = _exec(
+            self._con,
+            "SELECT run_id, created_at, source, params, n_learners FROM feature_runs ORDER BY run_id",
+        )
+        keys = ("run_id", "created_at", "source", "params", "n_learners")
+        return [dict(zip(keys, r, strict=True)) | {"params": json.loads(r[3])} for r in rows]
+
+    # -- cohort models --------------------------------------------------------------------------
+    def save_model(
+        self, artifact: dict[str, Any], *, feature_run_id: int | None, activate: bool
+    ) -> int:
+        """Store a cohort-model artifact; with ``activate`` it becomes the one active model."""
+        con = self._con
+        _exec(con, "BEGIN TRANSACTION")
+        try:
+            model_id = int(_exec(con, "SELECT nextval('cohort_model_seq')")[0][0])
+            if activate:
+                _exec(con, "UPDATE cohort_models SET status = 'retired' WHERE status = 'active'")
+            _exec(
+                con,
+                "INSERT INTO cohort_models VALUES (?, ?, ?, ?, ?)",
+                [
+                    model_id,
+                    datetime.now(UTC),
+                    feature_run_id,
+                    "active" if activate else "candidate",
+                    json.dumps(artifact),
+                ],
+            )
+            _exec(con, "COMMIT")
+        except BaseException:
+            _exec(con, "ROLLBACK")
+            raise
+        return model_id
+
+    def active_model(self) -> tuple[int, dict[str, Any]] | None:
+        """The active model's id and artifact, or None when no model was activated."""
+        rows = _exec(
+            self._con,
+            "SELECT model_id, artifact FROM cohort_models WHERE status = 'active' "
+            "ORDER BY model_id DESC LIMIT 1",
+        )
+        return (int(rows[0][0]), json.loads(rows[0][1])) if rows else None
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every stored model: id, time, feature run, status."""
+        rows = _exec(
+            self._con,
+            "SELECT model_id, created_at, feature_run_id, status FROM cohort_models ORDER BY model_id",
+        )
+        keys = ("model_id", "created_at", "feature_run_id", "status")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def save_assignments(self, model_id: int, assignments: pa.Table) -> None:
+        """Replace the stored assignments of ``model_id`` (learner_id, cohort_id, archetype, distance)."""
+        con = self._con
+        con.register("_assign", assignments)
+        _exec(con, "BEGIN TRANSACTION")
+        try:
+            _exec(con, "DELETE FROM assignments WHERE model_id = ?", [model_id])
+            _exec(
+                con,
+                "INSERT INTO assignments SELECT ?, learner_id, cohort_id, archetype, distance "
+                "FROM _assign",
+                [model_id],
+            )
+            _exec(con, "COMMIT")
+        except BaseException:
+            _exec(con, "ROLLBACK")
+            raise
+        finally:
+            con.unregister("_assign")
+
+    def read_assignments(self, model_id: int) -> pa.Table:
+        """All assignments of ``model_id``."""
+        return self._con.sql(
+            "SELECT learner_id, cohort_id, archetype, distance FROM assignments "
+            f"WHERE model_id = {int(model_id)} ORDER BY learner_id"
+        ).to_arrow_table()
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:

@@ -46,4 +46,35 @@ DUCKDB: dict[int, list[str]] = {
         )""",
         "CREATE SEQUENCE ingest_id_seq START 1",
     ],
+    2: [
+        """CREATE TABLE feature_runs (
+            run_id BIGINT PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            source VARCHAR NOT NULL,
+            params JSON NOT NULL,
+            n_learners BIGINT NOT NULL
+        )""",
+        "CREATE SEQUENCE feature_run_seq START 1",
+        # Feature rows are stored as one Parquet blob per run: the columns belong to the
+        # features stage and may grow without a migration here.
+        """CREATE TABLE feature_blobs (
+            run_id BIGINT PRIMARY KEY,
+            parquet BLOB NOT NULL
+        )""",
+        """CREATE TABLE cohort_models (
+            model_id BIGINT PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            feature_run_id BIGINT,
+            status VARCHAR NOT NULL,
+            artifact JSON NOT NULL
+        )""",
+        "CREATE SEQUENCE cohort_model_seq START 1",
+        """CREATE TABLE assignments (
+            model_id BIGINT NOT NULL,
+            learner_id VARCHAR NOT NULL,
+            cohort_id INTEGER NOT NULL,
+            archetype VARCHAR NOT NULL,
+            distance DOUBLE
+        )""",
+    ],
 }

@@ -40,14 +40,23 @@ def detect_format(path: Path) -> str:
         raise InputError(f"{path}: a directory, but not a known dataset layout; pass --format")
     name = path.name.lower()
     for suffix, fmt in (
-        (".csv", "csv"), (".csv.gz", "csv"), (".tsv", "csv"), (".tsv.gz", "csv"), (".txt", "csv"),
-        (".parquet", "parquet"), (".pq", "parquet"),
-        (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".jsonl.gz", "jsonl"),
+        (".csv", "csv"),
+        (".csv.gz", "csv"),
+        (".tsv", "csv"),
+        (".tsv.gz", "csv"),
+        (".txt", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".jsonl.gz", "jsonl"),
         (".json", "xapi"),
     ):
         if name.endswith(suffix):
             return fmt
-    raise InputError(f"{path}: cannot tell the format from the name; pass --format ({', '.join(FORMATS)})")
+    raise InputError(
+        f"{path}: cannot tell the format from the name; pass --format ({', '.join(FORMATS)})"
+    )
 
 
 def open_source(path: Path, fmt: str | None = None, options: ReadOptions | None = None) -> Source:
