@@ -189,6 +189,72 @@ def ingest(
 
 @app.command()
 @_errors
+def features(
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events", help="Read events from this Parquet file/dir instead of the store."
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write the feature table to this Parquet file."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compute per-learner features (velocity, affinity, retention) and save them as a run."""
+    from cohortlens.features import FeatureParams, build_features, write_features
+    from cohortlens.store import open_store
+
+    params = FeatureParams()
+    with open_store(db) as store:
+        if events is not None:
+            if not events.exists():
+                raise InputError(f"{events}: no such file or directory")
+            source = str(events)
+            with _Spinner(f"features from {events}", as_json):
+                table = build_features(events, params, n_workers=workers)
+        else:
+            if store.count_events() == 0:
+                raise InputError(f"{store.url} holds no events; run `cohortlens ingest` first")
+            source = f"store:{store.url}"
+            with _Spinner(f"features from {store.url}", as_json):
+                table = build_features(store.events_reader(), params, n_workers=workers)
+        run_id = store.save_feature_run(table, params.to_dict(), source)
+    if out_path is not None:
+        write_features(table, out_path, params, run_id=str(run_id))
+    summary = {
+        "run_id": run_id,
+        "learners": table.num_rows,
+        "source": source,
+        "out": str(out_path) if out_path else None,
+        "velocity_status": _counts(table, "velocity_status"),
+        "retention_status": _counts(table, "retention_status"),
+        "affinity_archetype": _counts(table, "affinity_archetype"),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"feature run {run_id}: {table.num_rows:,} learners from {source}")
+    for key in ("velocity_status", "retention_status", "affinity_archetype"):
+        parts = ", ".join(f"{k} {v:,}" for k, v in summary[key].items())  # type: ignore[attr-defined]
+        out.print(f"  {key}: {parts}")
+    if out_path:
+        out.print(f"  wrote {out_path}")
+
+
+def _counts(table: Any, column: str) -> dict[str, int]:
+    """Value counts of a string column (nulls as "None")."""
+    import pyarrow.compute as pc
+
+    pairs = pc.value_counts(table.column(column)).to_pylist()
+    return dict(sorted((str(p["values"]), int(p["counts"])) for p in pairs))
+
+
+@app.command()
+@_errors
 def quarantine(
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
     db: DbOption = None,

@@ -113,6 +113,14 @@ class DuckDBStore:
         for batch in reader:
             yield batch.cast(EVENT_SCHEMA)
 
+    def events_reader(
+        self, *, sort: bool = True, batch_rows: int = 1 << 20
+    ) -> pa.RecordBatchReader:
+        """The events as one Arrow stream (see :meth:`read_events`)."""
+        return pa.RecordBatchReader.from_batches(
+            EVENT_SCHEMA, self.read_events(sort=sort, batch_rows=batch_rows)
+        )
+
     def read_outcomes(self) -> pa.Table:
         """All learner outcomes."""
         cols = ", ".join(OUTCOME_SCHEMA.names)
