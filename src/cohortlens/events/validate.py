@@ -211,7 +211,9 @@ def validate_batch(
     """
     now = now or datetime.now(UTC)
     # Several Arrow chunks let DuckDB scan the batch on all threads.
-    table = pa.Table.from_batches(batch.table.to_batches(max_chunksize=_CHUNK_ROWS))
+    table = pa.Table.from_batches(
+        batch.table.to_batches(max_chunksize=_CHUNK_ROWS), schema=batch.table.schema
+    )
     types = {f.name: f.type for f in table.schema}
     con = _connection()
     con.register("batch", table)
