@@ -15,7 +15,10 @@ from typing import Any
 from benchmarks._harness import OUT
 
 #: name -> module exposing ``run(...) -> list[dict]``.
-SUITES = {"ingest": "benchmarks.bench_ingest"}
+SUITES = {
+    "ingest": "benchmarks.bench_ingest",
+    "experiments": "benchmarks.bench_experiments",
+}
 
 
 def _markdown(name: str, rows: list[dict[str, Any]]) -> str:

@@ -239,7 +239,7 @@ def features(
         return
     out.print(f"feature run {run_id}: {table.num_rows:,} learners from {source}")
     for key in ("velocity_status", "retention_status", "affinity_archetype"):
-        parts = ", ".join(f"{k} {v:,}" for k, v in summary[key].items())  # type: ignore[attr-defined]
+        parts = ", ".join(f"{k} {v:,}" for k, v in summary[key].items())
         out.print(f"  {key}: {parts}")
     if out_path:
         out.print(f"  wrote {out_path}")

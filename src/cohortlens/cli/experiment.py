@@ -1,0 +1,741 @@
+"""``cohortlens experiment ...``: analyse, size, simulate and assign A/B experiments.
+
+Human output goes through rich; ``--json`` prints one JSON document on stdout. Unusable
+input exits with code 2 and a one-line message (no traceback); see docs/EXPERIMENTS.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cohortlens.errors import CohortlensError
+from cohortlens.experiments.errors import ExperimentInputError, ReportStatus
+from cohortlens.experiments.spec import MetricKind, MetricRole, MetricSpec
+
+app = typer.Typer(
+    help="A/B experiments: analyze, power, simulate, reduce, assign.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+EXIT_INTERNAL, EXIT_INPUT = 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+MetricOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metric",
+        help="NAME:binary|mean|ratio[:NUM/DEN], repeatable. For binary and mean metrics NAME "
+        "is the column; for ratio metrics NUM/DEN are the columns.",
+    ),
+]
+GuardrailOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--guardrail",
+        help="Guardrail metric, same syntax as --metric; fails on a significant regression.",
+    ),
+]
+CovariateOption = Annotated[
+    list[str] | None,
+    typer.Option("--covariate", help="METRIC=COLUMN: pre-period covariate for CUPED."),
+]
+CapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cap", help="METRIC=QUANTILE: cap values at a quantile of all arms (e.g. 0.99)."
+    ),
+]
+LowerOption = Annotated[
+    list[str] | None,
+    typer.Option("--lower-is-better", help="Metric where a decrease is good (e.g. churn)."),
+]
+VariantColOption = Annotated[
+    str, typer.Option("--variant-col", help="Column holding each learner's variant.")
+]
+TimeColOption = Annotated[
+    str | None,
+    typer.Option("--time-col", help="Period column (e.g. day) for sequential looks over time."),
+]
+
+
+def _errors(func: F) -> F:
+    """Input problems -> one line on stderr and exit 2; unexpected ones -> exit 1; no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except CohortlensError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (ValueError, OSError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INPUT) from None
+        except Exception as exc:
+            if os.environ.get("COHORTLENS_DEBUG"):
+                raise
+            err.print(
+                f"[bold red]internal error[/] ({type(exc).__name__}: {exc}). This is a bug in "
+                "cohortlens; rerun with COHORTLENS_DEBUG=1 for details and report it.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- analyze
+
+
+@app.command()
+@_errors
+def analyze(
+    data: Annotated[
+        Path,
+        typer.Argument(help="Per-learner CSV/Parquet, or a JSON file of sufficient statistics."),
+    ],
+    variant_col: VariantColOption = "variant",
+    metric: MetricOption = None,
+    guardrail: GuardrailOption = None,
+    covariate: CovariateOption = None,
+    cap: CapOption = None,
+    lower_is_better: LowerOption = None,
+    control: Annotated[
+        str | None, typer.Option(help="Control variant (default: 'control' or the first).")
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Design split for the SRM check, e.g. control=1,treatment=1 (default equal)."
+        ),
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    srm_alpha: Annotated[
+        float, typer.Option(help="Flag a sample ratio mismatch below this p-value.")
+    ] = 0.001,
+    correction: Annotated[str, typer.Option(help="holm | bh | none (primary metrics).")] = "holm",
+    binary_test: Annotated[
+        str, typer.Option(help="unpooled | pooled p-values for binary metrics.")
+    ] = "unpooled",
+    sequential: Annotated[
+        bool, typer.Option("--sequential", help="Add always-valid (mSPRT) results.")
+    ] = False,
+    tune_n: Annotated[
+        int,
+        typer.Option(
+            help="Units at which the always-valid boundary is tuned (set before looking)."
+        ),
+    ] = 10_000,
+    time_col: TimeColOption = None,
+    population: Annotated[
+        int | None,
+        typer.Option(
+            help="Learners to project the business impact onto (default: the experiment's)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Analyse an experiment: lifts with CIs, p-values, CUPED, SRM, guardrails, verdicts."""
+    from cohortlens.experiments.analysis import analyze as run
+    from cohortlens.experiments.report import render_html
+    from cohortlens.experiments.sequential import SequentialParams
+    from cohortlens.experiments.spec import AnalysisConfig
+
+    specs, periods, file_control, file_weights = _load(
+        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col
+    )
+    if correction not in ("holm", "bh", "none"):
+        raise ExperimentInputError(f"--correction {correction!r}: expected holm, bh or none")
+    if binary_test not in ("unpooled", "pooled"):
+        raise ExperimentInputError(f"--binary-test {binary_test!r}: expected unpooled or pooled")
+    config = AnalysisConfig(
+        control=control or file_control,
+        alpha=alpha,
+        expected_weights=_parse_weights(weights) if weights else file_weights,
+        srm_alpha=srm_alpha,
+        correction=correction,  # type: ignore[arg-type]
+        binary_test=binary_test,  # type: ignore[arg-type]
+        sequential=SequentialParams(tuning_n=tune_n) if sequential else None,
+        impact_units=population,
+    )
+    result = run(specs, periods, config)
+    if report is not None:
+        report.write_text(
+            render_html(result, title=f"Experiment report: {data.name}"), encoding="utf-8"
+        )
+    if as_json:
+        _print_json(result.to_dict() | ({"report": str(report)} if report else {}))
+        return
+    _print_report(result)
+    if report is not None:
+        out.print(f"wrote {report}")
+
+
+@app.command()
+@_errors
+def reduce(
+    data: Annotated[Path, typer.Argument(help="Per-learner CSV or Parquet.")],
+    out_path: Annotated[Path, typer.Option("--out", help="The JSON statistics file to write.")],
+    variant_col: VariantColOption = "variant",
+    metric: MetricOption = None,
+    guardrail: GuardrailOption = None,
+    covariate: CovariateOption = None,
+    cap: CapOption = None,
+    lower_is_better: LowerOption = None,
+    time_col: TimeColOption = None,
+    control: Annotated[
+        str | None, typer.Option(help="Control variant to record in the file.")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Design split to record, e.g. control=1,treatment=1.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reduce per-learner rows to a JSON file of sufficient statistics (shards merge by adding)."""
+    from cohortlens.experiments.serialize import StatsFile, write_stats_json
+
+    if data.suffix.lower() == ".json":
+        raise ExperimentInputError(
+            f"{data}: already a statistics file; reduce reads per-learner CSV/Parquet"
+        )
+    specs, periods, _, _ = _load(
+        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col
+    )
+    content = StatsFile(
+        metrics=tuple(specs),
+        periods=tuple(periods),
+        control=control,
+        expected_weights=_parse_weights(weights) if weights else None,
+    )
+    write_stats_json(content, out_path)
+    summary = {
+        "out": str(out_path),
+        "metrics": [m.name for m in specs],
+        "periods": len(periods),
+        "units": dict(sum(periods[1:], periods[0]).units),
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        out.print(
+            f"wrote sufficient statistics of {len(specs)} metric(s), {len(periods)} "
+            f"period(s) to {out_path}"
+        )
+
+
+# ---------------------------------------------------------------------------- power
+
+
+@app.command()
+@_errors
+def power(
+    metric_type: Annotated[str, typer.Option("--type", help="binary | mean | ratio.")],
+    baseline: Annotated[
+        float, typer.Option(help="Control value of the metric (a rate for binary).")
+    ],
+    std: Annotated[
+        float | None, typer.Option(help="Per-learner std (mean; ratio: of the linearised metric).")
+    ] = None,
+    mde: Annotated[float | None, typer.Option(help="Absolute effect to detect.")] = None,
+    mde_rel: Annotated[
+        float | None, typer.Option(help="Relative effect to detect (0.02 = +2 %).")
+    ] = None,
+    n_per_arm: Annotated[
+        int | None,
+        typer.Option(help="Control learners available: report the MDE instead of a sample size."),
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    target_power: Annotated[float, typer.Option("--power", help="Target power.")] = 0.8,
+    ratio: Annotated[float, typer.Option(help="Treatment learners per control learner.")] = 1.0,
+    cuped_correlation: Annotated[
+        float | None, typer.Option(help="Correlation of the metric with its CUPED covariate.")
+    ] = None,
+    binary_test: Annotated[
+        str, typer.Option(help="unpooled | pooled (binary metrics).")
+    ] = "unpooled",
+    as_json: JsonOption = False,
+) -> None:
+    """Sample size for an effect, or the minimum detectable effect for a sample size."""
+    from cohortlens.experiments.cuped import predicted_variance_factor
+    from cohortlens.experiments.power import PowerDesign, minimum_detectable_effect, sample_size
+
+    factor = 1.0 if cuped_correlation is None else predicted_variance_factor(cuped_correlation)
+    if factor <= 0.0:
+        raise ExperimentInputError("--cuped-correlation must be strictly between -1 and 1")
+    design = PowerDesign(
+        kind=MetricKind(_choice(metric_type, "--type", ("binary", "mean", "ratio"))),
+        baseline=baseline,
+        std=std,
+        alpha=alpha,
+        power=target_power,
+        ratio=ratio,
+        variance_factor=factor,
+        binary_test=_choice(binary_test, "--binary-test", ("unpooled", "pooled")),  # type: ignore[arg-type]
+    )
+    given = [x is not None for x in (mde, mde_rel, n_per_arm)]
+    if sum(given) != 1:
+        raise ExperimentInputError(
+            "give exactly one of --mde, --mde-rel (sample size) and --n-per-arm (MDE)"
+        )
+    if n_per_arm is not None:
+        result = minimum_detectable_effect(design, n_per_arm)
+    else:
+        result = sample_size(design, mde, rel_effect=mde_rel)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    table = Table(
+        title=f"power: {design.kind.value} metric, baseline {baseline:g}", show_header=False
+    )
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    table.add_row(
+        "learners per arm (control / treatment)", f"{result.n_control:,} / {result.n_treatment:,}"
+    )
+    table.add_row("learners in total", f"{result.n_total:,}")
+    table.add_row("absolute effect", f"{result.effect:.6g}")
+    table.add_row("relative effect", f"{result.rel_effect:+.3%}")
+    table.add_row("power at these sizes", f"{result.achieved_power:.4f}")
+    table.add_row("alpha (two-sided)", f"{alpha:g}")
+    if cuped_correlation is not None:
+        table.add_row("CUPED variance factor 1-rho^2", f"{factor:.4f}")
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------- simulate
+
+
+@app.command()
+@_errors
+def simulate(
+    learners: Annotated[int, typer.Option(min=2, help="Learners in the experiment.")] = 100_000,
+    completion_effect: Annotated[
+        float, typer.Option(help="Treatment shift of the completion logit.")
+    ] = 0.0,
+    churn_effect: Annotated[float, typer.Option(help="Treatment shift of the churn logit.")] = 0.0,
+    revenue_effect: Annotated[
+        float, typer.Option(help="Treatment revenue multiplier (1 = none).")
+    ] = 1.0,
+    effect: Annotated[
+        float | None,
+        typer.Option(help="Shortcut: completion logit +E, churn logit -E, revenue x(1+E)."),
+    ] = None,
+    cohort_scale: Annotated[
+        list[str] | None,
+        typer.Option(help="COHORT=SCALE: personalise the effect per cohort, repeatable."),
+    ] = None,
+    aa: Annotated[bool, typer.Option("--aa", help="A/A mode: no treatment effect at all.")] = False,
+    treatment_share: Annotated[float, typer.Option(help="Share of learners in treatment.")] = 0.5,
+    days: Annotated[int, typer.Option(min=1, help="Enrolment days (the 'day' column).")] = 14,
+    weeks: Annotated[int, typer.Option(min=1, max=52, help="Simulated weeks of activity.")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Per-learner output (.parquet or .csv).")
+    ] = Path("experiment.parquet"),
+    as_json: JsonOption = False,
+) -> None:
+    """Simulate an A/B (or A/A) test of a cohort-personalised treatment on the learner simulator."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from cohortlens.experiments.simulation import ExperimentSimulationParams, simulate_experiment
+
+    if effect is not None:
+        completion_effect, churn_effect, revenue_effect = effect, -effect, 1.0 + effect
+    params = ExperimentSimulationParams(
+        n_learners=learners,
+        completion_logit_shift=completion_effect,
+        churn_logit_shift=churn_effect,
+        revenue_multiplier=revenue_effect,
+        cohort_effect_scale={
+            k: float(v) for k, v in _parse_pairs(cohort_scale or [], "--cohort-scale").items()
+        },
+        treatment_share=treatment_share,
+        aa=aa,
+        n_days=days,
+        n_weeks=weeks,
+        seed=seed,
+    )
+    suffix = out_path.name.lower()
+    if not suffix.endswith((".parquet", ".csv")):
+        raise ExperimentInputError(f"--out {out_path}: expected a .parquet or .csv file name")
+    with (
+        err.status(f"simulating {learners:,} learners", spinner="dots")
+        if not as_json
+        else _NullContext()
+    ):
+        sim = simulate_experiment(params)
+    if suffix.endswith(".csv"):
+        pacsv.write_csv(sim.data, out_path)
+    else:
+        pq.write_table(sim.data, out_path)
+    truth_path = out_path.with_name(out_path.name.split(".")[0] + ".truth.json")
+    truth = {"params": _params_dict(params), "true_effects": dict(sim.true_effects)}
+    truth_path.write_text(json.dumps(_finite(truth), indent=2) + "\n", encoding="utf-8")
+    summary = {
+        "out": str(out_path),
+        "truth": str(truth_path),
+        "learners": sim.data.num_rows,
+        "true_effects": dict(sim.true_effects),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"wrote {sim.data.num_rows:,} learners to {out_path} (true effects in {truth_path})")
+    for name, value in sim.true_effects.items():
+        out.print(f"  true effect on {name}: {value:+.6g}")
+    out.print(
+        "analyse with: cohortlens experiment analyze "
+        f"{out_path} --variant-col variant --metric completed:binary --guardrail churned:binary "
+        "--lower-is-better churned --metric revenue:mean --covariate revenue=pre_revenue "
+        "--metric revenue_per_event:ratio:revenue/events --time-col day --sequential --tune-n "
+        f"{learners}"
+    )
+
+
+# ---------------------------------------------------------------------------- assign
+
+
+@app.command()
+@_errors
+def assign(
+    learners: Annotated[
+        Path, typer.Argument(help="CSV/Parquet with a learner id column (and cohorts).")
+    ],
+    experiment: Annotated[str, typer.Option(help="Experiment name (the default salt).")],
+    variants: Annotated[
+        str, typer.Option(help="NAME=WEIGHT list, e.g. control=50,treatment=50.")
+    ] = ("control=1,treatment=1"),
+    id_col: Annotated[str, typer.Option(help="Learner id column.")] = "learner_id",
+    salt: Annotated[str, typer.Option(help="Hash salt (default: the experiment name).")] = "",
+    traffic: Annotated[
+        float, typer.Option(help="Share of eligible learners in the experiment.")
+    ] = 1.0,
+    cohort_col: Annotated[str | None, typer.Option(help="Cohort column, for --target.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="Cohort to include, repeatable.")] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Assignments (.parquet or .csv).")] = Path(
+        "assignments.parquet"
+    ),
+    exposures: Annotated[
+        Path | None, typer.Option(help="Also write exposure records (Parquet).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Assign learners to variants with the deterministic salted hash (docs/EXPERIMENTS.md)."""
+    import duckdb
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from cohortlens.experiments.assignment import (
+        ExperimentDesign,
+        Variant,
+        exposure_records,
+    )
+    from cohortlens.experiments.assignment import (
+        assign as run,
+    )
+
+    weights = _parse_weights(variants)
+    design = ExperimentDesign(
+        name=experiment,
+        variants=tuple(Variant(k, v) for k, v in weights.items()),
+        salt=salt,
+        traffic_fraction=traffic,
+        target_cohorts=frozenset(target) if target else None,
+    )
+    if target and not cohort_col:
+        raise ExperimentInputError("--target needs --cohort-col")
+    if not learners.exists():
+        raise ExperimentInputError(f"{learners}: no such file")
+    reader = "read_parquet" if learners.suffix.lower() in (".parquet", ".pq") else "read_csv_auto"
+    cols = [id_col] + ([cohort_col] if cohort_col else [])
+    select = ", ".join(f"CAST({_ident(c)} AS VARCHAR) AS {_ident(c)}" for c in cols)
+    path_literal = "'" + str(learners).replace("'", "''") + "'"
+    try:
+        with duckdb.connect() as con:
+            table = con.sql(f"SELECT {select} FROM {reader}({path_literal})").to_arrow_table()
+    except duckdb.Error as exc:
+        raise ExperimentInputError(f"{learners}: {exc}") from exc
+    if table.column(id_col).null_count:
+        raise ExperimentInputError(
+            f"{learners}: {table.column(id_col).null_count} row(s) have no {id_col}"
+        )
+    result = run(table.column(id_col), design, table.column(cohort_col) if cohort_col else None)
+    if out_path.name.lower().endswith(".csv"):
+        pacsv.write_csv(result, out_path)
+    else:
+        pq.write_table(result, out_path)
+    if exposures is not None:
+        pq.write_table(exposure_records(result, datetime.now(UTC), design), exposures)
+    counts = {
+        str(k): int(v)
+        for k, v in zip(
+            *_value_counts(pc.fill_null(result.column("variant"), "(none)")), strict=True
+        )
+    }
+    if as_json:
+        _print_json({"out": str(out_path), "counts": counts})
+        return
+    out.print(f"assigned {result.num_rows:,} learners -> {out_path}")
+    for k, v in sorted(counts.items()):
+        out.print(f"  {k}: {v:,}")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _load(
+    data: Path,
+    variant_col: str,
+    metric: list[str] | None,
+    guardrail: list[str] | None,
+    covariate: list[str] | None,
+    cap: list[str] | None,
+    lower_is_better: list[str] | None,
+    time_col: str | None,
+) -> tuple[list[MetricSpec], list[Any], str | None, dict[str, float] | None]:
+    """Metrics and statistics from a JSON statistics file or per-learner data."""
+    from cohortlens.experiments.reduce import reduce_to_stats
+    from cohortlens.experiments.serialize import read_stats_json
+
+    lower = set(lower_is_better or [])
+    if data.suffix.lower() == ".json":
+        if metric or guardrail or covariate or cap or time_col:
+            raise ExperimentInputError(
+                f"{data}: a statistics file defines its metrics; --metric, --guardrail, "
+                "--covariate, --cap and --time-col apply to per-learner data only"
+            )
+        content = read_stats_json(data)
+        specs = [_replace_lower(m, m.name in lower or m.lower_is_better) for m in content.metrics]
+        _check_known(lower, specs, "--lower-is-better")
+        weights = dict(content.expected_weights) if content.expected_weights else None
+        return specs, list(content.periods), content.control, weights
+    if not metric and not guardrail:
+        raise ExperimentInputError("name at least one --metric (or --guardrail)")
+    covariates = _parse_pairs(covariate or [], "--covariate")
+    caps = {k: _float(v, f"--cap {k}") for k, v in _parse_pairs(cap or [], "--cap").items()}
+    specs = [
+        _parse_metric(text, role, covariates, caps, lower)
+        for role, texts in (
+            (MetricRole.PRIMARY, metric or []),
+            (MetricRole.GUARDRAIL, guardrail or []),
+        )
+        for text in texts
+    ]
+    for option, names in (
+        ("--covariate", set(covariates)),
+        ("--cap", set(caps)),
+        ("--lower-is-better", lower),
+    ):
+        _check_known(names, specs, option)
+    periods = reduce_to_stats(data, variant_col=variant_col, metrics=specs, period_col=time_col)
+    return specs, periods, None, None
+
+
+def _parse_metric(
+    text: str, role: MetricRole, covariates: dict[str, str], caps: dict[str, float], lower: set[str]
+) -> MetricSpec:
+    parts = text.split(":")
+    usage = (
+        "expected NAME:binary|mean|ratio[:NUM/DEN], "
+        "e.g. completed:binary or rpe:ratio:revenue/events"
+    )
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise ExperimentInputError(f"--metric {text!r}: {usage}")
+    name, kind_text = parts[0], parts[1]
+    if kind_text not in ("binary", "mean", "ratio"):
+        raise ExperimentInputError(f"--metric {text!r}: unknown type {kind_text!r}; {usage}")
+    kind = MetricKind(kind_text)
+    numerator = denominator = None
+    if kind is MetricKind.RATIO:
+        num, sep, den = (parts[2] if len(parts) == 3 else "").partition("/")
+        if not sep or not num or not den:
+            raise ExperimentInputError(f"--metric {text!r}: a ratio needs NUM/DEN columns; {usage}")
+        numerator, denominator = num, den
+    elif len(parts) == 3:
+        raise ExperimentInputError(f"--metric {text!r}: only ratio metrics take NUM/DEN; {usage}")
+    try:
+        return MetricSpec(
+            name=name,
+            kind=kind,
+            numerator=numerator,
+            denominator=denominator,
+            covariate=covariates.get(name),
+            cap_quantile=caps.get(name),
+            role=role,
+            lower_is_better=name in lower,
+        )
+    except ValueError as exc:
+        raise ExperimentInputError(f"--metric {text!r}: {exc}") from exc
+
+
+def _replace_lower(m: MetricSpec, lower: bool) -> MetricSpec:
+    from dataclasses import replace
+
+    return replace(m, lower_is_better=lower)
+
+
+def _check_known(names: set[str], specs: list[MetricSpec], option: str) -> None:
+    unknown = sorted(names - {m.name for m in specs})
+    if unknown:
+        raise ExperimentInputError(f"{option}: unknown metric(s) {', '.join(unknown)}")
+
+
+def _parse_pairs(texts: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in texts:
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ExperimentInputError(f"{option} {text!r}: expected KEY=VALUE")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    weights = {k: _float(v, f"weight of {k}") for k, v in _parse_pairs([text], "--weights").items()}
+    if any(w < 0 or not math.isfinite(w) for w in weights.values()):
+        raise ExperimentInputError(f"weights must be finite and >= 0, got {text!r}")
+    return weights
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ExperimentInputError(f"{what}: {text!r} is not a number") from None
+
+
+def _choice(value: str, option: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ExperimentInputError(f"{option} {value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _value_counts(arr: Any) -> tuple[list[Any], list[Any]]:
+    import pyarrow.compute as pc
+
+    vc = pc.value_counts(arr)
+    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+
+
+def _params_dict(params: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(params)
+    d["cohort_effect_scale"] = dict(d["cohort_effect_scale"])
+    return d
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _print_json(payload: object) -> None:
+    sys.stdout.write(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: object) -> object:
+    """NaN -> None and ±inf -> "inf"/"-inf", recursively (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _fmt(v: float, pct: bool = False) -> str:
+    if not math.isfinite(v):
+        return "—"
+    if pct:
+        return f"{v:+.2%}"
+    if abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def _print_report(result: Any) -> None:
+    srm = result.srm
+    if result.status is ReportStatus.SRM_MISMATCH:
+        out.print(
+            f"[bold red]SAMPLE RATIO MISMATCH[/] (p = {srm.pvalue:.2g} < {srm.alpha}): "
+            "conclusions withheld"
+        )
+    elif result.status is ReportStatus.GUARDRAIL_FAILED:
+        out.print("[bold red]GUARDRAIL FAILED[/]")
+    else:
+        out.print(f"[green]trust checks passed[/] (SRM p = {_fmt(srm.pvalue)})")
+    out.print("units: " + ", ".join(f"{k} {v:,}" for k, v in result.units.items()))
+    seq = result.sequential is not None
+    colors = {"improvement": "green", "regression": "red", "withheld": "yellow"}
+    for e in result.effects:
+        verdict = e.verdict.value
+        role = " (guardrail)" if e.role is MetricRole.GUARDRAIL else ""
+        status = "" if e.status.value == "ok" else f" [yellow]status {e.status.value}[/]"
+        color = colors.get(verdict, "white")
+        out.print(
+            f"\n[bold]{e.metric}[/]{role} · {e.variant} vs {e.control}: "
+            f"[bold {color}]{verdict.replace('_', ' ')}[/]{status}"
+        )
+        out.print(
+            f"  {e.control} {_fmt(e.mean_control)}  {e.variant} {_fmt(e.mean_treatment)}  "
+            f"(n {e.n_control:,} / {e.n_treatment:,}; {e.test})"
+        )
+        out.print(
+            f"  abs lift {_fmt(e.effect_size)} [{_fmt(e.effect_size_ci_lower)}, "
+            f"{_fmt(e.effect_size_ci_upper)}]   rel {_fmt(e.rel_effect_size, True)} "
+            f"[{_fmt(e.rel_effect_size_ci_lower, True)}, {_fmt(e.rel_effect_size_ci_upper, True)}]"
+        )
+        adj = {"holm": e.pvalue_holm, "bh": e.pvalue_bh}.get(result.correction, e.pvalue)
+        p_line = f"  p {_fmt(e.pvalue)}"
+        if e.role is MetricRole.PRIMARY and result.correction != "none":
+            p_line += f" ({result.correction} {_fmt(adj)})"
+        if seq:
+            p_line += (
+                f"   always-valid p {_fmt(e.seq_pvalue)} "
+                f"CI [{_fmt(e.seq_ci_lower)}, {_fmt(e.seq_ci_upper)}]"
+            )
+        out.print(p_line)
+        if e.cuped_applied:
+            out.print(
+                f"  CUPED variance reduction {_fmt(e.variance_reduction, True)} "
+                f"(theta {_fmt(e.cuped_theta)})"
+            )
+        out.print(
+            f"  impact [{_fmt(e.impact_ci_lower)}, {_fmt(e.impact_ci_upper)}] "
+            f"{e.impact_unit} over {e.impact_units:,} learners"
+        )

@@ -1,0 +1,460 @@
+"""Compare arms from sufficient statistics: lifts, CIs, p-values, CUPED, SRM, verdicts.
+
+Conventions (the full list with formulas is in docs/EXPERIMENTS.md):
+
+* **Absolute lift** ``Δ = f_t - f_c`` where ``f`` is the arm's mean (binary, mean) or
+  ``Σy/Σd`` (ratio); with CUPED, ``f - θ·x̄`` per arm.
+* **Variance** by the delta method on each arm's moments of ``(y, d, x)``, arms independent.
+  Binary metrics use ``p(1-p)/n`` (divisor ``n``, as the z-test does); mean and ratio metrics
+  use the sample covariance (divisor ``n - 1``).
+* **Tests**: Welch t with Welch–Satterthwaite df for means (as ``scipy.stats.ttest_ind(...,
+  equal_var=False)``); z for binary (unpooled by default, no continuity correction) and
+  ratio metrics. All two-sided.
+* **Relative lift** ``Δ / f_c`` (``f_c`` the *unadjusted* control metric) with a symmetric,
+  linear-scale delta-method CI using the same quantile as the absolute CI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from cohortlens.experiments import _moments
+from cohortlens.experiments.errors import (
+    AnalysisStatus,
+    ExperimentInputError,
+    ReportStatus,
+    Verdict,
+)
+from cohortlens.experiments.multiplicity import adjust_bh, adjust_holm
+from cohortlens.experiments.results import EffectEstimate, ExperimentReport, SequentialLook
+from cohortlens.experiments.sequential import (
+    SequentialParams,
+    always_valid_pvalue_scalar,
+    boundary_multiplier_scalar,
+    running_interval,
+    running_pvalue,
+)
+from cohortlens.experiments.spec import (
+    AnalysisConfig,
+    BinaryTest,
+    MetricKind,
+    MetricRole,
+    MetricSpec,
+)
+from cohortlens.experiments.srm import check_srm
+from cohortlens.experiments.stats import ExperimentStats, SufficientStats
+
+#: Divisor offset of the per-unit variance for each metric kind (see module docstring).
+_DDOF: dict[MetricKind, int] = {MetricKind.BINARY: 0, MetricKind.MEAN: 1, MetricKind.RATIO: 1}
+_NAN = math.nan
+
+
+def compare(
+    control: SufficientStats,
+    treatment: SufficientStats,
+    kind: MetricKind | str,
+    *,
+    alpha: float = 0.05,
+    binary_test: BinaryTest = "unpooled",
+    sequential: SequentialParams | None = None,
+    metric: str = "metric",
+    variant: str = "treatment",
+    control_name: str = "control",
+    role: MetricRole = MetricRole.PRIMARY,
+) -> EffectEstimate:
+    """Compare one treatment arm with the control arm for one metric.
+
+    Degenerate data (an empty arm, one unit, zero variance, zero baseline or denominator)
+    returns an estimate whose :attr:`~EffectEstimate.status` says what is missing.
+
+    Raises:
+        ValueError: the two records summarise different columns, the columns do not fit
+            ``kind`` (a ratio needs ``d``; binary and mean metrics must not have it), or
+            ``alpha`` is outside (0, 1).
+    """
+    fields_ = _compare_fields(control, treatment, MetricKind(kind), alpha, binary_test, sequential)
+    return EffectEstimate(
+        metric=metric, role=role, variant=variant, control=control_name, **fields_
+    )
+
+
+def _compare_fields(
+    control: SufficientStats,
+    treatment: SufficientStats,
+    kind: MetricKind,
+    alpha: float,
+    binary_test: BinaryTest,
+    sequential: SequentialParams | None,
+) -> dict[str, Any]:
+    """The numeric fields of :class:`EffectEstimate` (names and role excluded)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha == {alpha}, must be in (0, 1)")
+    if control.columns != treatment.columns:
+        raise ValueError(
+            f"control has columns {control.columns}, treatment has {treatment.columns}"
+        )
+    if (kind is MetricKind.RATIO) != control.has_ratio:
+        raise ValueError(
+            f"{kind.value} metric: statistics with columns {control.columns} do not fit"
+        )
+    ratio = control.has_ratio
+    test = {MetricKind.MEAN: "welch_t", MetricKind.RATIO: "z_delta"}.get(kind, f"z_{binary_test}")
+    if kind is MetricKind.BINARY and control.has_covariate:
+        test = "z_unpooled"
+    f_c, f_t = _point(control, ratio), _point(treatment, ratio)
+    out: dict[str, Any] = {
+        "kind": kind,
+        "status": AnalysisStatus.OK,
+        "test": test,
+        "n_control": control.n,
+        "n_treatment": treatment.n,
+        "alpha": alpha,
+        "mean_control": f_c,
+        "mean_treatment": f_t,
+    }
+    if control.n == 0 or treatment.n == 0:
+        return out | {"status": AnalysisStatus.EMPTY_ARM}
+    if math.isnan(f_c) or math.isnan(f_t):
+        return out | {"status": AnalysisStatus.ZERO_DENOMINATOR}
+    if control.n < 2 or treatment.n < 2:
+        return out | _points(f_t - f_c, f_c, AnalysisStatus.TOO_FEW_UNITS)
+
+    ddof = _DDOF[kind]
+    sums_c, cross_c = _moments.raw_sums(control)
+    sums_t, cross_t = _moments.raw_sums(treatment)
+    mu_c, cov_c = _moments.moments(control.n, sums_c, cross_c, ddof)
+    mu_t, cov_t = _moments.moments(treatment.n, sums_t, cross_t, ddof)
+    grad_c, grad_t = _moments.gradient(mu_c, ratio), _moments.gradient(mu_t, ratio)
+    var0 = _moments.quad(grad_c, cov_c) / control.n + _moments.quad(grad_t, cov_t) / treatment.n
+    theta, delta = 0.0, f_t - f_c
+    adj_c, adj_t = grad_c, grad_t
+    if control.has_covariate:
+        # θ from the two arms pooled: sums add.
+        k = len(sums_c)
+        theta = _moments.theta(
+            control.n + treatment.n,
+            [sums_c[i] + sums_t[i] for i in range(k)],
+            [[cross_c[i][j] + cross_t[i][j] for j in range(k)] for i in range(k)],
+            ddof,
+            ratio,
+        )
+        adj_c, adj_t = [*grad_c[:-1], -theta], [*grad_t[:-1], -theta]
+        delta -= theta * (mu_t[-1] - mu_c[-1])
+    v_c = _moments.quad(adj_c, cov_c) / control.n
+    v_t = _moments.quad(adj_t, cov_t) / treatment.n
+    var = v_c + v_t
+    out |= {
+        "cuped_applied": theta != 0.0,
+        "cuped_theta": theta,
+        "std_error_unadjusted": math.sqrt(max(var0, 0.0)),
+        "variance_reduction": (1.0 - var / var0) if (theta != 0.0 and var0 > 0.0) else _NAN,
+    }
+    if not var > 0.0:
+        return out | _points(delta, f_c, AnalysisStatus.ZERO_VARIANCE)
+    se = math.sqrt(var)
+
+    statistic = delta / se
+    if kind is MetricKind.MEAN:
+        df = var**2 / (v_t**2 / (treatment.n - 1) + v_c**2 / (control.n - 1))
+        quantile = float(special.stdtrit(df, 1.0 - alpha / 2.0))
+        pvalue = 2.0 * float(special.stdtr(df, -abs(statistic)))
+    else:
+        df = math.inf
+        quantile = float(special.ndtri(1.0 - alpha / 2.0))
+        if test == "z_pooled":
+            pooled_p = (control.sum_y + treatment.sum_y) / (control.n + treatment.n)
+            se0 = math.sqrt(pooled_p * (1.0 - pooled_p) * (1.0 / control.n + 1.0 / treatment.n))
+            statistic = delta / se0
+        pvalue = 2.0 * float(special.ndtr(-abs(statistic)))
+    out |= {
+        "effect_size": delta,
+        "effect_size_ci_lower": delta - quantile * se,
+        "effect_size_ci_upper": delta + quantile * se,
+        "std_error": se,
+        "statistic": statistic,
+        "df": df,
+        "pvalue": min(pvalue, 1.0),
+    }
+    rel = rel_se = _NAN
+    if f_c == 0.0:
+        out["status"] = AnalysisStatus.ZERO_BASELINE
+    else:
+        rel = delta / f_c
+        # Delta method for Δ/f_c: gradient adj_t/f_c (treatment arm) and
+        # -(adj_c + Δ·grad_c/f_c)/f_c (control arm).
+        rel_grad_c = [a + delta * g / f_c for a, g in zip(adj_c, grad_c, strict=True)]
+        rel_var_parts = (v_t, _moments.quad(rel_grad_c, cov_c) / control.n)
+        rel_se = math.sqrt(max(sum(rel_var_parts), 0.0)) / abs(f_c)
+        out |= {
+            "rel_effect_size": rel,
+            "rel_effect_size_ci_lower": rel - quantile * rel_se,
+            "rel_effect_size_ci_upper": rel + quantile * rel_se,
+            "rel_std_error": rel_se,
+        }
+    if sequential is not None:
+        n_units = control.n + treatment.n
+        mult = boundary_multiplier_scalar(n_units, sequential.tuning_n, alpha)
+        out |= {
+            "seq_ci_lower": delta - mult * se,
+            "seq_ci_upper": delta + mult * se,
+            "seq_rel_ci_lower": rel - mult * rel_se,
+            "seq_rel_ci_upper": rel + mult * rel_se,
+            "seq_pvalue": always_valid_pvalue_scalar(delta / se, n_units, sequential.tuning_n),
+        }
+    return out
+
+
+def analyze(
+    metrics: Sequence[MetricSpec],
+    data: ExperimentStats | Sequence[ExperimentStats],
+    config: AnalysisConfig | None = None,
+) -> ExperimentReport:
+    """Analyse every metric for every treatment against control.
+
+    Args:
+        metrics: the metrics, in report order (names must be unique).
+        data: pooled statistics, or one record per period (day) in time order; periods are
+            summed for the analysis and, with ``config.sequential``, accumulated look by
+            look for the always-valid path.
+        config: analysis settings (defaults: alpha 0.05, Holm, unpooled binary, equal split).
+
+    Raises:
+        ExperimentInputError: no periods, an unknown control, a metric without statistics,
+            or statistics that do not fit their metric's kind.
+    """
+    config = config or AnalysisConfig()
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise ExperimentInputError(f"metric names must be unique, got {', '.join(names)}")
+    periods = [data] if isinstance(data, ExperimentStats) else list(data)
+    if not periods:
+        raise ExperimentInputError("no statistics to analyse (zero periods)")
+    cumulative = _accumulate(periods)
+    pooled = cumulative[-1]
+    variants = pooled.variants
+    control = _pick_control(variants, config.control)
+    treatments = [v for v in variants if v != control]
+    srm = check_srm(pooled.units, config.expected_weights, alpha=config.srm_alpha)
+    population = (
+        config.impact_units if config.impact_units is not None else sum(pooled.units.values())
+    )
+    with_path = config.sequential is not None and len(cumulative) > 1
+
+    rows: list[dict[str, Any]] = []
+    looks: list[SequentialLook] = []
+    for spec in metrics:
+        for variant in treatments:
+            row = _compare_in(pooled, spec, control, variant, config)
+            if with_path:
+                path = [_compare_in(snap, spec, control, variant, config) for snap in cumulative]
+                looks.extend(_sequential_path(row, path, cumulative, spec, variant))
+            _add_impact(row, pooled, spec, control, population, config.sequential is not None)
+            rows.append(row)
+    _adjust(rows)
+    specs = dict(zip(names, metrics, strict=True))
+    for row in rows:
+        _judge(row, specs[row["metric"]], config, srm.flagged)
+    effects = tuple(EffectEstimate(**row) for row in rows)
+
+    if srm.flagged:
+        status = ReportStatus.SRM_MISMATCH
+    elif any(e.guardrail_failed for e in effects):
+        status = ReportStatus.GUARDRAIL_FAILED
+    else:
+        status = ReportStatus.OK
+    return ExperimentReport(
+        status=status,
+        control=control,
+        variants=variants,
+        units=dict(pooled.units),
+        alpha=config.alpha,
+        correction=config.correction,
+        srm=srm,
+        effects=effects,
+        sequential=config.sequential,
+        looks=tuple(looks),
+    )
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _point(stats: SufficientStats, ratio: bool) -> float:
+    """The arm's metric: mean of y, or Σy/Σd for ratios (NaN when undefined)."""
+    if stats.n == 0:
+        return _NAN
+    if ratio:
+        assert stats.sum_d is not None
+        return stats.sum_y / stats.sum_d if stats.sum_d != 0.0 else _NAN
+    return stats.sum_y / stats.n
+
+
+def _points(delta: float, f_c: float, status: AnalysisStatus) -> dict[str, Any]:
+    """Point estimates only (no inference), for degenerate data."""
+    rel = delta / f_c if f_c != 0.0 else _NAN
+    return {"effect_size": delta, "rel_effect_size": rel, "status": status}
+
+
+def _pick_control(variants: tuple[str, ...], wanted: str | None) -> str:
+    if wanted is not None:
+        if wanted not in variants:
+            raise ExperimentInputError(
+                f"control variant {wanted!r} not found; variants are {', '.join(variants)}"
+            )
+        return wanted
+    if not variants:
+        raise ExperimentInputError("the statistics list no variants")
+    return "control" if "control" in variants else variants[0]
+
+
+def _accumulate(periods: Sequence[ExperimentStats]) -> list[ExperimentStats]:
+    out: list[ExperimentStats] = []
+    for p in periods:
+        out.append(p if not out else replace(out[-1] + p, label=p.label))
+    return out
+
+
+def _arm(snapshot: ExperimentStats, spec: MetricSpec, variant: str) -> SufficientStats:
+    arms = snapshot.metrics.get(spec.name)
+    if not arms:
+        raise ExperimentInputError(f"no statistics for metric {spec.name!r}")
+    if variant in arms:
+        return arms[variant]
+    return SufficientStats.empty_like(next(iter(arms.values())))
+
+
+def _compare_in(
+    snapshot: ExperimentStats, spec: MetricSpec, control: str, variant: str, config: AnalysisConfig
+) -> dict[str, Any]:
+    """Fields of one comparison in one snapshot; misfit statistics become input errors."""
+    c, t = _arm(snapshot, spec, control), _arm(snapshot, spec, variant)
+    try:
+        row = _compare_fields(c, t, spec.kind, config.alpha, config.binary_test, config.sequential)
+    except ValueError as exc:
+        raise ExperimentInputError(f"metric {spec.name!r}: {exc}") from exc
+    return row | {"metric": spec.name, "role": spec.role, "variant": variant, "control": control}
+
+
+def _sequential_path(
+    row: dict[str, Any],
+    path: list[dict[str, Any]],
+    cumulative: list[ExperimentStats],
+    spec: MetricSpec,
+    variant: str,
+) -> list[SequentialLook]:
+    """Running intersection / minimum of the always-valid results over the looks.
+
+    Updates ``row`` (the pooled comparison, the same as the last look) in place and returns
+    the per-look records.
+    """
+
+    def col(key: str) -> list[float]:
+        return [r.get(key, _NAN) for r in path]
+
+    lo, hi = running_interval(col("seq_ci_lower"), col("seq_ci_upper"))
+    rlo, rhi = running_interval(col("seq_rel_ci_lower"), col("seq_rel_ci_upper"))
+    p = running_pvalue(col("seq_pvalue"))
+    looks = [
+        SequentialLook(
+            label=snap.label or str(i + 1),
+            metric=spec.name,
+            variant=variant,
+            n_units=r["n_control"] + r["n_treatment"],
+            effect_size=r.get("effect_size", _NAN),
+            ci_lower=r.get("effect_size_ci_lower", _NAN),
+            ci_upper=r.get("effect_size_ci_upper", _NAN),
+            seq_ci_lower=float(lo[i]),
+            seq_ci_upper=float(hi[i]),
+            pvalue=r.get("pvalue", _NAN),
+            seq_pvalue=float(p[i]),
+        )
+        for i, (r, snap) in enumerate(zip(path, cumulative, strict=True))
+    ]
+    if "seq_pvalue" in row:
+        row |= {
+            "seq_ci_lower": float(lo[-1]),
+            "seq_ci_upper": float(hi[-1]),
+            "seq_rel_ci_lower": float(rlo[-1]),
+            "seq_rel_ci_upper": float(rhi[-1]),
+            "seq_pvalue": float(p[-1]),
+        }
+    return looks
+
+
+def _add_impact(
+    row: dict[str, Any],
+    pooled: ExperimentStats,
+    spec: MetricSpec,
+    control: str,
+    population: int,
+    sequential: bool,
+) -> None:
+    """Project the decision interval of the absolute lift onto ``population`` learners."""
+    keys = (
+        ("seq_ci_lower", "seq_ci_upper")
+        if sequential
+        else ("effect_size_ci_lower", "effect_size_ci_upper")
+    )
+    lo, hi = row.get(keys[0], _NAN), row.get(keys[1], _NAN)
+    scale = float(population)
+    if spec.kind is MetricKind.RATIO:
+        c = _arm(pooled, spec, control)
+        scale *= (c.sum_d or 0.0) / c.n if c.n else _NAN
+    row |= {
+        "impact_ci_lower": lo * scale,
+        "impact_ci_upper": hi * scale,
+        "impact_units": population,
+        "impact_unit": {
+            MetricKind.BINARY: f"{spec.name} (count)",
+            MetricKind.MEAN: f"{spec.name} (total)",
+            MetricKind.RATIO: f"{spec.value_column} (total)",
+        }[spec.kind],
+    }
+
+
+def _adjust(rows: list[dict[str, Any]]) -> None:
+    """Holm and BH over the primary comparisons, for fixed and always-valid p-values."""
+    primary = [r for r in rows if r["role"] is MetricRole.PRIMARY]
+    if not primary:
+        return
+    for key in ("pvalue", "seq_pvalue"):
+        p = np.array([r.get(key, _NAN) for r in primary])
+        holm, bh = adjust_holm(p), adjust_bh(p)
+        for j, r in enumerate(primary):
+            r[f"{key}_holm"] = float(holm[j])
+            r[f"{key}_bh"] = float(bh[j])
+
+
+def _judge(
+    row: dict[str, Any], spec: MetricSpec, config: AnalysisConfig, srm_flagged: bool
+) -> None:
+    """Verdict from the decision p-value (always-valid when sequential, corrected if primary)."""
+    key = "seq_pvalue" if config.sequential is not None else "pvalue"
+    if spec.role is MetricRole.PRIMARY and config.correction != "none":
+        key = f"{key}_{config.correction}"
+    p = row.get(key, _NAN)
+    if math.isnan(p):
+        verdict = Verdict.NOT_COMPUTED
+    elif srm_flagged:
+        verdict = Verdict.WITHHELD
+    elif p < config.alpha:
+        good = (row["effect_size"] > 0) != spec.lower_is_better
+        verdict = Verdict.IMPROVEMENT if good else Verdict.REGRESSION
+    else:
+        verdict = Verdict.NO_SIGNIFICANT_CHANGE
+    failed: bool | None = None
+    if spec.role is MetricRole.GUARDRAIL and verdict not in (
+        Verdict.WITHHELD,
+        Verdict.NOT_COMPUTED,
+    ):
+        failed = verdict is Verdict.REGRESSION
+    row |= {"verdict": verdict, "guardrail_failed": failed}
+
+
+__all__ = ["analyze", "compare"]

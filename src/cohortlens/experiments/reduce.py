@@ -1,0 +1,272 @@
+"""Reduce per-learner data to sufficient statistics in DuckDB (one pass, any size).
+
+Input: one row per learner with a variant column and the metric columns (CSV, Parquet, an
+Arrow table, or anything DuckDB can scan). Output: one :class:`ExperimentStats` per period
+(or a single one), ready for :func:`cohortlens.experiments.analysis.analyze`.
+
+Rules (docs/EXPERIMENTS.md, "From per-learner data"):
+
+* rows with a null variant are not in the experiment and are skipped;
+* ``units`` counts every row of a variant (the SRM check uses it);
+* a learner with a null metric value (or a null ratio denominator) is left out of that
+  metric only; its ``n`` is the number of learners with a value;
+* a null covariate counts as 0 (a learner with no pre-period activity);
+* capping (``cap_quantile``) replaces values above the quantile, computed over *all* arms
+  together (so it is blind to the treatment), by that quantile; the covariate is capped at
+  its own quantile; binary metrics are never capped; for ratio metrics only the numerator is;
+* binary metric values must be 0/1 (or booleans).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import duckdb
+import pyarrow as pa
+
+from cohortlens.experiments.errors import ExperimentInputError
+from cohortlens.experiments.spec import MetricKind, MetricSpec
+from cohortlens.experiments.stats import ExperimentStats, SufficientStats
+
+Source: TypeAlias = str | Path | pa.Table
+
+
+def reduce_to_stats(
+    data: Source,
+    *,
+    variant_col: str,
+    metrics: Sequence[MetricSpec],
+    period_col: str | None = None,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> list[ExperimentStats]:
+    """Sufficient statistics per variant (and per period, in period order) for ``metrics``.
+
+    Args:
+        data: a CSV/Parquet path, or an Arrow table.
+        variant_col: column naming each learner's variant.
+        metrics: metric definitions (columns, covariates, caps).
+        period_col: optional column (e.g. a day) to split the statistics by, for sequential
+            analysis; ``None`` returns a single record.
+        connection: DuckDB connection to use (a private in-memory one by default).
+
+    Raises:
+        ExperimentInputError: unreadable data, missing columns, non-binary values in a
+            binary metric, non-finite values, or no row with a variant.
+    """
+    con = connection or duckdb.connect()
+    try:
+        relation = _source_sql(con, data)
+        available = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+        _check_columns(available, variant_col, metrics, period_col)
+        caps = _caps(con, relation, variant_col, metrics)
+        sql, layout = _aggregate_sql(relation, variant_col, metrics, period_col, caps)
+        rows = con.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        raise ExperimentInputError(f"cannot reduce {_describe(data)}: {exc}") from exc
+    finally:
+        if connection is None:
+            con.close()
+    if not rows:
+        raise ExperimentInputError(f"{_describe(data)}: no row has a value in {variant_col!r}")
+    if period_col is not None:
+        missing = sum(int(r[2]) for r in rows if r[1] is None)
+        if missing:
+            raise ExperimentInputError(
+                f"{_describe(data)}: {missing} row(s) have no value in the period column {period_col!r}"
+            )
+    return _to_stats(rows, metrics, layout, period_col is not None)
+
+
+# ---------------------------------------------------------------------------- SQL building
+
+
+def _quote(identifier: str) -> str:
+    """A DuckDB identifier, double-quoted."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    """A DuckDB string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _describe(data: Source) -> str:
+    return str(data) if isinstance(data, str | Path) else "the table"
+
+
+def _source_sql(con: duckdb.DuckDBPyConnection, data: Source) -> str:
+    if isinstance(data, pa.Table):
+        con.register("_cohortlens_source", data)
+        return "_cohortlens_source"
+    path = Path(data)
+    if not path.exists():
+        raise ExperimentInputError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return f"read_parquet({_literal(str(path))})"
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
+        return f"read_csv_auto({_literal(str(path))})"
+    raise ExperimentInputError(f"{path}: expected a .csv or .parquet file of per-learner rows")
+
+
+def _check_columns(
+    available: list[str], variant_col: str, metrics: Sequence[MetricSpec], period_col: str | None
+) -> None:
+    needed = [variant_col] + ([period_col] if period_col else [])
+    for m in metrics:
+        needed += [m.value_column] + [c for c in (m.denominator, m.covariate) if c]
+    missing = sorted({c for c in needed if c not in available})
+    if missing:
+        raise ExperimentInputError(
+            f"missing column(s) {', '.join(missing)}; the data has {', '.join(available) or 'none'}"
+        )
+
+
+def _caps(
+    con: duckdb.DuckDBPyConnection, relation: str, variant_col: str, metrics: Sequence[MetricSpec]
+) -> dict[str, float]:
+    """Cap values per column (quantile over all arms), for the capped metrics."""
+    wanted: dict[str, float] = {}
+    for m in metrics:
+        if m.cap_quantile is not None:
+            for col in (m.value_column, m.covariate):
+                if col is not None:
+                    if col in wanted and wanted[col] != m.cap_quantile:
+                        raise ExperimentInputError(
+                            f"column {col!r} is capped at two different quantiles"
+                        )
+                    wanted[col] = m.cap_quantile
+    if not wanted:
+        return {}
+    cols = list(wanted)
+    exprs = ", ".join(f"quantile_cont(CAST({_quote(c)} AS DOUBLE), {wanted[c]!r})" for c in cols)
+    row = con.execute(
+        f"SELECT {exprs} FROM {relation} WHERE {_quote(variant_col)} IS NOT NULL"
+    ).fetchone()
+    assert row is not None
+    return {c: float(v) for c, v in zip(cols, row, strict=True) if v is not None}
+
+
+def _aggregate_sql(
+    relation: str,
+    variant_col: str,
+    metrics: Sequence[MetricSpec],
+    period_col: str | None,
+    caps: dict[str, float],
+) -> tuple[str, list[list[tuple[str, int]]]]:
+    """One GROUP BY query; returns the SQL and, per metric, (field, column index) pairs.
+
+    An inner SELECT computes, per metric ``i``, the row's values ``y_i``, ``d_i``, ``x_i``,
+    all NULL when the learner is left out of that metric; the outer query then only sums
+    (``count(y_i)`` is the metric's ``n``). This is about twice as fast as FILTER clauses.
+    """
+
+    def value(col: str, capped: bool) -> str:
+        expr = f"CAST({_quote(col)} AS DOUBLE)"
+        if capped and col in caps:
+            # Not LEAST(): it skips NULLs, which would turn a missing value into the cap.
+            expr = f"CASE WHEN {expr} > {caps[col]!r} THEN {caps[col]!r} ELSE {expr} END"
+        return expr
+
+    inner = [f"CAST({_quote(variant_col)} AS VARCHAR) AS _variant"]
+    outer = ["_variant"]
+    if period_col:
+        inner.append(f"{_quote(period_col)} AS _period")
+        outer.append("_period")
+    outer.append("count(*)")
+    layout: list[list[tuple[str, int]]] = []
+    for i, m in enumerate(metrics):
+        capped = m.cap_quantile is not None
+        raw_y = value(m.value_column, capped)
+        raw_d = value(m.denominator, False) if m.denominator else None
+        included = f"{raw_y} IS NOT NULL" + (f" AND {raw_d} IS NOT NULL" if raw_d else "")
+        y, d, x = f"_y{i}", f"_d{i}", f"_x{i}"
+        inner.append(f"CASE WHEN {included} THEN {raw_y} END AS {y}")
+        if raw_d:
+            inner.append(f"CASE WHEN {included} THEN {raw_d} END AS {d}")
+        if m.covariate:
+            raw_x = f"COALESCE({value(m.covariate, capped)}, 0.0)"
+            inner.append(f"CASE WHEN {included} THEN {raw_x} END AS {x}")
+        parts = [("n", f"count({y})"), ("sum_y", f"sum({y})"), ("sum_yy", f"sum({y} * {y})")]
+        if raw_d:
+            parts += [
+                ("sum_d", f"sum({d})"),
+                ("sum_dd", f"sum({d} * {d})"),
+                ("sum_yd", f"sum({y} * {d})"),
+            ]
+        if m.covariate:
+            parts += [
+                ("sum_x", f"sum({x})"),
+                ("sum_xx", f"sum({x} * {x})"),
+                ("sum_xy", f"sum({x} * {y})"),
+            ]
+            if raw_d:
+                parts.append(("sum_xd", f"sum({x} * {d})"))
+        if m.kind is MetricKind.BINARY:
+            parts += [("_min", f"min({y})"), ("_max", f"max({y})")]
+        fields = []
+        for name, agg in parts:
+            fields.append((name, len(outer)))
+            outer.append(agg)
+        layout.append(fields)
+    group = "_variant" + (", _period" if period_col else "")
+    order = ("_period, " if period_col else "") + "_variant"
+    sql = (
+        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {relation} "
+        f"WHERE {_quote(variant_col)} IS NOT NULL) GROUP BY {group} ORDER BY {order}"
+    )
+    return sql, layout
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def _to_stats(
+    rows: list[tuple[Any, ...]],
+    metrics: Sequence[MetricSpec],
+    layout: list[list[tuple[str, int]]],
+    by_period: bool,
+) -> list[ExperimentStats]:
+    variants = sorted({str(r[0]) for r in rows})
+    periods: dict[Any, list[tuple[Any, ...]]] = {}
+    for r in rows:
+        periods.setdefault(r[1] if by_period else None, []).append(r)
+    out = []
+    for period, prow in periods.items():
+        units = dict.fromkeys(variants, 0)
+        metric_stats: dict[str, dict[str, SufficientStats]] = {}
+        for r in prow:
+            units[str(r[0])] = int(r[2 if by_period else 1])
+        for m, fields in zip(metrics, layout, strict=True):
+            arms: dict[str, SufficientStats] = {}
+            for r in prow:
+                arms[str(r[0])] = _record(m, {name: r[i] for name, i in fields})
+            template = next(iter(arms.values()))
+            for v in variants:
+                arms.setdefault(v, SufficientStats.empty_like(template))
+            metric_stats[m.name] = {v: arms[v] for v in variants}
+        label = "" if period is None else str(period)
+        out.append(ExperimentStats(units=units, metrics=metric_stats, label=label))
+    return out
+
+
+def _record(metric: MetricSpec, values: dict[str, Any]) -> SufficientStats:
+    n = int(values.pop("n"))
+    lo, hi = values.pop("_min", None), values.pop("_max", None)
+    if metric.kind is MetricKind.BINARY and n and (lo < 0.0 or hi > 1.0):
+        raise ExperimentInputError(
+            f"binary metric {metric.name!r} has values outside [0, 1] (min {lo}, max {hi})"
+        )
+    sums = {k: (0.0 if v is None else float(v)) for k, v in values.items()}
+    if not all(math.isfinite(v) for v in sums.values()):
+        raise ExperimentInputError(f"metric {metric.name!r} has NaN or infinite values")
+    if metric.kind is MetricKind.BINARY and sums["sum_yy"] != sums["sum_y"]:
+        # Σy² == Σy holds exactly for 0/1 values only (fractions in (0, 1) pass the range check).
+        raise ExperimentInputError(f"binary metric {metric.name!r} has values other than 0 and 1")
+    return SufficientStats(n=n, **sums)
+
+
+__all__ = ["reduce_to_stats"]
