@@ -18,6 +18,7 @@ from benchmarks._harness import OUT
 SUITES = {
     "ingest": "benchmarks.bench_ingest",
     "experiments": "benchmarks.bench_experiments",
+    "features": "benchmarks.bench_features",
 }
 
 

@@ -1,0 +1,338 @@
+"""Partitioned, parallel, streaming feature pipeline (bounded memory for data larger than RAM).
+
+1. Spill pass: stream the source in record batches; hash every learner to one of
+   ``n_partitions`` buckets (:func:`partition_of`, stable across processes); append the rows to
+   per-bucket Arrow IPC files (lz4); fold item statistics on the way (the global pass).
+2. Fit pass: per bucket, the review pairs of the hash-sampled learners -> the retention
+   population model (empirical-Bayes prior), merged in hash order (independent of buckets).
+3. Kernel pass: :func:`feature_kernel` per bucket in worker processes.
+Peak memory is about one bucket per worker plus the spill buffers, whatever the source size.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cohortlens.features._hash import partition_of
+from cohortlens.features._prep import prepare
+from cohortlens.features.engine import (
+    FEATURE_SCHEMA,
+    PairSample,
+    finish_features,
+    global_stats_from,
+    partial_features,
+    sample_pairs,
+)
+from cohortlens.features.params import FeatureParams
+from cohortlens.features.stats import GlobalStats, ItemStats, ItemStatsAccumulator
+
+T = TypeVar("T")
+
+#: Columns the engines read (``event_id`` is not needed).
+KERNEL_COLUMNS = ("learner_id", "ts", "domain", "item_id", "outcome", "duration_s")
+_KERNEL_SCHEMA = pa.schema(
+    [
+        pa.field("learner_id", pa.string()),
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+        pa.field("domain", pa.string()),
+        pa.field("item_id", pa.string()),
+        pa.field("outcome", pa.float64()),
+        pa.field("duration_s", pa.float64()),
+    ]
+)
+#: Target events per bucket when ``n_partitions`` is chosen automatically.
+EVENTS_PER_PARTITION = 2_000_000
+
+
+@dataclass(frozen=True)
+class _SpillTask:
+    """A share of the source for one spill worker: Parquet fragments and row groups."""
+
+    worker: int
+    pieces: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def _conform(batch: pa.RecordBatch | pa.Table) -> pa.Table:
+    """Select and cast the kernel columns (absent optional ones become nulls)."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    cols = {}
+    for f in _KERNEL_SCHEMA:
+        if f.name in table.column_names:
+            cols[f.name] = table.column(f.name).cast(f.type)
+        elif f.name == "domain":
+            cols[f.name] = pa.chunked_array([pa.array(["unknown"] * table.num_rows, pa.string())])
+        else:
+            cols[f.name] = pa.chunked_array([pa.nulls(table.num_rows, f.type)])
+    return pa.table(cols, schema=_KERNEL_SCHEMA)
+
+
+class _Spiller:
+    """Buffers rows per bucket and appends them to ``part-<p>-w<worker>.parquet`` files."""
+
+    def __init__(self, out_dir: Path, n_partitions: int, worker: int, flush_rows: int) -> None:
+        self.out_dir = out_dir
+        self.n = n_partitions
+        self.worker = worker
+        self.flush_rows = flush_rows
+        self.buffers: list[list[pa.Table]] = [[] for _ in range(n_partitions)]
+        self.buffered = np.zeros(n_partitions, np.int64)
+        self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self.items = ItemStatsAccumulator()
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        """Route one batch to its buckets."""
+        if table.num_rows == 0:
+            return
+        table = _conform(table)
+        self.items.add(table)
+        self.rows += table.num_rows
+        part = partition_of(table.column("learner_id"), self.n)
+        order = np.argsort(part, kind="stable")
+        counts = np.bincount(part, minlength=self.n)
+        sorted_table = table.take(pa.array(order))
+        offset = 0
+        for p in np.flatnonzero(counts):
+            c = int(counts[p])
+            self.buffers[p].append(sorted_table.slice(offset, c))
+            offset += c
+            self.buffered[p] += c
+            if self.buffered[p] >= self.flush_rows:
+                self._flush(int(p))
+
+    def _flush(self, p: int) -> None:
+        if not self.buffers[p]:
+            return
+        data = pa.concat_tables(self.buffers[p]).combine_chunks()
+        writer = self.writers.get(p)
+        if writer is None:
+            path = self.out_dir / f"part-{p:05d}-w{self.worker:03d}.arrow"
+            writer = pa.ipc.new_file(
+                str(path), _KERNEL_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4")
+            )
+            self.writers[p] = writer
+        writer.write_table(data)
+        self.buffers[p] = []
+        self.buffered[p] = 0
+
+    def close(self) -> tuple[tuple[list[pa.Table], list[pa.Table]], int]:
+        """Flush everything; return the item accumulator's partials and the rows seen."""
+        for p in range(self.n):
+            self._flush(p)
+        for w in self.writers.values():
+            w.close()
+        return self.items.partials(), self.rows
+
+
+def _spill_worker(
+    task: _SpillTask, out_dir: str, n_partitions: int, flush_rows: int, batch_rows: int
+) -> tuple[tuple[list[pa.Table], list[pa.Table]], int]:
+    spiller = _Spiller(Path(out_dir), n_partitions, task.worker, flush_rows)
+    for path, row_groups in task.pieces:
+        pf = pq.ParquetFile(path)
+        cols = [c for c in KERNEL_COLUMNS if c in pf.schema_arrow.names]
+        for batch in pf.iter_batches(
+            batch_size=batch_rows, row_groups=list(row_groups), columns=cols
+        ):
+            spiller.add(pa.Table.from_batches([batch]))
+    return spiller.close()
+
+
+def _parquet_files(source: Path) -> list[str]:
+    if source.is_dir():
+        files = sorted(str(p) for p in source.rglob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{source}: no .parquet files")
+        return files
+    return [str(source)]
+
+
+def _spill_tasks(files: list[str], n_workers: int) -> tuple[list[_SpillTask], int]:
+    """Round-robin row groups over workers (balanced by rows); also the total row count."""
+    pieces: list[tuple[str, int, int]] = []
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        pieces += [(f, rg, meta.row_group(rg).num_rows) for rg in range(meta.num_row_groups)]
+    load = np.zeros(n_workers)
+    assign: list[dict[str, list[int]]] = [{} for _ in range(n_workers)]
+    for f, rg, rows in sorted(pieces, key=lambda x: -x[2]):
+        w = int(np.argmin(load))
+        load[w] += rows
+        assign[w].setdefault(f, []).append(rg)
+    tasks = [
+        _SpillTask(w, tuple((f, tuple(sorted(rgs))) for f, rgs in sorted(assign[w].items())))
+        for w in range(n_workers)
+        if assign[w]
+    ]
+    return tasks, int(sum(p[2] for p in pieces))
+
+
+def _merge_items(
+    partials: list[tuple[list[pa.Table], list[pa.Table]]], params: FeatureParams
+) -> ItemStats:
+    acc = ItemStatsAccumulator()
+    for items, domains in partials:
+        acc.merge(items, domains)
+    return acc.finish(params.velocity)
+
+
+def _read_partition(files: list[str]) -> pa.Table:
+    return (
+        pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files])
+        if files
+        else _KERNEL_SCHEMA.empty_table()
+    )
+
+
+def _phase_a_worker(
+    files: list[str], items: ItemStats, params: FeatureParams, cache: str
+) -> PairSample:
+    """Read + prepare a bucket once: partial features cached to disk, fit-sample pairs returned."""
+    table = _read_partition(files)
+    if table.num_rows == 0:
+        return PairSample.empty()
+    prep = prepare(table, items)
+    partial = partial_features(prep, items, params)
+    with open(cache, "wb") as fh:
+        pickle.dump(partial, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return sample_pairs(prep, params.retention, partial.pairs)
+
+
+def _phase_b_worker(
+    cache: str, stats: GlobalStats, params: FeatureParams, out_path: str | None
+) -> pa.Table | str:
+    """Finish a bucket: per-learner retention MAP under the fitted population model."""
+    if not os.path.exists(cache):
+        feats = FEATURE_SCHEMA.empty_table()
+    else:
+        with open(cache, "rb") as fh:
+            partial = pickle.load(fh)
+        feats = finish_features(partial, stats.retention, params)
+    if out_path is None:
+        return feats
+    pq.write_table(feats, out_path)
+    return out_path
+
+
+class _SerialExecutor(Executor):
+    """Runs tasks in the calling process (``n_workers == 1``: no process start-up cost)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def _reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    for batch in reader:
+        yield pa.Table.from_batches([batch])
+
+
+def build_features(
+    source: str | Path | pa.RecordBatchReader,
+    params: FeatureParams | None = None,
+    n_partitions: int | None = None,
+    n_workers: int = 2,
+    *,
+    tmp_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    batch_rows: int = 1 << 18,
+    flush_rows: int = 1 << 17,
+) -> pa.Table:
+    """Features of every learner in ``source`` (Parquet file/dir or a record batch reader).
+
+    Worker processes are started with ``spawn`` (safe with Arrow's and numba's threads), so a
+    script calling this with ``n_workers > 1`` needs the ``if __name__ == "__main__":`` guard.
+    ``n_partitions`` defaults to about 2M events per bucket (at least ``2 * n_workers``; 64 for
+    a reader, whose size is unknown). With ``out_dir`` each bucket's features are also written
+    there as ``features-<p>.parquet``. The returned table is sorted by learner_id; a learner's
+    row does not depend on ``n_partitions`` or ``n_workers``.
+    """
+    params = params or FeatureParams()
+    n_workers = max(1, int(n_workers))
+    work = Path(tempfile.mkdtemp(prefix="cohortlens-features-", dir=tmp_dir))
+    pool: Executor = (
+        _SerialExecutor()
+        if n_workers == 1
+        else ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn"))
+    )
+    try:
+        with pool:
+            if isinstance(source, pa.RecordBatchReader):
+                n_parts = n_partitions or 64
+                spiller = _Spiller(work, n_parts, 0, flush_rows)
+                for t in _reader_batches(source):
+                    spiller.add(t)
+                partials = [spiller.close()[0]]
+            else:
+                files = _parquet_files(Path(source))
+                tasks, total_rows = _spill_tasks(files, n_workers)
+                n_parts = n_partitions or max(
+                    2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
+                )
+                futs = [
+                    pool.submit(_spill_worker, t, str(work), n_parts, flush_rows, batch_rows)
+                    for t in tasks
+                ]
+                partials = [f.result()[0] for f in futs]
+            items = _merge_items(partials, params)
+            part_files = [
+                sorted(str(p) for p in work.glob(f"part-{i:05d}-w*.arrow")) for i in range(n_parts)
+            ]
+            caches = [str(work / f"partial-{i:05d}.pkl") for i in range(n_parts)]
+            samples = list(
+                pool.map(_phase_a_worker, part_files, [items] * n_parts, [params] * n_parts, caches)
+            )
+            stats = global_stats_from(items, samples, params)
+            outs: list[str | None] = [None] * n_parts
+            if out_dir is not None:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                outs = [str(Path(out_dir) / f"features-{i:05d}.parquet") for i in range(n_parts)]
+            results = list(
+                pool.map(_phase_b_worker, caches, [stats] * n_parts, [params] * n_parts, outs)
+            )
+        tables = [pq.read_table(r) if isinstance(r, str) else r for r in results]
+        feats = pa.concat_tables(tables) if tables else FEATURE_SCHEMA.empty_table()
+        return feats.take(pc.sort_indices(feats, [("learner_id", "ascending")]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_features(
+    features: pa.Table,
+    path: str | Path,
+    params: FeatureParams | None = None,
+    run_id: str | None = None,
+) -> Path:
+    """Write a feature table to Parquet, with the params (JSON) and run id as file metadata."""
+    import json
+
+    meta = dict(features.schema.metadata or {})
+    if params is not None:
+        meta[b"cohortlens.feature_params"] = json.dumps(params.to_dict()).encode()
+    if run_id is not None:
+        meta[b"cohortlens.run_id"] = run_id.encode()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(features.replace_schema_metadata(meta), out)
+    return out
+
+
+def default_workers() -> int:
+    """Worker processes to use by default (the machine's CPU count)."""
+    return os.cpu_count() or 1

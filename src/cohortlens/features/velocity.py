@@ -1,0 +1,276 @@
+"""Learning velocity: Elo/IRT online ability per learner, then an EMA of weekly ability gains.
+
+Item difficulties are global (``ItemStats.difficulty``) and fixed during the learner pass, so a
+learner's trajectory depends only on their own events and the broadcast item statistics.
+Update (Pelánek 2016): ``P = sigmoid(theta + theta_d - b_i)``,
+``theta += K(n) (y - P)`` with ``K(n) = max(alpha / (1 + beta n), k_min)``; the per-domain offset
+``theta_d`` gets ``domain_weight * K(n_d) (y - P)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from cohortlens.features._prep import MONDAY0_US, WEEK_US, Prepared
+from cohortlens.features.params import VelocityParams
+from cohortlens.features.stats import ItemStats
+
+#: ``velocity_status`` codes -> labels.
+VELOCITY_STATUS = ("ok", "no_graded_events", "too_few_graded_events", "too_few_active_weeks")
+
+
+def ema_rate(half_life_weeks: float) -> float:
+    """Per-week EMA weight lambda = 1 - 2^(-1/half_life)."""
+    return float(1.0 - 2.0 ** (-1.0 / half_life_weeks))
+
+
+@nb.njit(cache=True, nogil=True)
+def _velocity_kernel(  # pragma: no cover - jit
+    starts: np.ndarray,
+    ts: np.ndarray,
+    item: np.ndarray,
+    domain: np.ndarray,
+    outcome: np.ndarray,
+    duration: np.ndarray,
+    difficulty: np.ndarray,
+    default_difficulty: float,
+    n_domains: int,
+    alpha: float,
+    beta: float,
+    k_min: float,
+    domain_weight: float,
+    lam: float,
+    min_graded: int,
+    min_weeks: int,
+    as_of_week: int,
+    duration_cap: float,
+    use: np.ndarray,
+    g_floor: float,
+    burn_in: int,
+    kalman: bool,
+    prior_var: float,
+    drift_var: float,
+    p_pred: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    n_l = starts.shape[0] - 1
+    theta_out = np.full(n_l, np.nan)
+    vel_out = np.full(n_l, np.nan)
+    n_graded_out = np.zeros(n_l, np.int64)
+    graded_weeks_out = np.zeros(n_l, np.int64)
+    active_weeks_out = np.zeros(n_l, np.int64)
+    eng_ev_out = np.full(n_l, np.nan)
+    eng_min_out = np.full(n_l, np.nan)
+    status_out = np.zeros(n_l, np.int64)
+    theta_d = np.zeros(n_domains)
+    n_d = np.zeros(n_domains, np.int64)
+    keep = 1.0 - lam
+    for li in range(n_l):
+        a = starts[li]
+        b = starts[li + 1]
+        if a == b:
+            continue
+        theta_d[:] = 0.0
+        n_d[:] = 0
+        theta = 0.0
+        n = 0
+        var = prior_var
+        last_t = -1
+        # graded-week state (ability gains)
+        cur_gw = -1
+        first_gw = -1
+        last_uw = -1
+        base_theta = 0.0
+        s_gain = 0.0
+        n_gain = 0
+        n_gweeks = 0
+        # activity-week state (engagement levels)
+        cur_aw = -1
+        s_ev = 0.0
+        s_min = 0.0
+        n_aw = 0
+        n_aweeks = 0
+        w_ev = 0.0
+        w_min = 0.0
+        has_dur = False
+        for e in range(a, b):
+            w = (ts[e] - MONDAY0_US) // WEEK_US
+            # ---- engagement (every event) ----
+            if w != cur_aw:
+                if cur_aw >= 0:
+                    s_ev = keep * s_ev + lam * w_ev
+                    s_min = keep * s_min + lam * w_min
+                    n_aw += 1
+                    gap = w - cur_aw - 1
+                    if gap > 0:
+                        s_ev *= keep**gap
+                        s_min *= keep**gap
+                        n_aw += gap
+                n_aweeks += 1
+                cur_aw = w
+                w_ev = 0.0
+                w_min = 0.0
+            w_ev += 1.0
+            d_s = duration[e]
+            if not np.isnan(d_s):
+                has_dur = True
+                w_min += min(max(d_s, 0.0), duration_cap) / 60.0
+            # ---- ability (graded events) ----
+            y = outcome[e]
+            if np.isnan(y):
+                continue
+            it = item[e]
+            bdiff = difficulty[it] if it >= 0 else default_difficulty
+            d = domain[e]
+            z = theta + theta_d[d] - bdiff
+            p = g_floor + (1.0 - g_floor) / (1.0 + np.exp(-z))
+            p_pred[e] = p
+            if not use[e]:
+                continue
+            if w != last_uw:
+                n_gweeks += 1
+                last_uw = w
+            if cur_gw >= 0 and w != cur_gw:
+                # close week cur_gw; the burn-in week is the baseline (no gain)
+                if cur_gw > first_gw:
+                    s_gain = keep * s_gain + lam * (theta - base_theta)
+                    n_gain += 1
+                base_theta = theta
+                gap = w - cur_gw - 1
+                if gap > 0:
+                    s_gain *= keep**gap
+                    n_gain += gap
+                cur_gw = w
+            if kalman:
+                # Glicko/Kalman step: the variance grows with elapsed time, shrinks with evidence
+                if last_t >= 0:
+                    var += drift_var * (ts[e] - last_t) / WEEK_US
+                last_t = ts[e]
+                s = (p - g_floor) / (1.0 - g_floor)
+                dp = (1.0 - g_floor) * s * (1.0 - s)
+                q = p * (1.0 - p)
+                var = 1.0 / (1.0 / var + dp * dp / q)
+                k = var * dp / q
+            else:
+                k = alpha / (1.0 + beta * n)
+                if k < k_min:
+                    k = k_min
+            kd = alpha / (1.0 + beta * n_d[d])
+            if kd < k_min:
+                kd = k_min
+            theta += k * (y - p)
+            theta_d[d] += domain_weight * kd * (y - p)
+            n += 1
+            n_d[d] += 1
+            if cur_gw < 0 and n >= burn_in:
+                cur_gw = w
+                first_gw = w
+        # close the last activity week, then silent weeks up to as_of
+        s_ev = keep * s_ev + lam * w_ev
+        s_min = keep * s_min + lam * w_min
+        n_aw += 1
+        if as_of_week > cur_aw:
+            s_ev *= keep ** (as_of_week - cur_aw)
+            s_min *= keep ** (as_of_week - cur_aw)
+            n_aw += as_of_week - cur_aw
+        norm = 1.0 - keep**n_aw
+        eng_ev_out[li] = s_ev / norm
+        if has_dur:
+            eng_min_out[li] = s_min / norm
+        active_weeks_out[li] = n_aweeks
+        n_graded_out[li] = n
+        graded_weeks_out[li] = n_gweeks
+        if n == 0:
+            status_out[li] = 1
+            continue
+        theta_out[li] = theta
+        if cur_gw < 0:
+            status_out[li] = 2
+            continue
+        if cur_gw > first_gw:
+            s_gain = keep * s_gain + lam * (theta - base_theta)
+            n_gain += 1
+        if as_of_week > cur_gw:
+            s_gain *= keep ** (as_of_week - cur_gw)
+            n_gain += as_of_week - cur_gw
+        if n < min_graded:
+            status_out[li] = 2
+        elif n_gweeks < min_weeks or n_gain == 0:
+            status_out[li] = 3
+        else:
+            vel_out[li] = s_gain / (1.0 - keep**n_gain)
+    return (
+        theta_out,
+        vel_out,
+        n_graded_out,
+        graded_weeks_out,
+        active_weeks_out,
+        eng_ev_out,
+        eng_min_out,
+        status_out,
+    )
+
+
+@dataclass(frozen=True)
+class VelocityResult:
+    """Per-learner velocity columns (learner order of the ``Prepared`` input)."""
+
+    ability_logit: np.ndarray
+    velocity_logit_per_week: np.ndarray
+    graded_events: np.ndarray
+    graded_weeks: np.ndarray
+    active_weeks: np.ndarray
+    engagement_events_per_week: np.ndarray
+    engagement_minutes_per_week: np.ndarray
+    status: np.ndarray
+    p_pred: np.ndarray
+
+
+def compute_velocity(
+    prep: Prepared,
+    items: ItemStats,
+    params: VelocityParams,
+    *,
+    as_of_us: int | None = None,
+    duration_cap_s: float = 1800.0,
+) -> VelocityResult:
+    """Ability trajectory, weekly-gain EMA and engagement EMA of every learner in ``prep``.
+
+    ``p_pred`` holds each graded event's predicted success probability before its update
+    (NaN for ungraded events): the next-attempt prediction used for validation.
+    """
+    as_of_week = -1 if as_of_us is None else int((as_of_us - MONDAY0_US) // WEEK_US)
+    p_pred = np.full(len(prep.ts_us), np.nan)
+    out = _velocity_kernel(
+        prep.starts,
+        prep.ts_us,
+        prep.item_global,
+        prep.domain,
+        prep.outcome,
+        prep.duration_s,
+        np.ascontiguousarray(items.difficulty, dtype=np.float64),
+        items.default_difficulty,
+        max(len(items.domains), 1),
+        params.elo_alpha,
+        params.elo_beta,
+        params.elo_k_min,
+        params.domain_weight,
+        ema_rate(params.half_life_weeks),
+        params.min_graded_events,
+        params.min_active_weeks,
+        as_of_week,
+        duration_cap_s,
+        prep.first_attempt if params.first_attempts_only else np.ones(len(prep.ts_us), bool),
+        params.guess_floor,
+        max(params.burn_in_events, 1),
+        params.ability_step == "kalman",
+        params.prior_var_logit2,
+        params.drift_var_logit2_per_week,
+        p_pred,
+    )
+    theta, vel, n_graded, graded_weeks, active_weeks, eng_ev, eng_min, status = out
+    return VelocityResult(
+        theta, vel, n_graded, graded_weeks, active_weeks, eng_ev, eng_min, status, p_pred
+    )
