@@ -105,7 +105,9 @@ def simulate(
     from cohortlens.simulate import simulate as run
 
     with _Spinner(f"simulating {learners:,} learners x {weeks} weeks", as_json):
-        sim = run(SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed))
+        sim = run(
+            SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed, start=_start(weeks))
+        )
         paths = write_simulation(sim, out_dir)
     summary = {
         "learners": learners,
@@ -116,6 +118,21 @@ def simulate(
         _print_json(summary)
     else:
         out.print(f"wrote {sim.events.num_rows:,} events for {learners:,} learners to {out_dir}/")
+
+
+def _start(weeks: int) -> Any:
+    """The default start, or an earlier Monday when ``weeks`` would run past today."""
+    from datetime import UTC, datetime, timedelta
+
+    from cohortlens.simulate import SimulationParams
+
+    default: datetime = SimulationParams().start
+    today = datetime.now(UTC)
+    if default + timedelta(weeks=weeks) < today - timedelta(days=1):
+        return default
+    first = today - timedelta(weeks=weeks, days=8)
+    monday = first - timedelta(days=first.weekday())
+    return monday.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @app.command()
