@@ -140,3 +140,51 @@ def test_open_store_uses_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("COHORTLENS_DB", str(tmp_path / "env.duckdb"))
     with open_store() as s:
         assert s.url == str(tmp_path / "env.duckdb")
+
+
+def test_feature_runs_round_trip_with_their_parameters() -> None:
+    store = DuckDBStore(":memory:")
+    t1 = pa.table({"learner_id": ["a", "b"], "x": [1.0, None]})
+    t2 = pa.table({"learner_id": ["a"], "x": [3.0]})
+    r1 = store.save_feature_run(t1, {"half_life_weeks": 4}, "test")
+    r2 = store.save_feature_run(t2, {"half_life_weeks": 2}, "test")
+    assert r2 > r1
+    assert store.read_features() == (r2, t2)
+    assert store.read_features(r1)[1].equals(t1)
+    runs = store.feature_runs()
+    assert [r["params"] for r in runs] == [{"half_life_weeks": 4}, {"half_life_weeks": 2}]
+    assert [r["n_learners"] for r in runs] == [2, 1]
+
+
+def test_no_feature_run_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="no feature run"):
+        DuckDBStore(":memory:").read_features()
+
+
+def test_activating_a_model_retires_the_previous_one() -> None:
+    store = DuckDBStore(":memory:")
+    assert store.active_model() is None
+    m1 = store.save_model({"k": 3}, feature_run_id=None, activate=True)
+    m2 = store.save_model({"k": 4}, feature_run_id=None, activate=False)
+    assert store.active_model() == (m1, {"k": 3})
+    m3 = store.save_model({"k": 5}, feature_run_id=None, activate=True)
+    assert store.active_model() == (m3, {"k": 5})
+    assert [m["status"] for m in store.models()] == ["retired", "candidate", "active"]
+    assert m2 == m1 + 1
+
+
+def test_assignments_are_replaced_per_model() -> None:
+    store = DuckDBStore(":memory:")
+    a = pa.table(
+        {
+            "learner_id": ["x", "y"],
+            "cohort_id": [0, 1],
+            "archetype": ["p", "q"],
+            "distance": [0.5, 1.5],
+        }
+    )
+    store.save_assignments(1, a)
+    store.save_assignments(1, a.slice(0, 1))
+    assert store.read_assignments(1).to_pylist() == [
+        {"learner_id": "x", "cohort_id": 0, "archetype": "p", "distance": 0.5}
+    ]

@@ -327,7 +327,23 @@ def demo(
         f"{report.rejected:,}, duplicates {report.duplicates:,} -> {db}"
     )
     (out_dir / "ingest_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    out.print(f"wrote {out_dir / 'ingest_report.json'}")
+
+    out.rule("3. features")
+    from cohortlens.features import FeatureParams, build_features, write_features
+
+    params = FeatureParams()
+    with open_store(db) as store, _Spinner("velocity, affinity, retention", False):
+        table = build_features(store.events_reader(), params, n_workers=2)
+        run_id = store.save_feature_run(table, params.to_dict(), f"store:{db}")
+    write_features(table, out_dir / "features.parquet", params, run_id=str(run_id))
+    for key in ("velocity_status", "retention_status", "affinity_archetype"):
+        parts = ", ".join(f"{k} {v:,}" for k, v in _counts(table, key).items())
+        out.print(f"{key}: {parts}")
+    out.print(
+        f"feature run {run_id}: {table.num_rows:,} learners -> {out_dir / 'features.parquet'}"
+    )
+    out.rule("results")
+    out.print(f"everything is under {out_dir}/ (store: {db})")
 
 
 class _Spinner:
