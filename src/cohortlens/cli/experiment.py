@@ -442,6 +442,12 @@ def assign(
     exposures: Annotated[
         Path | None, typer.Option(help="Also write exposure records (Parquet).")
     ] = None,
+    log_exposures: Annotated[
+        bool, typer.Option("--log-exposures", help="Append exposure records to the store (--db).")
+    ] = False,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Store for --log-exposures (default $COHORTLENS_DB).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Assign learners to variants with the deterministic salted hash (docs/EXPERIMENTS.md)."""
@@ -489,8 +495,15 @@ def assign(
         pacsv.write_csv(result, out_path)
     else:
         pq.write_table(result, out_path)
+    records = exposure_records(result, datetime.now(UTC), design)
     if exposures is not None:
-        pq.write_table(exposure_records(result, datetime.now(UTC), design), exposures)
+        pq.write_table(records, exposures)
+    logged = 0
+    if log_exposures:
+        from cohortlens.store import open_store
+
+        with open_store(db) as store:
+            logged = store.log_exposures(records)
     counts = {
         str(k): int(v)
         for k, v in zip(
@@ -498,9 +511,11 @@ def assign(
         )
     }
     if as_json:
-        _print_json({"out": str(out_path), "counts": counts})
+        _print_json({"out": str(out_path), "counts": counts, "exposures_logged": logged})
         return
     out.print(f"assigned {result.num_rows:,} learners -> {out_path}")
+    if log_exposures:
+        out.print(f"  logged {logged:,} exposures to the store")
     for k, v in sorted(counts.items()):
         out.print(f"  {k}: {v:,}")
 

@@ -257,6 +257,33 @@ class DuckDBStore:
             f"WHERE model_id = {int(model_id)} ORDER BY learner_id"
         ).to_arrow_table()
 
+    # -- experiments --------------------------------------------------------------------------
+    def log_exposures(self, exposures: pa.Table) -> int:
+        """Append exposure records (``experiments.assignment.EXPOSURE_SCHEMA``); returns rows added."""
+        if exposures.num_rows == 0:
+            return 0
+        con = self._con
+        con.register("_exposures", exposures)
+        try:
+            _exec(
+                con,
+                "INSERT INTO exposures SELECT learner_id, experiment, variant, layer, bucket, "
+                "hash_version, exposed_at FROM _exposures",
+            )
+        finally:
+            con.unregister("_exposures")
+        return exposures.num_rows
+
+    def read_exposures(self, experiment: str | None = None) -> pa.Table:
+        """Exposure records, optionally of one experiment, in logging order."""
+        where = " WHERE experiment = ?" if experiment is not None else ""
+        params = [experiment] if experiment is not None else []
+        return self._con.sql(
+            "SELECT learner_id, experiment, variant, layer, bucket, hash_version, exposed_at "
+            f"FROM exposures{where} ORDER BY rowid",
+            params=params,
+        ).to_arrow_table()
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The underlying connection, for the stages that query the store in SQL."""

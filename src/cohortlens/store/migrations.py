@@ -77,4 +77,15 @@ DUCKDB: dict[int, list[str]] = {
             distance DOUBLE
         )""",
     ],
+    3: [
+        """CREATE TABLE exposures (
+            learner_id VARCHAR NOT NULL,
+            experiment VARCHAR NOT NULL,
+            variant VARCHAR NOT NULL,
+            layer VARCHAR,
+            bucket INTEGER NOT NULL,
+            hash_version VARCHAR NOT NULL,
+            exposed_at TIMESTAMPTZ NOT NULL
+        )""",
+    ],
 }
