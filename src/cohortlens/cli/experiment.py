@@ -112,7 +112,10 @@ def _errors(func: F) -> F:
 def analyze(
     data: Annotated[
         Path,
-        typer.Argument(help="Per-learner CSV/Parquet, or a JSON file of sufficient statistics."),
+        typer.Argument(
+            help="Per-learner CSV/Parquet, a JSON file of sufficient statistics, or "
+            "store:EXPERIMENT (exposures joined with outcomes in --db)."
+        ),
     ],
     variant_col: VariantColOption = "variant",
     metric: MetricOption = None,
@@ -156,6 +159,10 @@ def analyze(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Store for store:EXPERIMENT (default $COHORTLENS_DB)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Analyse an experiment: lifts with CIs, p-values, CUPED, SRM, guardrails, verdicts."""
@@ -165,7 +172,7 @@ def analyze(
     from cohortlens.experiments.spec import AnalysisConfig
 
     specs, periods, file_control, file_weights = _load(
-        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col
+        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col, db
     )
     if correction not in ("holm", "bh", "none"):
         raise ExperimentInputError(f"--correction {correction!r}: expected holm, bh or none")
@@ -197,7 +204,9 @@ def analyze(
 @app.command()
 @_errors
 def reduce(
-    data: Annotated[Path, typer.Argument(help="Per-learner CSV or Parquet.")],
+    data: Annotated[
+        Path, typer.Argument(help="Per-learner CSV or Parquet, or store:EXPERIMENT (with --db).")
+    ],
     out_path: Annotated[Path, typer.Option("--out", help="The JSON statistics file to write.")],
     variant_col: VariantColOption = "variant",
     metric: MetricOption = None,
@@ -212,6 +221,10 @@ def reduce(
     weights: Annotated[
         str | None, typer.Option(help="Design split to record, e.g. control=1,treatment=1.")
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Store for store:EXPERIMENT (default $COHORTLENS_DB)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reduce per-learner rows to a JSON file of sufficient statistics (shards merge by adding)."""
@@ -222,7 +235,7 @@ def reduce(
             f"{data}: already a statistics file; reduce reads per-learner CSV/Parquet"
         )
     specs, periods, _, _ = _load(
-        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col
+        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col, db
     )
     content = StatsFile(
         metrics=tuple(specs),
@@ -532,6 +545,7 @@ def _load(
     cap: list[str] | None,
     lower_is_better: list[str] | None,
     time_col: str | None,
+    db: str | None = None,
 ) -> tuple[list[MetricSpec], list[Any], str | None, dict[str, float] | None]:
     """Metrics and statistics from a JSON statistics file or per-learner data."""
     from cohortlens.experiments.reduce import reduce_to_stats
@@ -567,7 +581,16 @@ def _load(
         ("--lower-is-better", lower),
     ):
         _check_known(names, specs, option)
-    periods = reduce_to_stats(data, variant_col=variant_col, metrics=specs, period_col=time_col)
+    source: Any = data
+    if str(data).startswith("store:"):
+        from cohortlens.store import open_store
+
+        name = str(data).removeprefix("store:")
+        with open_store(db) as store:
+            source = store.experiment_outcomes(name)
+        if source.num_rows == 0:
+            raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")
+    periods = reduce_to_stats(source, variant_col=variant_col, metrics=specs, period_col=time_col)
     return specs, periods, None, None
 
 

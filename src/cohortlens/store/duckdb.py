@@ -284,6 +284,25 @@ class DuckDBStore:
             params=params,
         ).to_arrow_table()
 
+    def experiment_outcomes(self, experiment: str) -> pa.Table:
+        """Per-learner rows of an experiment: first exposure's variant joined with outcomes.
+
+        Columns: learner_id, variant, exposed_at, completed, churned (0/1, null when unknown),
+        revenue. Learners exposed but without an outcome row keep nulls.
+        """
+        return self._con.sql(
+            """WITH first AS (
+                   SELECT learner_id, arg_min(variant, exposed_at) AS variant,
+                          min(exposed_at) AS exposed_at
+                   FROM exposures WHERE experiment = ? GROUP BY learner_id)
+               SELECT f.learner_id, f.variant, f.exposed_at,
+                      CAST(o.completed AS INTEGER) AS completed,
+                      CAST(o.churned AS INTEGER) AS churned, o.revenue
+               FROM first f LEFT JOIN outcomes o USING (learner_id)
+               ORDER BY f.learner_id""",
+            params=[experiment],
+        ).to_arrow_table()
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The underlying connection, for the stages that query the store in SQL."""
