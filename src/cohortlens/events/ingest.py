@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from cohortlens.errors import InputError
 from cohortlens.events.outcomes import read_outcomes
 from cohortlens.events.readers import open_source
@@ -126,7 +128,8 @@ def ingest(
                 report.accepted += checked.accepted.num_rows
                 report.rejected += checked.rejected.num_rows
                 if checked.rejected.num_rows:
-                    reasons.update(checked.rejected["reason"].to_pylist())
+                    for pair in pc.value_counts(checked.rejected["reason"]).to_pylist():
+                        reasons[str(pair["values"])] += int(pair["counts"])
                 if progress is not None:
                     progress(source.name, report.rows_read)
             report.rejected_by_reason = dict(sorted(reasons.items()))
