@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 from cohortlens.errors import InputError
 from cohortlens.events.outcomes import read_outcomes
 from cohortlens.events.readers import open_source
-from cohortlens.events.source import ReadOptions, Source
+from cohortlens.events.source import RawBatch, ReadOptions, Source
 from cohortlens.events.validate import validate_batch
-from cohortlens.store.base import Store
+from cohortlens.store.base import IngestSession, Store
 
 #: Called after each batch with (source name, rows read so far in that source).
 Progress = Callable[[str, int], None]
@@ -121,15 +121,11 @@ def ingest(
         for source, report in zip(sources, reports, strict=True):
             reasons: Counter[str] = Counter()
             for batch in source.batches():
-                checked = validate_batch(batch, ts_unit=options.ts_unit, now=now)
-                session.stage(checked.accepted, source.name)
-                session.quarantine(checked.rejected)
+                accepted, rejected = _stage(session, batch, source.name, options, now)
                 report.rows_read += batch.n_rows
-                report.accepted += checked.accepted.num_rows
-                report.rejected += checked.rejected.num_rows
-                if checked.rejected.num_rows:
-                    for pair in pc.value_counts(checked.rejected["reason"]).to_pylist():
-                        reasons[str(pair["values"])] += int(pair["counts"])
+                report.accepted += accepted
+                report.rejected += sum(rejected.values())
+                reasons.update(rejected)
                 if progress is not None:
                     progress(source.name, report.rows_read)
             report.rejected_by_reason = dict(sorted(reasons.items()))
@@ -162,3 +158,21 @@ def ingest(
             }
         )
     return result
+
+
+def _stage(
+    session: IngestSession, batch: RawBatch, source: str, options: ReadOptions, now: datetime
+) -> tuple[int, dict[str, int]]:
+    """Validate and stage one batch: in the store's own SQL engine when it has one."""
+    fused = getattr(session, "stage_raw", None)
+    if fused is not None:
+        counts: tuple[int, dict[str, int]] = fused(batch, source, ts_unit=options.ts_unit, now=now)
+        return counts
+    checked = validate_batch(batch, ts_unit=options.ts_unit, now=now)
+    session.stage(checked.accepted, source)
+    session.quarantine(checked.rejected)
+    reasons = {
+        str(p["values"]): int(p["counts"])
+        for p in pc.value_counts(checked.rejected["reason"]).to_pylist()
+    }
+    return checked.accepted.num_rows, reasons

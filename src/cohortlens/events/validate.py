@@ -198,6 +198,31 @@ FROM judged
 """
 
 
+def prepare(
+    batch: RawBatch,
+    ts_unit: TimestampUnit,
+    default_domain: str = DEFAULT_DOMAIN,
+    now: datetime | None = None,
+) -> tuple[pa.Table, str, dict[str, object]]:
+    """The batch re-chunked for a parallel scan, its validation SQL (over ``batch``), and params.
+
+    Stores with a SQL engine run the statement themselves (no Arrow round trip); the result has
+    the columns of ``EVENT_SCHEMA`` plus ``line``, ``reason``, ``detail`` and ``raw``.
+    """
+    now = now or datetime.now(UTC)
+    # Several Arrow chunks let DuckDB scan the batch on all threads.
+    table = pa.Table.from_batches(
+        batch.table.to_batches(max_chunksize=_CHUNK_ROWS), schema=batch.table.schema
+    )
+    query = build_query({f.name: f.type for f in table.schema}, ts_unit, default_domain)
+    params: dict[str, object] = {
+        "earliest": EARLIEST_TS,
+        "latest": now + FUTURE_TOLERANCE,
+        "max_duration": MAX_DURATION_S,
+    }
+    return table, query, params
+
+
 def validate_batch(
     batch: RawBatch,
     *,
@@ -209,21 +234,10 @@ def validate_batch(
 
     ``now`` (default: the current time) bounds the future; pass a fixed value for replays.
     """
-    now = now or datetime.now(UTC)
-    # Several Arrow chunks let DuckDB scan the batch on all threads.
-    table = pa.Table.from_batches(
-        batch.table.to_batches(max_chunksize=_CHUNK_ROWS), schema=batch.table.schema
-    )
-    types = {f.name: f.type for f in table.schema}
+    table, query, params = prepare(batch, ts_unit, default_domain, now)
     con = _connection()
     con.register("batch", table)
     try:
-        query = build_query(types, ts_unit, default_domain)
-        params = {
-            "earliest": EARLIEST_TS,
-            "latest": now + FUTURE_TOLERANCE,
-            "max_duration": MAX_DURATION_S,
-        }
         result = con.sql(query, params=params).to_arrow_table()
     finally:
         con.unregister("batch")

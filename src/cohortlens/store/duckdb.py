@@ -12,10 +12,13 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.events.source import RawBatch, TimestampUnit
+from cohortlens.events.validate import prepare
 from cohortlens.store.base import CommitCounts
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
@@ -23,7 +26,7 @@ _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
 
 
 def _exec(
-    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | dict[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:
     """Run one statement to completion (DuckDB refuses new work while a result is pending)."""
     return con.execute(sql, params or []).fetchall()
@@ -348,6 +351,44 @@ class _DuckDBIngest:
         finally:
             self._con.unregister("_incoming")
 
+    def stage_raw(
+        self, batch: RawBatch, source: str, *, ts_unit: TimestampUnit, now: datetime
+    ) -> tuple[int, dict[str, int]]:
+        """Validate ``batch`` inside this database and write both parts; no Arrow round trip.
+
+        Returns the accepted row count and the rejected rows per reason (reader rejects
+        included). Equivalent to :func:`validate_batch` + :meth:`stage` + :meth:`quarantine`.
+        """
+        table, query, params = prepare(batch, ts_unit, now=now)
+        con = self._con
+        con.register("batch", table)
+        try:
+            _exec(con, f"CREATE OR REPLACE TEMP TABLE _validated AS {query}", params)
+        finally:
+            con.unregister("batch")
+        _exec(
+            con,
+            f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ?, ? FROM _validated "
+            "WHERE reason IS NULL",
+            [self.ingest_id, source],
+        )
+        cols = ", ".join(QUARANTINE_SCHEMA.names[1:])
+        _exec(
+            con,
+            f"INSERT INTO quarantine SELECT ?, ?, {cols} FROM _validated WHERE reason IS NOT NULL",
+            [self.ingest_id, source],
+        )
+        counts: dict[Any, int] = dict(
+            _exec(con, "SELECT reason, count(*) FROM _validated GROUP BY reason")
+        )
+        _exec(con, "DROP TABLE _validated")
+        accepted = int(counts.pop(None, 0))
+        self.quarantine(batch.rejects)
+        for pair in pc.value_counts(batch.rejects["reason"]).to_pylist():
+            counts[pair["values"]] = counts.get(pair["values"], 0) + pair["counts"]
+        self._staged[source] = self._staged.get(source, 0) + accepted
+        return accepted, {str(k): int(v) for k, v in counts.items()}
+
     def quarantine(self, rejected: pa.Table) -> None:
         """Write rejected rows into the quarantine table (same transaction)."""
         if rejected.num_rows == 0:
@@ -391,7 +432,7 @@ class _DuckDBIngest:
             "DELETE FROM events WHERE ingest_id = $cur AND event_id IN "
             "(SELECT event_id FROM events WHERE ingest_id < $cur AND event_id IN "
             " (SELECT event_id FROM events WHERE ingest_id = $cur)) RETURNING source",
-            {"cur": cur},  # type: ignore[arg-type]
+            {"cur": cur},
         )
         # Repeats within this ingest: keep the first inserted row of each event_id.
         within = _exec(
@@ -402,7 +443,7 @@ class _DuckDBIngest:
             "  GROUP BY event_id HAVING count(*) > 1)"
             " QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY rowid) > 1"
             ") RETURNING source",
-            {"cur": cur},  # type: ignore[arg-type]
+            {"cur": cur},
         )
         for (source,) in earlier + within:
             deleted[source] = deleted.get(source, 0) + 1
