@@ -68,19 +68,19 @@ def make_data(n_events: int, chunk_learners: int = 20_000) -> Path:
 def ours_subset(table: pa.Table) -> dict[str, np.ndarray]:
     """Subset via the library: prepare + affinity kernel + velocity kernel + review pairs."""
     from cohortlens.features import AffinityParams, VelocityParams
-    from cohortlens.features._prep import prepare
+    from cohortlens.features._prep import encode_table, encoded_item_stats, prepare_encoded
     from cohortlens.features.affinity import compute_affinity
     from cohortlens.features.params import RetentionParams
     from cohortlens.features.retention import review_pairs
-    from cohortlens.features.stats import item_stats
     from cohortlens.features.velocity import compute_velocity
 
     if "duration_s" in table.column_names:  # the subset's shares are count-based
         table = table.drop_columns(["duration_s"])
-    items = item_stats(table)
-    prep = prepare(table, items)
+    enc = encode_table(table)
+    items = encoded_item_stats(enc)
+    prep = prepare_encoded(enc, items, release=True)
     aff = compute_affinity(prep, items, AffinityParams(prior_events=0.0))
-    vel = compute_velocity(prep, items, VelocityParams(half_life_weeks=4.0))
+    vel = compute_velocity(prep, items, VelocityParams(half_life_weeks=4.0), predictions=False)
     pairs = review_pairs(prep, RetentionParams(min_gap_hours=1.0))
     n = np.bincount(pairs.learner, minlength=prep.n_learners)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -126,6 +126,7 @@ def duckdb_subset(table: pa.Table, k: int) -> dict[str, np.ndarray]:
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.register("ev", table)
     res = con.sql(_duck_sql(k)).to_arrow_table()
     con.close()
@@ -256,13 +257,36 @@ def _median_time(fn: Any, repeats: int) -> tuple[float, list[float], Any]:
     return statistics.median(runs), runs, out
 
 
-def subset_case(n_events: int, repeats: int, with_pandas: bool) -> dict[str, Any]:
-    """Subset timings and agreement on about ``n_events`` events."""
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded string columns decoded to plain strings."""
+    return pa.table(
+        {
+            c: table.column(c).cast(pa.string())
+            if pa.types.is_dictionary(table.column(c).type)
+            else table.column(c)
+            for c in table.column_names
+        }
+    )
+
+
+def subset_case(
+    n_events: int, repeats: int, with_pandas: bool, dictionary: bool = False
+) -> dict[str, Any]:
+    """Subset timings and agreement on about ``n_events`` events.
+
+    ``dictionary``: the string columns are read from Parquet as Arrow dictionaries (as the
+    pipeline reads them) and both engines get that same table; otherwise plain strings.
+    """
     path = make_data(n_events)
-    table = pq.read_table(path)
-    k = len(table.column("domain").unique())
+    strings = ["learner_id", "domain", "item_id"]
+    table = pq.read_table(path, read_dictionary=strings if dictionary else None)
+    k = len(table.column("domain").cast(pa.string()).unique())
     n = table.num_rows
-    row: dict[str, Any] = {"case": "subset", "events": n}
+    row: dict[str, Any] = {
+        "case": "subset",
+        "events": n,
+        "input": "dictionary" if dictionary else "plain",
+    }
     t_ours, runs_ours, ours = _median_time(lambda: ours_subset(table), repeats)
     t_duck, runs_duck, duck = _median_time(lambda: duckdb_subset(table, k), repeats)
     row |= {
@@ -275,7 +299,7 @@ def subset_case(n_events: int, repeats: int, with_pandas: bool) -> dict[str, Any
         "runs": {"ours": runs_ours, "duckdb": runs_duck},
     }
     if with_pandas:
-        df = table.select(["learner_id", "ts", "domain", "item_id", "outcome"]).to_pandas()
+        df = _plain(table.select(["learner_id", "ts", "domain", "item_id", "outcome"])).to_pandas()
         t_pd, runs_pd, pdo = _median_time(lambda: pandas_subset(df, k), max(1, repeats - 2))
         row |= {
             "pandas_s": round(t_pd, 3),
@@ -286,8 +310,28 @@ def subset_case(n_events: int, repeats: int, with_pandas: bool) -> dict[str, Any
     return row
 
 
-def full_case(n_events: int, repeats: int, n_workers: int) -> dict[str, Any]:
-    """End-to-end build_features from Parquet: time and peak RSS of the process tree."""
+def duckdb_subset_parquet(path: Path) -> int:
+    """The subset SQL straight over the Parquet files (DuckDB's end-to-end peer figure)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    glob = str(path / "*.parquet")
+    k = con.sql(f"SELECT count(DISTINCT domain) FROM read_parquet('{glob}')").fetchall()[0][0]
+    con.sql(f"CREATE VIEW ev AS SELECT * FROM read_parquet('{glob}')")
+    n = con.sql(_duck_sql(int(k))).to_arrow_table().num_rows
+    con.close()
+    return int(n)
+
+
+def full_case(
+    n_events: int, repeats: int, n_workers: int, duckdb_peer: bool = True
+) -> dict[str, Any]:
+    """End-to-end build_features from Parquet: time and peak RSS of the process tree.
+
+    With ``duckdb_peer`` the subset SQL over the same Parquet files is timed in the same run
+    (DuckDB computes only the subset, so the ratio understates our advantage).
+    """
     from cohortlens.features import build_features
 
     path = make_data(n_events)
@@ -302,7 +346,16 @@ def full_case(n_events: int, repeats: int, n_workers: int) -> dict[str, Any]:
         peaks.append(rss.peak)
         learners = feats.num_rows
     t = statistics.median(runs)
-    return {
+    peer: dict[str, Any] = {}
+    if duckdb_peer:
+        t_duck, runs_duck, _ = _median_time(lambda: duckdb_subset_parquet(path), repeats)
+        peer = {
+            "duckdb_subset_e2e_s": round(t_duck, 2),
+            "duckdb_subset_e2e_runs": [round(r, 2) for r in runs_duck],
+            "duckdb_subset_events_per_s": round(n / t_duck),
+            "ours_full_vs_duckdb_subset": round(t_duck / t, 2),
+        }
+    return peer | {
         "case": "full_e2e_parquet",
         "events": n,
         "learners": learners,
@@ -336,10 +389,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=["subset", "full"], default=None)
+    ap.add_argument("--no-pandas", action="store_true", help="skip the (slow) pandas subset")
+    ap.add_argument(
+        "--dictionary", action="store_true", help="subset input with dictionary string columns"
+    )
     a = ap.parse_args()
     for n in a.sizes:
         if a.only in (None, "subset") and n >= 10_000_000:
-            print(json.dumps(subset_case(n, a.repeats, with_pandas=n <= 10_000_000)), flush=True)
+            with_pd = n <= 10_000_000 and not a.no_pandas
+            row = subset_case(n, a.repeats, with_pandas=with_pd, dictionary=a.dictionary)
+            print(json.dumps(row), flush=True)
         if a.only in (None, "full"):
             print(json.dumps(full_case(n, a.repeats, a.workers)), flush=True)
 

@@ -20,7 +20,7 @@ from cohortlens.features.stats import ItemStats
 ARCHETYPES = ("specialist", "focused", "generalist")
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _affinity_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     domain: np.ndarray,
@@ -36,9 +36,8 @@ def _affinity_kernel(  # pragma: no cover - jit
     top = np.full(n_l, -1, np.int64)
     top_share = np.full(n_l, np.nan)
     breadth = np.zeros(n_l, np.int64)
-    w = np.zeros(k)
     log_k = np.log(k) if k > 1 else 1.0
-    for li in range(n_l):
+    for li in nb.prange(n_l):
         a = starts[li]
         b = starts[li + 1]
         if a == b:
@@ -53,7 +52,7 @@ def _affinity_kernel(  # pragma: no cover - jit
                 dcnt += 1
         use_dur = dcnt > 0 and dsum > 0.0
         fill = dsum / dcnt if dcnt > 0 else 0.0
-        w[:] = 0.0
+        w = np.zeros(k)
         total = 0.0
         for e in range(a, b):
             if use_dur:

@@ -13,7 +13,13 @@ import numpy as np
 import pyarrow as pa
 
 from cohortlens.features._hash import in_fit_sample, learner_hash
-from cohortlens.features._prep import Prepared, prepare
+from cohortlens.features._prep import (
+    Prepared,
+    encode_table,
+    encoded_item_stats,
+    prepare,
+    prepare_encoded,
+)
 from cohortlens.features.affinity import ARCHETYPES, compute_affinity
 from cohortlens.features.params import FeatureParams, RetentionParams
 from cohortlens.features.retention import (
@@ -21,11 +27,11 @@ from cohortlens.features.retention import (
     ReuseStats,
     ReviewPairs,
     fit_population,
+    pairs_and_reuse,
     retention_from_pairs,
-    reuse_stats,
     review_pairs,
 )
-from cohortlens.features.stats import GlobalStats, ItemStats, RetentionPopulation, item_stats
+from cohortlens.features.stats import GlobalStats, ItemStats, RetentionPopulation
 from cohortlens.features.velocity import VELOCITY_STATUS, compute_velocity
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -103,6 +109,7 @@ def partial_features(prep: Prepared, items: ItemStats, params: FeatureParams) ->
         params.velocity,
         as_of_us=params.as_of_us,
         duration_cap_s=params.affinity.duration_cap_s,
+        predictions=False,
     )
     aff = compute_affinity(prep, items, params.affinity)
     starts = prep.starts
@@ -134,11 +141,8 @@ def partial_features(prep: Prepared, items: ItemStats, params: FeatureParams) ->
         "affinity_archetype": _labels(aff.archetype, ARCHETYPES),
     }
     schema = pa.schema([f for f in FEATURE_SCHEMA if f.name in cols])
-    return PartialFeatures(
-        pa.table(cols, schema=schema),
-        review_pairs(prep, params.retention),
-        reuse_stats(prep, params.retention),
-    )
+    pairs, reuse = pairs_and_reuse(prep, params.retention)
+    return PartialFeatures(pa.table(cols, schema=schema), pairs, reuse)
 
 
 def finish_features(
@@ -201,13 +205,25 @@ def sample_pairs(
     keep_learner = in_fit_sample(hashes, params.fit_sample_permille)
     if pairs is None:
         pairs = review_pairs(prep, params)
-    mask = keep_learner[pairs.learner]
-    ph = hashes[pairs.learner][mask]
-    order = np.argsort(ph, kind="stable")
-    sample = PairSample(
-        ph[order], pairs.gap_days[mask][order], pairs.recalled[mask][order], pairs.x[mask][order]
+    # whole learners in increasing hash order (ties: learner order), capped, then their pairs:
+    # the same rows as sorting every pair by hash (stable) and applying ``_cap``
+    counts = np.diff(pairs.starts)
+    sel = np.flatnonzero(keep_learner & (counts > 0))
+    sel = sel[np.argsort(hashes[sel], kind="stable")]
+    cum = np.cumsum(counts[sel])
+    if len(cum) and cum[-1] > params.max_fit_pairs:
+        h = hashes[sel]
+        ends = cum[np.append(h[1:] != h[:-1], True)]
+        cut = int(ends[ends <= params.max_fit_pairs].max(initial=0))
+        sel = sel[cum <= cut]
+        cum = cum[: len(sel)]
+    lengths = counts[sel]
+    first = np.zeros(len(sel), np.int64)
+    first[1:] = cum[:-1]
+    idx = np.repeat(pairs.starts[sel] - first, lengths) + np.arange(int(lengths.sum()))
+    return PairSample(
+        np.repeat(hashes[sel], lengths), pairs.gap_days[idx], pairs.recalled[idx], pairs.x[idx]
     )
-    return _cap(sample, params.max_fit_pairs)
 
 
 def _cap(sample: PairSample, max_pairs: int) -> PairSample:
@@ -259,8 +275,9 @@ def global_stats_from(
 def compute_global_stats(events: pa.Table, params: FeatureParams | None = None) -> GlobalStats:
     """Global pass over an in-memory table (item difficulty, domain shares, retention prior)."""
     params = params or FeatureParams()
-    items = item_stats(events, params.velocity)
-    prep = prepare(events, items)
+    enc = encode_table(events)
+    items = encoded_item_stats(enc, params.velocity)
+    prep = prepare_encoded(enc, items, release=True)
     return global_stats_from(items, [sample_pairs(prep, params.retention)], params)
 
 
@@ -274,8 +291,9 @@ def compute_features(
     """
     params = params or FeatureParams()
     if stats is None:
-        items = item_stats(events, params.velocity)
-        prep = prepare(events, items)
+        enc = encode_table(events)
+        items = encoded_item_stats(enc, params.velocity)
+        prep = prepare_encoded(enc, items, release=True)
         partial = partial_features(prep, items, params)
         sample = sample_pairs(prep, params.retention, partial.pairs)
         stats = global_stats_from(items, [sample], params)

@@ -18,18 +18,19 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cohortlens.features._hash import partition_of
-from cohortlens.features._prep import prepare
+from cohortlens.features._prep import EventEncoder, encoded_item_stats, prepare, prepare_encoded
 from cohortlens.features.engine import (
     FEATURE_SCHEMA,
     PairSample,
@@ -57,6 +58,10 @@ _KERNEL_SCHEMA = pa.schema(
 )
 #: Target events per bucket when ``n_partitions`` is chosen automatically.
 EVENTS_PER_PARTITION = 2_000_000
+#: Parquet sources up to this many events are processed in memory in one process (about
+#: 60 bytes per event at peak, so 3.6 GB at the default); larger ones take the spill path.
+IN_MEMORY_MAX_EVENTS = 60_000_000
+_STRING_COLUMNS = ("learner_id", "domain", "item_id")
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,11 @@ def _phase_b_worker(
     return out_path
 
 
+def _single_threaded_worker() -> None:
+    """Worker processes already share the cores: one numba thread each (no oversubscription)."""
+    nb.set_num_threads(1)
+
+
 class _SerialExecutor(Executor):
     """Runs tasks in the calling process (``n_workers == 1``: no process start-up cost)."""
 
@@ -243,6 +253,68 @@ def _reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
         yield pa.Table.from_batches([batch])
 
 
+def _row_groups(files: list[str]) -> Iterator[pa.Table]:
+    """Row groups of the kernel columns, string columns read as Parquet dictionaries.
+
+    A background thread decodes the next row group while the caller encodes the current one
+    (Arrow and the numba encoder both release the GIL).
+    """
+
+    def read(piece: tuple[pq.ParquetFile, int, list[str]]) -> pa.Table:
+        pf, rg, cols = piece
+        return pf.read_row_group(rg, columns=cols, use_threads=True)
+
+    pieces = []
+    for f in files:
+        names = pq.read_schema(f).names
+        pf = pq.ParquetFile(f, read_dictionary=[c for c in _STRING_COLUMNS if c in names])
+        cols = [c for c in KERNEL_COLUMNS if c in names]
+        pieces += [(pf, rg, cols) for rg in range(pf.metadata.num_row_groups)]
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        nxt = ex.submit(read, pieces[0]) if pieces else None
+        for i in range(len(pieces)):
+            assert nxt is not None
+            table = nxt.result()
+            nxt = ex.submit(read, pieces[i + 1]) if i + 1 < len(pieces) else None
+            yield table
+
+
+def _build_in_memory(
+    files: list[str], total_rows: int, params: FeatureParams, n_threads: int
+) -> pa.Table:
+    """All learners at once in this process: encode while reading, sort once, run the engines.
+
+    Same rows as the spill path (a learner's row depends only on its events and the global
+    statistics); no process start-up, no spill files, no per-bucket Python overheads.
+    """
+    prev_threads = nb.get_num_threads()
+    nb.set_num_threads(max(1, min(n_threads, int(nb.config.NUMBA_NUM_THREADS))))  # type: ignore[attr-defined]
+    try:
+        encoder = EventEncoder(capacity=total_rows)
+        for table in _row_groups(files):
+            encoder.add(table)
+        enc = encoder.finish()
+        del encoder
+        items = encoded_item_stats(enc, params.velocity)
+        prep = prepare_encoded(enc, items, release=True)
+        del enc
+        partial = partial_features(prep, items, params)
+        sample = sample_pairs(prep, params.retention, partial.pairs)
+        del prep
+        stats = global_stats_from(items, [sample], params)
+        return finish_features(partial, stats.retention, params)
+    finally:
+        nb.set_num_threads(prev_threads)
+
+
+def _write_partitions(feats: pa.Table, out_dir: Path, n_parts: int) -> None:
+    """``features-<p>.parquet`` per learner bucket (as the spill path writes them)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    part = partition_of(feats.column("learner_id"), n_parts)
+    for p in range(n_parts):
+        pq.write_table(feats.filter(pa.array(part == p)), out_dir / f"features-{p:05d}.parquet")
+
+
 def build_features(
     source: str | Path | pa.RecordBatchReader,
     params: FeatureParams | None = None,
@@ -253,6 +325,7 @@ def build_features(
     out_dir: str | Path | None = None,
     batch_rows: int = 1 << 18,
     flush_rows: int = 1 << 17,
+    in_memory_max_events: int = IN_MEMORY_MAX_EVENTS,
 ) -> pa.Table:
     """Features of every learner in ``source`` (Parquet file/dir or a record batch reader).
 
@@ -262,14 +335,33 @@ def build_features(
     a reader, whose size is unknown). With ``out_dir`` each bucket's features are also written
     there as ``features-<p>.parquet``. The returned table is sorted by learner_id; a learner's
     row does not depend on ``n_partitions`` or ``n_workers``.
+
+    A Parquet source of at most ``in_memory_max_events`` rows is processed in memory in this
+    process (``n_workers`` numba threads; about 60 bytes per event at peak); larger sources and
+    record batch readers take the bounded-memory spill path. Both give the same table.
     """
     params = params or FeatureParams()
     n_workers = max(1, int(n_workers))
+    if not isinstance(source, pa.RecordBatchReader):
+        files = _parquet_files(Path(source))
+        total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        if total_rows <= in_memory_max_events:
+            feats = _build_in_memory(files, total_rows, params, n_workers)
+            if out_dir is not None:
+                n_parts = n_partitions or max(
+                    2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
+                )
+                _write_partitions(feats, Path(out_dir), n_parts)
+            return feats
     work = Path(tempfile.mkdtemp(prefix="cohortlens-features-", dir=tmp_dir))
     pool: Executor = (
         _SerialExecutor()
         if n_workers == 1
-        else ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn"))
+        else ProcessPoolExecutor(
+            max_workers=n_workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_single_threaded_worker,
+        )
     )
     try:
         with pool:

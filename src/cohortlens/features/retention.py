@@ -60,79 +60,170 @@ class ReuseStats:
     reused_items: np.ndarray
 
 
-def _group_sort(prep: Prepared, mask: np.ndarray) -> np.ndarray:
-    """Rows selected by ``mask`` ordered by (learner, item), keeping time order inside."""
-    rows = prep.item_order
-    return rows[mask[rows]]
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _pair_counts(  # pragma: no cover - jit
+    starts: np.ndarray,
+    order: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    y: np.ndarray,
+    min_gap_us: int,
+    reuse_gap_us: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per learner: review pairs, distinct items, items reused >= ``reuse_gap_us`` later."""
+    n_l = starts.shape[0] - 1
+    n_pairs = np.zeros(n_l, np.int64)
+    distinct = np.zeros(n_l, np.int64)
+    reused = np.zeros(n_l, np.int64)
+    for k in nb.prange(n_l):
+        cnt = 0
+        nd = 0
+        nr = 0
+        run_item = -1
+        run_t0 = 0
+        run_t1 = 0
+        g_item = -1  # item of the previous graded row (in item order)
+        g_t = 0
+        for j in range(starts[k], starts[k + 1]):
+            r = order[j]
+            it = item[r]
+            if it != run_item:
+                if run_item >= 0 and run_t1 - run_t0 >= reuse_gap_us:
+                    nr += 1
+                run_item = it
+                run_t0 = ts[r]
+                nd += 1
+            run_t1 = ts[r]
+            if np.isnan(y[r]):
+                continue
+            if it == g_item and ts[r] - g_t >= min_gap_us:
+                cnt += 1
+            g_item = it
+            g_t = ts[r]
+        if run_item >= 0 and run_t1 - run_t0 >= reuse_gap_us:
+            nr += 1
+        n_pairs[k] = cnt
+        distinct[k] = nd
+        reused[k] = nr
+    return n_pairs, distinct, reused
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _pair_fill(  # pragma: no cover - jit
+    starts: np.ndarray,
+    pair_starts: np.ndarray,
+    order: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    y: np.ndarray,
+    min_gap_us: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fill the pairs of every learner at ``pair_starts`` (learner-major, (item, ts) order)."""
+    n_l = starts.shape[0] - 1
+    m = pair_starts[n_l]
+    learner = np.empty(m, np.int64)
+    gap_days = np.empty(m)
+    recalled = np.empty(m)
+    x = np.empty((m, 3))
+    event_index = np.empty(m, np.int64)
+    for k in nb.prange(n_l):
+        p = pair_starts[k]
+        if p == pair_starts[k + 1]:
+            continue
+        g_item = -1
+        g_t = 0
+        g_y = 0.0
+        pos = 0
+        bc = 0.0
+        for j in range(starts[k], starts[k + 1]):
+            r = order[j]
+            yr = y[r]
+            if np.isnan(yr):
+                continue
+            it = item[r]
+            if it != g_item:
+                pos = 0
+                bc = 0.0
+            else:
+                gap = ts[r] - g_t
+                if gap >= min_gap_us:
+                    learner[p] = k
+                    gap_days[p] = gap / DAY_US
+                    recalled[p] = yr
+                    x[p, 0] = np.sqrt(bc) - 1.0
+                    x[p, 1] = np.sqrt(max(pos - bc, 0.0))
+                    x[p, 2] = 1.0 - g_y
+                    event_index[p] = r
+                    p += 1
+            g_item = it
+            g_t = ts[r]
+            g_y = yr
+            pos += 1
+            bc += yr
+    return learner, gap_days, recalled, x, event_index
+
+
+def _pair_stats(
+    prep: Prepared, params: RetentionParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pair counts, pair starts, distinct items, reused items) per learner."""
+    counts, distinct, reused = _pair_counts(
+        prep.starts,
+        prep.item_order,
+        prep.item_local,
+        prep.ts_us,
+        prep.outcome,
+        int(np.int64(params.min_gap_hours * 3_600_000_000)),
+        int(np.int64(params.reuse_min_gap_days * DAY_US)),
+    )
+    pair_starts = np.zeros(prep.n_learners + 1, np.int64)
+    np.cumsum(counts, out=pair_starts[1:])
+    return counts, pair_starts, distinct, reused
 
 
 def review_pairs(prep: Prepared, params: RetentionParams) -> ReviewPairs:
-    """All review pairs of the learners in ``prep`` (vectorized; no loop per learner)."""
-    rows = _group_sort(prep, ~np.isnan(prep.outcome))
-    n = len(rows)
-    learner = prep.learner[rows]
-    key = learner * np.int64(max(prep.n_local_items, 1)) + prep.item_local[rows]
-    ts = prep.ts_us[rows]
-    y = prep.outcome[rows]
-    same = np.zeros(n, bool)
-    if n > 1:
-        same[1:] = key[1:] == key[:-1]
-    gap_us = np.zeros(n, np.int64)
-    gap_us[1:] = ts[1:] - ts[:-1]
-    # earlier attempts of the same item: counts within the (learner, item) run
-    run_start = np.flatnonzero(~same)
-    run_id = np.cumsum(~same) - 1
-    pos = np.arange(n) - run_start[run_id]
-    cs = np.concatenate(([0.0], np.cumsum(y)))
-    before_correct = cs[np.arange(n)] - cs[run_start[run_id]]
-    before_wrong = pos - before_correct
-    prev_y = np.zeros(n)
-    prev_y[1:] = y[:-1]
-    pair = same & (gap_us >= np.int64(params.min_gap_hours * 3_600_000_000))
-    idx = np.flatnonzero(pair)
-    x = np.column_stack(
-        (
-            np.sqrt(before_correct[idx]) - 1.0,
-            np.sqrt(np.maximum(before_wrong[idx], 0.0)),
-            1.0 - prev_y[idx],
-        )
+    """All review pairs of the learners in ``prep`` (numba, one pass per learner in parallel).
+
+    Pairs are learner-major and, inside a learner, in (item, time) order; ``x`` counts the
+    earlier correct / wrong attempts of the item within the learner's own history.
+    """
+    _, pair_starts, _, _ = _pair_stats(prep, params)
+    return _pairs_at(prep, params, pair_starts)
+
+
+def _pairs_at(prep: Prepared, params: RetentionParams, pair_starts: np.ndarray) -> ReviewPairs:
+    learner, gap_days, recalled, x, rows = _pair_fill(
+        prep.starts,
+        pair_starts,
+        prep.item_order,
+        prep.item_local,
+        prep.ts_us,
+        prep.outcome,
+        int(np.int64(params.min_gap_hours * 3_600_000_000)),
     )
-    pl = learner[idx]
-    # pairs are learner-major because rows are sorted by (learner, item)
     return ReviewPairs(
-        learner=pl,
-        starts=np.searchsorted(pl, np.arange(prep.n_learners + 1)),
-        gap_days=gap_us[idx] / DAY_US,
-        recalled=y[idx],
-        x=np.ascontiguousarray(x),
-        event_index=rows[idx],
+        learner=learner,
+        starts=pair_starts,
+        gap_days=gap_days,
+        recalled=recalled,
+        x=x,
+        event_index=rows,
     )
 
 
 def reuse_stats(prep: Prepared, params: RetentionParams) -> ReuseStats:
     """Distinct items per learner, and those attempted again >= ``reuse_min_gap_days`` later."""
-    rows = _group_sort(prep, np.ones(len(prep.ts_us), bool))
-    n = len(rows)
-    if n == 0:
-        z = np.zeros(prep.n_learners, np.int64)
-        return ReuseStats(z, z.copy())
-    learner = prep.learner[rows]
-    key = learner * np.int64(max(prep.n_local_items, 1)) + prep.item_local[rows]
-    first = np.ones(n, bool)
-    first[1:] = key[1:] != key[:-1]
-    starts = np.flatnonzero(first)
-    ends = np.append(starts[1:], n) - 1
-    ts = prep.ts_us[rows]
-    span = ts[ends] - ts[starts]
-    reused = span >= np.int64(params.reuse_min_gap_days * DAY_US)
-    lrn = learner[starts]
-    return ReuseStats(
-        np.bincount(lrn, minlength=prep.n_learners).astype(np.int64),
-        np.bincount(lrn, weights=reused, minlength=prep.n_learners).astype(np.int64),
-    )
+    _, _, distinct, reused = _pair_stats(prep, params)
+    return ReuseStats(distinct, reused)
 
 
-@nb.njit(cache=True, nogil=True)
+def pairs_and_reuse(prep: Prepared, params: RetentionParams) -> tuple[ReviewPairs, ReuseStats]:
+    """:func:`review_pairs` and :func:`reuse_stats` sharing one counting pass."""
+    _, pair_starts, distinct, reused = _pair_stats(prep, params)
+    return _pairs_at(prep, params, pair_starts), ReuseStats(distinct, reused)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _map_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     gap: np.ndarray,
@@ -150,7 +241,7 @@ def _map_kernel(  # pragma: no cover - jit
     sd_out = np.full(n_l, sigma)
     prec0 = 1.0 / (sigma * sigma)
     ln2 = np.log(2.0)
-    for li in range(n_l):
+    for li in nb.prange(n_l):
         s = starts[li]
         t = starts[li + 1]
         if s == t:

@@ -137,29 +137,48 @@ class ItemStatsAccumulator:
         self._compact()
         it = self._items[0]
         it = it.take(pc.sort_indices(it, [("item_id", "ascending")]))
-        n = np.asarray(it.column("o_count").to_numpy(), dtype=np.int64)
-        s = np.asarray(it.column("o_sum").fill_null(0.0).to_numpy(), dtype=np.float64)
-        total_n = int(n.sum())
-        pbar = float(s.sum() / total_n) if total_n else 0.5
-        pbar = min(max(pbar, 1e-3), 1 - 1e-3)
-        m = params.difficulty_prior_events
-        diff = np.log((n - s + m * (1 - pbar)) / (s + m * pbar))
         dm = self._domains[0]
         dm = dm.take(pc.sort_indices(dm, [("domain", "ascending")]))
-        return ItemStats(
-            item_ids=it.column("item_id").combine_chunks(),
-            n_graded=n,
-            sum_outcome=s,
-            difficulty=diff,
-            domains=dm.column("domain").combine_chunks(),
-            domain_events=np.asarray(dm.column("count_all").to_numpy(), dtype=np.float64),
-            mean_outcome=pbar,
-            default_difficulty=float(np.log((1 - pbar) / pbar)),
+        return item_stats_from_counts(
+            it.column("item_id").combine_chunks(),
+            np.asarray(it.column("o_count").to_numpy(), dtype=np.int64),
+            np.asarray(it.column("o_sum").fill_null(0.0).to_numpy(), dtype=np.float64),
+            dm.column("domain").combine_chunks(),
+            np.asarray(dm.column("count_all").to_numpy(), dtype=np.float64),
+            params,
         )
+
+
+def item_stats_from_counts(
+    item_ids: pa.Array,
+    n_graded: np.ndarray,
+    sum_outcome: np.ndarray,
+    domains: pa.Array,
+    domain_events: np.ndarray,
+    params: VelocityParams | None = None,
+) -> ItemStats:
+    """Difficulties from per-item graded counts and outcome sums (items and domains sorted)."""
+    params = params or VelocityParams()
+    n, s = n_graded, sum_outcome
+    total_n = int(n.sum())
+    pbar = float(s.sum() / total_n) if total_n else 0.5
+    pbar = min(max(pbar, 1e-3), 1 - 1e-3)
+    m = params.difficulty_prior_events
+    diff = np.log((n - s + m * (1 - pbar)) / (s + m * pbar))
+    return ItemStats(
+        item_ids=item_ids,
+        n_graded=n,
+        sum_outcome=s,
+        difficulty=diff,
+        domains=domains,
+        domain_events=domain_events,
+        mean_outcome=pbar,
+        default_difficulty=float(np.log((1 - pbar) / pbar)),
+    )
 
 
 def item_stats(table: pa.Table, params: VelocityParams | None = None) -> ItemStats:
     """Item statistics of one in-memory table (same result as streaming it in batches)."""
-    acc = ItemStatsAccumulator()
-    acc.add(table)
-    return acc.finish(params)
+    from cohortlens.features._prep import encode_table, encoded_item_stats
+
+    return encoded_item_stats(encode_table(table), params)

@@ -27,7 +27,7 @@ def ema_rate(half_life_weeks: float) -> float:
     return float(1.0 - 2.0 ** (-1.0 / half_life_weeks))
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _velocity_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     ts: np.ndarray,
@@ -64,16 +64,15 @@ def _velocity_kernel(  # pragma: no cover - jit
     eng_ev_out = np.full(n_l, np.nan)
     eng_min_out = np.full(n_l, np.nan)
     status_out = np.zeros(n_l, np.int64)
-    theta_d = np.zeros(n_domains)
-    n_d = np.zeros(n_domains, np.int64)
     keep = 1.0 - lam
-    for li in range(n_l):
+    with_pred = p_pred.shape[0] > 0
+    for li in nb.prange(n_l):
         a = starts[li]
         b = starts[li + 1]
         if a == b:
             continue
-        theta_d[:] = 0.0
-        n_d[:] = 0
+        theta_d = np.zeros(n_domains)
+        n_d = np.zeros(n_domains, np.int64)
         theta = 0.0
         n = 0
         var = prior_var
@@ -126,7 +125,8 @@ def _velocity_kernel(  # pragma: no cover - jit
             d = domain[e]
             z = theta + theta_d[d] - bdiff
             p = g_floor + (1.0 - g_floor) / (1.0 + np.exp(-z))
-            p_pred[e] = p
+            if with_pred:
+                p_pred[e] = p
             if not use[e]:
                 continue
             if w != last_uw:
@@ -235,22 +235,31 @@ def compute_velocity(
     *,
     as_of_us: int | None = None,
     duration_cap_s: float = 1800.0,
+    predictions: bool = True,
 ) -> VelocityResult:
     """Ability trajectory, weekly-gain EMA and engagement EMA of every learner in ``prep``.
 
     ``p_pred`` holds each graded event's predicted success probability before its update
-    (NaN for ungraded events): the next-attempt prediction used for validation.
+    (NaN for ungraded events): the next-attempt prediction used for validation. With
+    ``predictions=False`` it is an empty array (saves 8 bytes per event).
     """
     as_of_week = -1 if as_of_us is None else int((as_of_us - MONDAY0_US) // WEEK_US)
-    p_pred = np.full(len(prep.ts_us), np.nan)
+    p_pred = np.full(len(prep.ts_us) if predictions else 0, np.nan)
+    # difficulty per local item code (the kernel reads item_local; -1 = unknown item)
+    l2g = prep.local_to_global
+    diff = np.asarray(items.difficulty, dtype=np.float64)
+    diff_local = np.where(l2g >= 0, diff[np.maximum(l2g, 0)] if len(diff) else 0.0, np.nan)
+    item_code = prep.item_local
+    if np.isnan(diff_local).any():  # unknown items take the default difficulty
+        item_code = np.where(np.isnan(diff_local)[item_code], -1, item_code).astype(np.int32)
     out = _velocity_kernel(
         prep.starts,
         prep.ts_us,
-        prep.item_global,
+        item_code,
         prep.domain,
         prep.outcome,
         prep.duration_s,
-        np.ascontiguousarray(items.difficulty, dtype=np.float64),
+        np.ascontiguousarray(diff_local),
         items.default_difficulty,
         max(len(items.domains), 1),
         params.elo_alpha,
@@ -262,7 +271,7 @@ def compute_velocity(
         params.min_active_weeks,
         as_of_week,
         duration_cap_s,
-        prep.first_attempt if params.first_attempts_only else np.ones(len(prep.ts_us), bool),
+        prep.first_attempt if params.first_attempts_only else np.ones(len(prep.ts_us), np.bool_),
         params.guess_floor,
         max(params.burn_in_events, 1),
         params.ability_step == "kalman",
