@@ -64,7 +64,12 @@ def _text(col: str, t: pa.DataType | None) -> str:
     """SQL for a column as trimmed text, NULL when absent or blank."""
     if t is None:
         return "CAST(NULL AS VARCHAR)"
-    return f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
+    v = f"CAST({col} AS VARCHAR)"
+    # Trimming allocates a new string; only values with a space at an edge need it.
+    return (
+        f"NULLIF(CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') "
+        f"THEN TRIM({v}) ELSE {v} END, '')"
+    )
 
 
 def _epoch(x: str, unit: TimestampUnit) -> str:
