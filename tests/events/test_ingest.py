@@ -69,3 +69,39 @@ def test_quarantine_names_source_line_reason_and_raw(tmp_path: Path) -> None:
     assert "yesterday" in by_line[3]["raw"]
     assert by_line[4]["reason"] == "wrong_field_count"
     assert by_line[4]["raw"] == "u3,2024-01-01"
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_row.map(lambda r: r.split(",")), min_size=1, max_size=50))
+def test_native_parquet_scan_matches_the_batch_path(tmp_path: Path, rows: list[list[str]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cohortlens.events.source import ReadOptions
+
+    names = ["learner_id", "ts", "domain", "item_id", "outcome", "duration_s"]
+    path = tmp_path / "in.parquet"
+    pq.write_table(
+        pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)}), path, row_group_size=7
+    )
+    assert open_source(path).native is not None
+    rows_read, reasons, distinct = _reference(path)
+    with DuckDBStore(":memory:") as store:
+        report = ingest(store, [path], now=NOW, options=ReadOptions(batch_rows=5))
+        quarantined = sorted((r["line"], r["reason"]) for r in store.read_quarantine().to_pylist())
+        stored = store.count_events()
+    reference_lines = sorted(
+        (line, reason)
+        for b in open_source(path).batches()
+        for line, reason in zip(
+            validate_batch(b, now=NOW).rejected["line"].to_pylist(),
+            validate_batch(b, now=NOW).rejected["reason"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert report.rows_read == rows_read == len(rows)
+    assert report.rejected_by_reason == dict(sorted(reasons.items()))
+    assert quarantined == reference_lines
+    assert report.accepted == distinct == stored

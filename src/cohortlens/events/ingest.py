@@ -120,7 +120,17 @@ def ingest(
     with store.ingest_session() as session:
         for source, report in zip(sources, reports, strict=True):
             reasons: Counter[str] = Counter()
-            for batch in source.batches():
+            native = getattr(session, "stage_native", None)
+            if source.native is not None and native is not None:
+                rows, accepted, rejected = native(
+                    source.native, source.name, ts_unit=options.ts_unit, now=now
+                )
+                report.rows_read, report.accepted = rows, accepted
+                report.rejected = sum(rejected.values())
+                reasons.update(rejected)
+                if progress is not None:
+                    progress(source.name, rows)
+            for batch in source.batches() if source.native is None or native is None else ():
                 accepted, rejected = _stage(session, batch, source.name, options, now)
                 report.rows_read += batch.n_rows
                 report.accepted += accepted

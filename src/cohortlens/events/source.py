@@ -70,6 +70,23 @@ class RawBatch:
 
 
 @dataclass(frozen=True)
+class NativeScan:
+    """How a SQL engine can read a source itself, bypassing ``batches()`` (same rows, same lines).
+
+    Attributes:
+        kind: the file format (``parquet``).
+        path: the file.
+        plan: (canonical name, source column) pairs.
+        types: Arrow type of each canonical column, as stored.
+    """
+
+    kind: Literal["parquet"]
+    path: Path
+    plan: tuple[tuple[str, str], ...]
+    types: Mapping[str, pa.DataType]
+
+
+@dataclass(frozen=True)
 class Source:
     """An opened input whose header has been checked; ``batches()`` streams it."""
 
@@ -78,6 +95,8 @@ class Source:
     batches: Callable[[], Iterator[RawBatch]]
     #: Learner outcomes the source carries (public dataset layouts, simulator output).
     outcomes: Callable[[], pa.Table] | None = None
+    #: Set when a store's SQL engine may scan the file natively instead of ``batches()``.
+    native: NativeScan | None = None
 
 
 def check_required(source: str, available: list[str], mapping: Mapping[str, str]) -> None:

@@ -220,12 +220,16 @@ def prepare(
         batch.table.to_batches(max_chunksize=_CHUNK_ROWS), schema=batch.table.schema
     )
     query = build_query({f.name: f.type for f in table.schema}, ts_unit, default_domain)
-    params: dict[str, object] = {
+    return table, query, validation_params(now)
+
+
+def validation_params(now: datetime) -> dict[str, object]:
+    """The bound parameters of the validation statement for ingestion time ``now``."""
+    return {
         "earliest": EARLIEST_TS,
         "latest": now + FUTURE_TOLERANCE,
         "max_duration": MAX_DURATION_S,
     }
-    return table, query, params
 
 
 def validate_batch(

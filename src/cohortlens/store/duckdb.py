@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cohortlens.errors import StoreError
-from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
-from cohortlens.events.source import RawBatch, TimestampUnit
-from cohortlens.events.validate import prepare
+from cohortlens.events.schema import DEFAULT_DOMAIN, EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.events.source import LINE_COLUMN, NativeScan, RawBatch, TimestampUnit
+from cohortlens.events.validate import build_query, prepare, validation_params
 from cohortlens.store.base import CommitCounts
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
@@ -371,6 +371,44 @@ class _DuckDBIngest:
             _exec(con, f"CREATE OR REPLACE TEMP TABLE _validated AS {query}", params)
         finally:
             con.unregister("batch")
+        accepted, counts = self._split_validated(source)
+        self.quarantine(batch.rejects)
+        for pair in pc.value_counts(batch.rejects["reason"]).to_pylist():
+            counts[pair["values"]] = counts.get(pair["values"], 0) + pair["counts"]
+        return accepted, counts
+
+    def stage_native(
+        self, scan: NativeScan, source: str, *, ts_unit: TimestampUnit, now: datetime
+    ) -> tuple[int, int, dict[str, int]]:
+        """Read, validate and write a whole file in DuckDB's own parallel scan.
+
+        Returns rows read, rows accepted and rejected rows per reason. The rows and their
+        ``_line`` (record numbers) are those ``Source.batches()`` would give.
+        """
+        path = "'" + str(scan.path).replace("'", "''") + "'"
+        cols = ", ".join(f'"{src}" AS {canonical}' for canonical, src in scan.plan)
+        con = self._con
+        _exec(
+            con,
+            f"CREATE OR REPLACE TEMP VIEW batch AS SELECT {cols}, "
+            f"CAST(file_row_number + 1 AS BIGINT) AS {LINE_COLUMN} "
+            f"FROM read_parquet({path}, file_row_number = true)",
+        )
+        types = dict(scan.types) | {LINE_COLUMN: pa.int64()}
+        query = build_query(types, ts_unit, DEFAULT_DOMAIN)
+        try:
+            _exec(
+                con, f"CREATE OR REPLACE TEMP TABLE _validated AS {query}", validation_params(now)
+            )
+        finally:
+            _exec(con, "DROP VIEW IF EXISTS batch")
+        rows = int(_exec(con, "SELECT count(*) FROM _validated")[0][0])
+        accepted, counts = self._split_validated(source)
+        return rows, accepted, counts
+
+    def _split_validated(self, source: str) -> tuple[int, dict[str, int]]:
+        """Move ``_validated`` into events and quarantine; accepted count and rejects by reason."""
+        con = self._con
         _exec(
             con,
             f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ?, ? FROM _validated "
@@ -388,9 +426,6 @@ class _DuckDBIngest:
         )
         _exec(con, "DROP TABLE _validated")
         accepted = int(counts.pop(None, 0))
-        self.quarantine(batch.rejects)
-        for pair in pc.value_counts(batch.rejects["reason"]).to_pylist():
-            counts[pair["values"]] = counts.get(pair["values"], 0) + pair["counts"]
         self._staged[source] = self._staged.get(source, 0) + accepted
         return accepted, {str(k): int(v) for k, v in counts.items()}
 

@@ -19,7 +19,14 @@ import pyarrow.parquet as pq
 
 from cohortlens.errors import InputError, UnreadableSourceError
 from cohortlens.events.readers.csv import column_plan
-from cohortlens.events.source import LINE_COLUMN, RawBatch, ReadOptions, Source, display_name
+from cohortlens.events.source import (
+    LINE_COLUMN,
+    NativeScan,
+    RawBatch,
+    ReadOptions,
+    Source,
+    display_name,
+)
 
 
 def _open(path: Path, name: str) -> pq.ParquetFile:
@@ -67,7 +74,8 @@ def open_source(path: Path, options: ReadOptions) -> Source:
         raise InputError(f"{name}: batch_rows must be >= 1, not {options.batch_rows}")
     file = _open(path, name)
     try:
-        available = list(file.schema_arrow.names)
+        schema = file.schema_arrow
+        available = list(schema.names)
     finally:
         file.close()
     plan = column_plan(name, available, options.mapping)
@@ -75,8 +83,12 @@ def open_source(path: Path, options: ReadOptions) -> Source:
         dup = sorted({c for c in available if available.count(c) > 1} & {s for _, s in plan})
         if dup:
             raise UnreadableSourceError(name, f"column(s) {', '.join(dup)} appear twice")
+    flat = all(not pa.types.is_nested(schema.field(src).type) for _, src in plan)
     return Source(
         name=name,
         columns=tuple(c for c, _ in plan),
         batches=partial(_batches, path, name, plan, options.batch_rows),
+        native=NativeScan("parquet", path, plan, {c: schema.field(src).type for c, src in plan})
+        if flat
+        else None,
     )
