@@ -19,6 +19,7 @@ SUITES = {
     "ingest": "benchmarks.bench_ingest",
     "experiments": "benchmarks.bench_experiments",
     "features": "benchmarks.bench_features",
+    "cohorts": "benchmarks.bench_cohorts",
 }
 
 

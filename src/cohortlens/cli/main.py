@@ -272,6 +272,111 @@ def _counts(table: Any, column: str) -> dict[str, int]:
 
 @app.command()
 @_errors
+def discover(
+    k: Annotated[str, typer.Option("--k", help="auto, or a number of cohorts.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the self-contained HTML report here.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cluster the latest feature run into cohorts; ids stay stable across runs."""
+    from cohortlens.cli import cohorts as cmd
+    from cohortlens.store import open_store
+
+    n = None if k == "auto" else _positive_int(k, "--k")
+    with open_store(db) as store, _Spinner("choosing k, fitting cohorts", as_json):
+        model_id, model, _assigned = cmd.discover(store, k=n, seed=seed, report=report)
+    payload = cmd.cards(model, model_id)
+    if as_json:
+        _print_json(payload | {"report": str(report) if report else None})
+        return
+    _print_cards(payload)
+    if report:
+        out.print(f"wrote {report}")
+
+
+@app.command()
+@_errors
+def assign(
+    features_path: Annotated[
+        Path, typer.Option("--features", help="Feature table (Parquet) of the learners to score.")
+    ],
+    out_path: Annotated[Path, typer.Option("--out", help="Assignments (Parquet).")] = Path(
+        "assignments.parquet"
+    ),
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score learners with the active model: learner_id, cohort_id, archetype, distance."""
+    import pyarrow.parquet as pq
+
+    from cohortlens.cli import cohorts as cmd
+    from cohortlens.store import open_store
+
+    table = cmd.read_feature_file(features_path)
+    with open_store(db) as store:
+        model_id, model = cmd.active(store)
+    assigned = cmd.assignments_table(model, table)
+    pq.write_table(assigned, out_path)
+    counts = _counts(assigned, "archetype")
+    if as_json:
+        _print_json({"model_id": model_id, "out": str(out_path), "counts": counts})
+        return
+    out.print(f"model {model_id}: assigned {assigned.num_rows:,} learners -> {out_path}")
+    for name, n in counts.items():
+        out.print(f"  {name}: {n:,}")
+
+
+@app.command()
+@_errors
+def cohorts(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """The cohort cards of the active model: size, profile, outcomes with 95 % CIs, quality."""
+    from cohortlens.cli import cohorts as cmd
+    from cohortlens.store import open_store
+
+    with open_store(db) as store:
+        model_id, model = cmd.active(store)
+    payload = cmd.cards(model, model_id)
+    if as_json:
+        _print_json(payload)
+        return
+    _print_cards(payload)
+
+
+def _positive_int(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected auto or a whole number") from None
+    if value < 1:
+        raise InputError(f"{option} {text!r}: expected a number >= 1")
+    return value
+
+
+def _print_cards(payload: dict[str, Any]) -> None:
+    table = Table(title=f"cohort model {payload['model_id']} ({payload['n_cohorts']} cohorts)")
+    for col in ("id", "archetype", "learners", "share", "completion", "churn"):
+        table.add_column(col, justify="left" if col == "archetype" else "right")
+    for c in payload["cohorts"]:
+        rates = [c["outcomes"].get(k, {}).get("value") for k in ("completed", "churned")]
+        table.add_row(
+            str(c["cohort_id"]),
+            c["name"],
+            f"{c['size']:,}",
+            f"{c['share']:.1%}",
+            *("-" if r is None else f"{r:.1%}" for r in rates),
+        )
+    out.print(table)
+    q = payload["quality"]
+    sil, dbi = q.get("silhouette"), q.get("davies_bouldin")
+    if sil is not None and dbi is not None:
+        out.print(f"silhouette {sil:.3f}, Davies-Bouldin {dbi:.3f}")
+
+
+@app.command()
+@_errors
 def quarantine(
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
     db: DbOption = None,
@@ -342,6 +447,20 @@ def demo(
     out.print(
         f"feature run {run_id}: {table.num_rows:,} learners -> {out_dir / 'features.parquet'}"
     )
+
+    out.rule("4. cohorts")
+    import pyarrow.parquet as pq
+
+    from cohortlens.cli import cohorts as cmd
+
+    report_path = out_dir / "report.html"
+    with open_store(db) as store, _Spinner("choosing k, fitting cohorts", False):
+        model_id, model, assigned = cmd.discover(store, k=None, seed=seed, report=report_path)
+    payload = cmd.cards(model, model_id)
+    _print_cards(payload)
+    (out_dir / "cohorts.json").write_text(json.dumps(payload, indent=2, default=str))
+    pq.write_table(assigned, out_dir / "assignments.parquet")
+    out.print(f"report -> {report_path}; cards -> {out_dir / 'cohorts.json'}")
     out.rule("results")
     out.print(f"everything is under {out_dir}/ (store: {db})")
 

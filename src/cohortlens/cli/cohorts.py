@@ -1,0 +1,97 @@
+"""Cohort commands: ``discover``, ``assign`` and ``cohorts`` (thin over :mod:`cohortlens.cohorts`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cohortlens.errors import InputError, StoreError
+
+
+def assignments_table(model: Any, features: pa.Table) -> pa.Table:
+    """One row per learner: learner_id, cohort_id, archetype, distance to its centroid."""
+    ids = model.predict(features)
+    dist = model.transform(features)
+    # Distance to the learner's own centroid (NaN for the insufficient-data cohort).
+    col = np.searchsorted(model.cohort_ids_, ids)
+    col = np.clip(col, 0, dist.shape[1] - 1)
+    own = dist[np.arange(len(ids)), col]
+    names = model.names_
+    lookup = np.array([names.get(int(c), "") for c in np.unique(ids)], dtype=object)
+    archetype = lookup[np.searchsorted(np.unique(ids), ids)]
+    return pa.table(
+        {
+            "learner_id": features.column("learner_id"),
+            "cohort_id": pa.array(ids.astype(np.int32)),
+            "archetype": pa.array(archetype.tolist(), pa.string()),
+            "distance": pa.array(own, pa.float64(), mask=~np.isfinite(own)),
+        }
+    )
+
+
+def discover(
+    store: Any, *, k: int | None, seed: int, report: Path | None
+) -> tuple[int, Any, pa.Table]:
+    """Fit a model on the latest feature run, keep ids stable, activate and store it."""
+    from cohortlens.cohorts import CohortModel, write_report
+
+    run_id, features = store.read_features()
+    outcomes = store.read_outcomes()
+    previous = store.active_model()
+    prev_model = prev_assign = None
+    if previous is not None:
+        prev_model = CohortModel.from_dict(previous[1])
+        prev_assign = store.read_assignments(previous[0]).select(["learner_id", "cohort_id"])
+    model = CohortModel(k, random_state=seed).fit(
+        features,
+        outcomes=outcomes if outcomes.num_rows else None,
+        previous=prev_model,
+        previous_assignments=prev_assign,
+        feature_run=str(run_id),
+    )
+    model_id = store.save_model(model.to_dict(), feature_run_id=run_id, activate=True)
+    assigned = assignments_table(model, features)
+    store.save_assignments(model_id, assigned)
+    if report is not None:
+        write_report(model, report, features)
+    return model_id, model, assigned
+
+
+def active(store: Any) -> tuple[int, Any]:
+    """The active model, or a clear error when none was discovered yet."""
+    from cohortlens.cohorts import CohortModel
+
+    found = store.active_model()
+    if found is None:
+        raise StoreError(f"{store.url} has no active cohort model; run `cohortlens discover`")
+    return found[0], CohortModel.from_dict(found[1])
+
+
+def read_feature_file(path: Path) -> pa.Table:
+    """A feature table written by ``cohortlens features --out``."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: not a readable Parquet feature table ({exc})") from exc
+    if "learner_id" not in table.column_names:
+        raise InputError(f"{path}: missing column learner_id; expected a feature table")
+    return table
+
+
+def cards(model: Any, model_id: int) -> dict[str, Any]:
+    """The cohort cards and quality of a model, as JSON-ready data."""
+    return {
+        "model_id": model_id,
+        "feature_run": model.feature_run_,
+        "n_cohorts": model.n_cohorts_,
+        "cohorts": [a.to_dict() for _, a in sorted(model.archetypes_.items())],
+        "quality": model.quality_.to_dict(),
+        "drift": model.drift_.to_dict() if model.drift_ is not None else None,
+    }

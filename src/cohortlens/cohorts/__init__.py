@@ -1,0 +1,51 @@
+"""Learner cohorts: k-means on robustly scaled features, archetype names, stable ids.
+
+Public API: :class:`CohortModel` (scikit-learn conventions; ``to_dict``/``from_dict`` give
+the versioned artifact), :func:`drift_report`, :func:`render_report` (one self-contained
+HTML file), the parameter dataclasses and the result records. Method, rules and defaults:
+docs/COHORTS.md.
+"""
+
+from cohortlens.cohorts.archetypes import Archetype, FeatureProfile, name_cohort
+from cohortlens.cohorts.matching import CohortMatch, DriftReport, FeatureDrift, psi
+from cohortlens.cohorts.model import CohortModel, drift_report, nearest_centroid
+from cohortlens.cohorts.params import (
+    DEFAULT_FEATURES,
+    DEFAULT_PROFILE_FEATURES,
+    INSUFFICIENT_COHORT,
+    INSUFFICIENT_NAME,
+    SCHEMA_VERSION,
+    FeatureSpec,
+    SelectionParams,
+)
+from cohortlens.cohorts.quality import CohortQuality, Estimate, OutcomeAssociation
+from cohortlens.cohorts.report import render_report, write_report
+from cohortlens.cohorts.selection import KCandidate, Selection, choose_n_cohorts
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "DEFAULT_PROFILE_FEATURES",
+    "INSUFFICIENT_COHORT",
+    "INSUFFICIENT_NAME",
+    "SCHEMA_VERSION",
+    "Archetype",
+    "CohortMatch",
+    "CohortModel",
+    "CohortQuality",
+    "DriftReport",
+    "Estimate",
+    "FeatureDrift",
+    "FeatureProfile",
+    "FeatureSpec",
+    "KCandidate",
+    "OutcomeAssociation",
+    "Selection",
+    "SelectionParams",
+    "choose_n_cohorts",
+    "drift_report",
+    "name_cohort",
+    "nearest_centroid",
+    "psi",
+    "render_report",
+    "write_report",
+]

@@ -1,0 +1,91 @@
+"""simulate -> ingest -> features -> discover -> cohorts -> assign, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cohortlens", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pipeline")
+    db = d / "s.duckdb"
+    for args in (
+        ("simulate", "--learners", "1500", "--seed", "3", "--out", str(d / "sim")),
+        (
+            "ingest",
+            str(d / "sim" / "events.parquet"),
+            "--outcomes",
+            str(d / "sim" / "outcomes.parquet"),
+            "--db",
+            str(db),
+        ),
+        ("features", "--db", str(db), "--out", str(d / "features.parquet")),
+    ):
+        r = cli(*args)
+        assert r.returncode == 0, r.stderr
+    return db
+
+
+def test_cohort_commands_before_any_model_exit_3(tmp_path: Path) -> None:
+    r = cli("cohorts", "--db", str(tmp_path / "empty.duckdb"))
+    assert r.returncode == 3
+    assert "no active cohort model" in r.stderr
+
+
+def test_discover_cards_and_assign(store: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    r = cli("discover", "--db", str(store), "--report", str(report), "--json")
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)
+    sizes = {c["cohort_id"]: c["size"] for c in found["cohorts"]}
+    assert found["n_cohorts"] >= 2
+    assert report.read_text().count("<svg") >= 1
+    cards = json.loads(cli("cohorts", "--db", str(store), "--json").stdout)
+    assert cards["model_id"] == found["model_id"]
+    out = tmp_path / "a.parquet"
+    features = store.parent / "features.parquet"
+    r = cli("assign", "--features", str(features), "--out", str(out), "--db", str(store))
+    assert r.returncode == 0, r.stderr
+    assigned = pq.read_table(out)
+    assert assigned.column_names == ["learner_id", "cohort_id", "archetype", "distance"]
+    assert assigned.num_rows == pq.read_metadata(features).num_rows
+    counts = dict(
+        zip(
+            *[
+                assigned.group_by("cohort_id").aggregate([("learner_id", "count")])[c].to_pylist()
+                for c in ("cohort_id", "learner_id_count")
+            ],
+            strict=True,
+        )
+    )
+    assert counts == sizes
+
+
+def test_rediscovery_keeps_cohort_ids(store: Path) -> None:
+    first = json.loads(cli("discover", "--db", str(store), "--json").stdout)
+    again = json.loads(cli("discover", "--db", str(store), "--seed", "9", "--json").stdout)
+    assert again["model_id"] > first["model_id"]
+    assert [c["name"] for c in again["cohorts"]] == [c["name"] for c in first["cohorts"]]
+    assert again["drift"] is not None
+
+
+def test_bad_k_exits_2(store: Path) -> None:
+    r = cli("discover", "--db", str(store), "--k", "many")
+    assert r.returncode == 2
+    assert "--k" in r.stderr
