@@ -7,12 +7,14 @@ Subpackages follow the data flow: ``events`` (read + validate) -> ``features`` (
 """
 
 from cohortlens._version import __version__
+from cohortlens.cohorts import CohortModel
 from cohortlens.events import EVENT_SCHEMA, OUTCOME_SCHEMA, ReadOptions, ingest, validate_batch
 from cohortlens.store import DuckDBStore, open_store
 
 __all__ = [
     "EVENT_SCHEMA",
     "OUTCOME_SCHEMA",
+    "CohortModel",
     "DuckDBStore",
     "ReadOptions",
     "__version__",
