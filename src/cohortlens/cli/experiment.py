@@ -6,21 +6,18 @@ input exits with code 2 and a one-line message (no traceback); see docs/EXPERIME
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cohortlens.errors import CohortlensError
+from cohortlens.cli._errors import handle_errors
 from cohortlens.experiments.errors import ExperimentInputError, ReportStatus
 from cohortlens.experiments.spec import MetricKind, MetricRole, MetricSpec
 
@@ -33,8 +30,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-EXIT_INTERNAL, EXIT_INPUT = 1, 2
-F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 MetricOption = Annotated[
@@ -75,33 +70,7 @@ TimeColOption = Annotated[
 ]
 
 
-def _errors(func: F) -> F:
-    """Input problems -> one line on stderr and exit 2; unexpected ones -> exit 1; no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except CohortlensError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except (ValueError, OSError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_INPUT) from None
-        except Exception as exc:
-            if os.environ.get("COHORTLENS_DEBUG"):
-                raise
-            err.print(
-                f"[bold red]internal error[/] ({type(exc).__name__}: {exc}). This is a bug in "
-                "cohortlens; rerun with COHORTLENS_DEBUG=1 for details and report it.",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(EXIT_INTERNAL) from None
-
-    return wrapper  # type: ignore[return-value]
+_errors = handle_errors(ValueError, OSError)
 
 
 # ---------------------------------------------------------------------------- analyze

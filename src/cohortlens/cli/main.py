@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cohortlens.errors import CohortlensError, InputError
+from cohortlens.cli._errors import handle_errors
+from cohortlens.errors import InputError
 from cohortlens.events.schema import CANONICAL_COLUMNS
 
 app = typer.Typer(
@@ -28,10 +27,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-#: Exit codes (docs/CLI.md).
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_STORE = 0, 1, 2, 3
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
     str | None,
@@ -42,33 +37,7 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-def _errors(func: F) -> F:
-    """Turn cohortlens errors into a one-line message and an exit code; never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CohortlensError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except KeyboardInterrupt:
-            err.print("interrupted; nothing was committed by the interrupted step")
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            if os.environ.get("COHORTLENS_DEBUG"):
-                raise
-            err.print(
-                f"[bold red]internal error[/] ({type(exc).__name__}: {exc}). This is a bug in "
-                "cohortlens; rerun with COHORTLENS_DEBUG=1 for details and report it.",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(EXIT_INTERNAL) from None
-
-    return wrapper  # type: ignore[return-value]
+_errors = handle_errors()
 
 
 def _parse_map(pairs: list[str]) -> dict[str, str]:
