@@ -50,6 +50,7 @@ def detect_format(path: Path) -> str:
         (".jsonl", "jsonl"),
         (".ndjson", "jsonl"),
         (".jsonl.gz", "jsonl"),
+        (".ndjson.gz", "jsonl"),
         (".json", "xapi"),
     ):
         if name.endswith(suffix):

@@ -26,9 +26,10 @@ How a file is read:
 Values: JSON strings stay text. Numbers are float64 for ``ts``, ``outcome`` and ``duration_s``
 and int64 for the id columns. Booleans stay booleans. A column whose values mix these kinds
 within a batch becomes text: numbers are written as numbers, booleans as ``true``/``false``.
-A nested value (object or array) in a canonical column is kept as its compact JSON text.
-Validation then rejects it for ``ts``, ``outcome`` and ``duration_s``, but not for an id
-column, where the text becomes the id. ``NaN`` and ``Infinity`` literals are read as numbers,
+A nested value (object or array) in ``ts``, ``outcome`` or ``duration_s`` is kept as its
+compact JSON text, which validation then rejects; in an id column (``learner_id``,
+``item_id``, ``domain``, ``event_id``) the line is rejected by the reader
+(``malformed_json``, with a detail naming the field). ``NaN`` and ``Infinity`` literals are read as numbers,
 as both Arrow and Python do. Duplicate keys: the last one wins, as in Python.
 """
 
@@ -175,6 +176,8 @@ def _loads_lines(lines: Sequence[Text], rows: np.ndarray, kinds: _Kinds, bad: _B
     keys = list(kinds.kind)
     values: dict[str, list[Any]] = {k: [] for k in keys}
     ok: list[int] = []
+    # An object or array cannot be an id: such a record is rejected, not given a JSON-text id.
+    id_keys = [(c, s) for c, s in kinds.plan if c not in _FLOAT_COLUMNS]
     for row, text in zip(rows.tolist(), lines, strict=True):
         try:
             obj = json.loads(text)
@@ -186,6 +189,10 @@ def _loads_lines(lines: Sequence[Text], rows: np.ndarray, kinds: _Kinds, bad: _B
             continue
         if not isinstance(obj, dict):
             bad.add(row, f"not a JSON object (a JSON {type(obj).__name__})")
+            continue
+        nested = next((c for c, src in id_keys if isinstance(obj.get(src), dict | list)), None)
+        if nested is not None:
+            bad.add(row, f"{nested} is a JSON object or array; expected text or a number")
             continue
         ok.append(row)
         for k in keys:
