@@ -296,19 +296,7 @@ def oulad(
         "with_events": feats.num_rows,
         "seconds_features": round(t_feat, 1),
     }
-    for name, k in (("ours_auto", None), ("ours_4_groups", 0)):
-        if name not in variants:
-            continue
-        t0 = time.perf_counter()
-        model, labels = _fit_groups(k, feats, units, OULAD_FEATURES, min_events=1)
-        row = _association(labels, withdrawn, final)
-        row["k_fitted"] = model.n_cohorts_
-        row["seconds_fit"] = round(time.perf_counter() - t0, 1)
-        row["withdrawn_rate_by_cohort"] = _rates(labels, withdrawn)
-        row["names"] = {int(c): n for c, n in model.names_.items()}
-        z = _scaled_for(model, feats, units)
-        out["ours_features_lr_auc"] = round(features_auc(z, withdrawn > 0.5), 3)
-        out[name] = row
+    out.update(_ours(feats, units, OULAD_FEATURES, 1, variants, "withdrawn", withdrawn, final))
     if not reference:
         return out
     base = _oulad_baseline(root, units, cutoff_days)
@@ -317,6 +305,34 @@ def oulad(
     out["reference_kmeans4"]["withdrawn_rate_by_cohort"] = _rates(base_labels, withdrawn)
     out["reference_features_lr_auc"] = round(features_auc(_standardize(base), withdrawn > 0.5), 3)
     out["reference_quoted"] = REFERENCE["oulad"]
+    return out
+
+
+def _ours(
+    feats: Any,
+    units: list[str],
+    features: Any,
+    min_events: int,
+    variants: Any,
+    outcome: str,
+    y: np.ndarray,
+    final: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Our cohorts (k auto, and 3 + insufficient data) and their association with ``y``."""
+    out: dict[str, Any] = {}
+    for name, k in (("ours_auto", None), ("ours_4_groups", 0)):
+        if name not in variants:
+            continue
+        t0 = time.perf_counter()
+        model, labels = _fit_groups(k, feats, units, features, min_events=min_events)
+        row = _association(labels, y, final)
+        row["k_fitted"] = model.n_cohorts_
+        row["seconds_fit"] = round(time.perf_counter() - t0, 1)
+        row[f"{outcome}_rate_by_cohort"] = _rates(labels, y)
+        row["names"] = {int(c): n for c, n in model.names_.items()}
+        z = _scaled_for(model, feats, units)
+        out["ours_features_lr_auc"] = round(features_auc(z, y > 0.5), 3)
+        out[name] = row
     return out
 
 
@@ -379,19 +395,7 @@ def kddcup(reference: bool = True, variants: tuple[str, ...] = VARIANTS) -> dict
         "with_events": feats.num_rows,
         "seconds_features": round(t_feat, 1),
     }
-    for name, k in (("ours_auto", None), ("ours_4_groups", 0)):
-        if name not in variants:
-            continue
-        t0 = time.perf_counter()
-        model, labels = _fit_groups(k, feats, units, KDD_FEATURES, min_events=3)
-        row = _association(labels, dropout)
-        row["k_fitted"] = model.n_cohorts_
-        row["seconds_fit"] = round(time.perf_counter() - t0, 1)
-        row["dropout_rate_by_cohort"] = _rates(labels, dropout)
-        row["names"] = {int(c): n for c, n in model.names_.items()}
-        z = _scaled_for(model, feats, units)
-        out["ours_features_lr_auc"] = round(features_auc(z, dropout > 0.5), 3)
-        out[name] = row
+    out.update(_ours(feats, units, KDD_FEATURES, 3, variants, "dropout", dropout))
     if not reference:
         return out
     base = _kdd_baseline(root, units)
