@@ -8,7 +8,7 @@ columns fails the whole request and leaves the store untouched. The counting inv
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,19 +120,8 @@ def ingest(
     with store.ingest_session() as session:
         for source, report in zip(sources, reports, strict=True):
             reasons: Counter[str] = Counter()
-            native = getattr(session, "stage_native", None)
-            if source.native is not None and native is not None:
-                rows, accepted, rejected = native(
-                    source.native, source.name, ts_unit=options.ts_unit, now=now
-                )
-                report.rows_read, report.accepted = rows, accepted
-                report.rejected = sum(rejected.values())
-                reasons.update(rejected)
-                if progress is not None:
-                    progress(source.name, rows)
-            for batch in source.batches() if source.native is None or native is None else ():
-                accepted, rejected = _stage(session, batch, source.name, options, now)
-                report.rows_read += batch.n_rows
+            for rows, accepted, rejected in _staged_counts(session, source, options, now):
+                report.rows_read += rows
                 report.accepted += accepted
                 report.rejected += sum(rejected.values())
                 reasons.update(rejected)
@@ -168,6 +157,22 @@ def ingest(
             }
         )
     return result
+
+
+def _staged_counts(
+    session: IngestSession, source: Source, options: ReadOptions, now: datetime
+) -> Iterator[tuple[int, int, dict[str, int]]]:
+    """Stage a source; yield (rows read, accepted, rejects by reason) per step.
+
+    A store that can scan the file itself does it in one step; otherwise batch by batch.
+    """
+    native = getattr(session, "stage_native", None)
+    if source.native is not None and native is not None:
+        yield native(source.native, source.name, ts_unit=options.ts_unit, now=now)
+        return
+    for batch in source.batches():
+        accepted, rejected = _stage(session, batch, source.name, options, now)
+        yield batch.n_rows, accepted, rejected
 
 
 def _stage(
