@@ -1,26 +1,35 @@
 """Validity of the feature engines on real data (EdNet KT1 sample) and the simulator.
 
-EdNet: per learner, the last 20 % of graded attempts (time order) are the test set. Every model
-predicts each test attempt before seeing it (item statistics and population fits use train
-rows only; online models update after predicting).
-  * ability (next-attempt correctness, all test attempts): our Elo/Kalman engine vs a careful
-    Elo (learner + part + item, alpha 0.8, beta 0.05, reference AUC 0.766 / log loss 0.459)
-    and the train-mean constant;
+EdNet: per learner, the last 20 % of graded attempts (time order) are the test set, the same
+split for every model in one run. Every model predicts each test attempt before seeing it
+(item statistics, population fits, the logistic model and FSRS parameters use train rows
+only; online models update after predicting).
+  * ability (next-attempt correctness, all test attempts): our ability model (prior knowledge
+    theta + theta_d - b_i; current knowledge for repeats) and its prior-knowledge-only variant
+    vs a careful Elo (learner + part + item, alpha 0.8, beta 0.05, reference AUC 0.766 / log
+    loss 0.459), a logistic model on learner, item and practice counts (Best-LR-lite,
+    scikit-learn; reference AUC 0.785) and the train-mean constant; also split into first
+    attempts and repeats;
   * retention (test attempts >= 1 day after the previous attempt of the item): our per-learner
-    MAP half-life model vs the train-mean constant and half-life regression with a guess floor
-    (reference: constant 0.545; HLR+floor 0.454 / AUC 0.775; FSRS-6 0.425 / AUC 0.820).
+    MAP half-life model (exponential curve, and with a fitted curve shape) vs the train-mean
+    constant, half-life regression with a guess floor and FSRS-6 through fsrs-rs-python
+    (default parameters, one pooled fit, a fit per learner). Reference: constant 0.545;
+    HLR+floor 0.454 / AUC 0.775; FSRS-6 per learner 0.425 / AUC 0.820.
 Simulator: Spearman of the features with the true traits (learners with >= 50 graded events).
 
-Run: ``.venv/bin/python benchmarks/validity_features.py [--sim-learners 100000]``.
+Run: ``.venv/bin/python -m benchmarks.validity --only features`` (or this module with
+``--skip-sim`` / ``--sim-learners N``); prints JSON, then the EdNet tables as Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,10 +41,11 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from cohortlens.events.schema import EVENT_SCHEMA
 from cohortlens.features import FeatureParams, compute_features
-from cohortlens.features._prep import Prepared, prepare
-from cohortlens.features.engine import global_stats_from
-from cohortlens.features.retention import learner_map, predict_recall, review_pairs
-from cohortlens.features.stats import item_stats
+from cohortlens.features._hash import learner_hash
+from cohortlens.features._prep import DAY_US, Prepared, prepare
+from cohortlens.features.engine import PairSample, global_stats_from
+from cohortlens.features.retention import ReviewPairs, learner_map, predict_recall, review_pairs
+from cohortlens.features.stats import ItemStats, RetentionPopulation, item_stats
 from cohortlens.features.velocity import compute_velocity
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -153,47 +163,238 @@ def hlr_floor(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> np.n
     return g + (1 - g) * 2.0 ** (-test["gap"] / h)
 
 
-def ednet(params: FeatureParams) -> dict[str, object]:
-    """Ability and retention validity on the EdNet sample (time-ordered 80/20 split)."""
+def _history_counts(prep: Prepared, test: np.ndarray) -> dict[str, np.ndarray]:
+    """Earlier successes / failures of each graded row: total, in its part, on its item.
+
+    Counts use only the learner's earlier graded attempts (train or test), as a logistic model
+    predicting one attempt at a time would see them.
+    """
+    y = prep.outcome
+    graded = ~np.isnan(y)
+    df = pd.DataFrame(
+        {
+            "l": prep.learner,
+            "d": prep.domain,
+            "i": prep.item_local,
+            "s": np.where(graded, y, 0.0),
+            "f": np.where(graded, 1.0 - y, 0.0),
+        }
+    )
+    out: dict[str, np.ndarray] = {}
+    for name, keys in (("tot", ["l"]), ("part", ["l", "d"]), ("item", ["l", "i"])):
+        grp = df.groupby(keys, sort=False)
+        for c in ("s", "f"):
+            out[f"{name}_{c}"] = (grp[c].cumsum() - df[c]).to_numpy()
+    return out
+
+
+def best_lr_lite(prep: Prepared, test: np.ndarray, c: float = 1.0) -> np.ndarray:
+    """Logistic model on learner, item and practice counts ("Best-LR-lite"), train rows only.
+
+    Features (Gervet et al. 2020, Best-LR without time windows): learner, item and part one-hots;
+    per-part earlier successes and failures (log1p, one weight pair per part, as PFA); total
+    earlier successes and failures; the learner's earlier successes and failures on the item.
+    L2 penalty with C = 1 (scikit-learn's default), liblinear solver (lbfgs reaches the same
+    figures, 10x slower on these unscaled features).
+    """
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    y = prep.outcome
+    rows = np.flatnonzero(~np.isnan(y))
+    h = _history_counts(prep, test)
+    n = len(rows)
+    k_d = int(prep.domain.max()) + 1
+    r = np.arange(n)
+
+    def onehot(codes: np.ndarray, width: int, values: np.ndarray | None = None) -> sp.csr_matrix:
+        v = np.ones(n) if values is None else values
+        return sp.csr_matrix((v, (r, codes)), shape=(n, width))
+
+    d = prep.domain[rows]
+    dense = np.column_stack([np.log1p(h[k][rows]) for k in ("tot_s", "tot_f", "item_s", "item_f")])
+    x = sp.hstack(
+        [
+            onehot(prep.learner[rows], prep.n_learners),
+            onehot(prep.item_local[rows], prep.n_local_items),
+            onehot(d, k_d),
+            onehot(d, k_d, np.log1p(h["part_s"][rows])),
+            onehot(d, k_d, np.log1p(h["part_f"][rows])),
+            sp.csr_matrix(dense),
+        ]
+    ).tocsr()
+    fit = ~test[rows]
+    model = LogisticRegression(C=c, solver="liblinear").fit(x[fit], y[rows][fit])
+    out = np.full(len(y), np.nan)
+    out[rows] = model.predict_proba(x)[:, 1]
+    return out
+
+
+def _fsrs_chains(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per graded row: previous graded row of the same (learner, item) (-1), rating, delta_t.
+
+    Rating 3 (Good) when correct, 1 (Again) when wrong; ``delta_t`` is whole days elapsed since
+    the previous graded attempt of the item (0 for the first attempt and same-day repeats).
+    """
+    y = prep.outcome
+    order = np.asarray(prep.item_order)
+    order = order[~np.isnan(y[order])]
+    lrn, itm = prep.learner[order], prep.item_local[order]
+    same = np.zeros(len(order), np.bool_)
+    same[1:] = (lrn[1:] == lrn[:-1]) & (itm[1:] == itm[:-1])
+    prev = np.full(len(y), -1, np.int64)
+    prev[order[1:][same[1:]]] = order[:-1][same[1:]]
+    rating = np.where(y == 1.0, 3, 1)
+    delta = np.zeros(len(y), np.int64)
+    has = prev >= 0
+    delta[has] = (prep.ts_us[has] - prep.ts_us[prev[has]]) // DAY_US
+    return prev, rating, delta
+
+
+def fsrs6(prep: Prepared, test: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """FSRS-6 recall predictions for ``rows`` with fsrs-rs-python: defaults, pooled, per learner.
+
+    One FSRS item is an attempt with delta_t >= 1 day plus its item history (all earlier
+    attempts of that item by that learner). Parameters are fitted on train attempts only;
+    a test attempt is scored from the memory state after its history (earlier test attempts
+    included, predict-before-update), ``R = (1 + F t / S)^(-w20)``, ``F = 0.9^(-1/w20) - 1``.
+    """
+    import fsrs_rs_python as fsrs
+
+    prev, rating, delta = _fsrs_chains(prep)
+
+    def history(r: int) -> list[int]:
+        chain = []
+        while r >= 0:
+            chain.append(r)
+            r = int(prev[r])
+        return chain[::-1]
+
+    def item(chain: list[int]) -> fsrs.FSRSItem:
+        return fsrs.FSRSItem(
+            reviews=[fsrs.FSRSReview(int(rating[c]), int(delta[c])) for c in chain]
+        )
+
+    y = prep.outcome
+    graded = ~np.isnan(y)
+    train_rows = np.flatnonzero(graded & ~test & (prev >= 0) & (delta >= 1))
+    by_learner: dict[int, list[fsrs.FSRSItem]] = {}
+    for r in train_rows:
+        by_learner.setdefault(int(prep.learner[r]), []).append(item(history(int(r))))
+    default = list(fsrs.DEFAULT_PARAMETERS)
+    pooled = fsrs.FSRS(default).compute_parameters([i for v in by_learner.values() for i in v])
+    own = {k: fsrs.FSRS(default).compute_parameters(v) for k, v in by_learner.items()}
+    prefixes = [item(history(int(prev[r]))) for r in rows]
+
+    def predict(params_of: list[list[float]]) -> np.ndarray:
+        out = np.empty(len(rows))
+        for j, r in enumerate(rows):
+            w = params_of[j]
+            s = fsrs.FSRS(w).memory_state(prefixes[j]).stability
+            decay = w[20]
+            factor = 0.9 ** (-1.0 / decay) - 1.0
+            out[j] = (1.0 + factor * delta[r] / s) ** (-decay)
+        return out
+
+    learners = prep.learner[rows]
+    return {
+        "fsrs6_default": predict([default] * len(rows)),
+        "fsrs6_pooled": predict([pooled] * len(rows)),
+        "fsrs6_per_learner": predict([own.get(int(k), pooled) for k in learners]),
+    }
+
+
+#: Learners with fewer scored rows are left out of per-learner means and the Wilcoxon test.
+MIN_LEARNER_ROWS = 20
+
+
+def _by_learner(y: np.ndarray, p: np.ndarray, learner: np.ndarray) -> np.ndarray:
+    """Log loss per learner with at least ``MIN_LEARNER_ROWS`` scored rows."""
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    ids, counts = np.unique(learner, return_counts=True)
+    return np.array([ll[learner == k].mean() for k in ids[counts >= MIN_LEARNER_ROWS]])
+
+
+def _side_by_side(
+    y: np.ndarray, preds: dict[str, np.ndarray], learner: np.ndarray, ours: str
+) -> dict[str, dict[str, float]]:
+    """Pooled metrics, learner-unweighted mean log loss, and Wilcoxon p (paired by learner)."""
+    from scipy.stats import wilcoxon
+
+    ref = _by_learner(y, preds[ours], learner)
+    out: dict[str, dict[str, float]] = {}
+    for name, p in preds.items():
+        m = _metrics(y, p)
+        per = _by_learner(y, p, learner)
+        m["learner_mean_log_loss"] = float(per.mean())
+        m["learners"] = len(per)
+        if name != ours:
+            m["wilcoxon_p_vs_ours"] = float(wilcoxon(ref, per).pvalue)
+            m["learners_ours_better"] = int((ref < per).sum())
+        out[name] = m
+    return out
+
+
+def _ours_recall(
+    prep: Prepared,
+    items: ItemStats,
+    pairs: ReviewPairs,
+    train: np.ndarray,
+    params: FeatureParams,
+) -> tuple[np.ndarray, RetentionPopulation]:
+    """Our recall prediction for every pair: population fit and learner MAPs on train pairs."""
+    train_pairs = pairs.take(train, prep.n_learners)
+    hashes = learner_hash(prep.learner_ids)
+    order = np.argsort(hashes[train_pairs.learner], kind="stable")
+    sample = PairSample(
+        hashes[train_pairs.learner][order],
+        train_pairs.gap_days[order],
+        train_pairs.recalled[order],
+        train_pairs.x[order],
+    )
+    pop = global_stats_from(items, [sample], params).retention
+    a, _ = learner_map(train_pairs, pop, params.retention)
+    lo, hi = np.log(params.retention.half_life_bounds_days)
+    ln_h = np.clip(a[pairs.learner] + pairs.x @ np.asarray(pop.coef), lo, hi)
+    return predict_recall(pairs.gap_days, ln_h, pop.guess_floor, pop.curve_shape), pop
+
+
+def ednet(params: FeatureParams, peers: bool = True) -> dict[str, Any]:
+    """Ability and retention validity on the EdNet sample (time-ordered 80/20 split).
+
+    With ``peers`` the logistic (Best-LR-lite) and FSRS-6 (fsrs-rs-python) peers are run too.
+    """
     events, test = time_split(load_ednet_kt1())
     train_tbl = events.filter(pa.array(~test))
     items = item_stats(train_tbl, params.velocity)
     prep = prepare(events, items)  # same row order as ``events`` (sorted, no exact ties)
     assert np.array_equal(prep.ts_us, events.column("ts").cast(pa.int64()).to_numpy())
     y = prep.outcome
-    res: dict[str, object] = {"n_events": len(y), "n_test": int(test.sum())}
+    res: dict[str, Any] = {"n_events": len(y), "n_test": int(test.sum())}
     # ---- ability: next-attempt correctness on every test attempt
     vel = compute_velocity(prep, items, params.velocity)
-    elo = careful_elo(prep)
+    prior_only = dataclasses.replace(params.velocity, current_knowledge=False)
+    vel_prior = compute_velocity(prep, items, prior_only)
     base = float(np.nanmean(y[~test]))
-    res["ability"] = {
-        "constant": _metrics(y[test], np.full(int(test.sum()), base)),
-        "careful_elo_learner_part_item": _metrics(y[test], elo[test]),
-        "ours_first_attempt_ability": _metrics(y[test], vel.p_pred[test]),
+    ability_preds = {
+        "constant": np.full(len(y), base),
+        "careful_elo_learner_part_item": careful_elo(prep),
+        "ours_prior_knowledge_only": vel_prior.p_pred,
+        "ours_ability": vel.p_pred,
     }
+    if peers:
+        ability_preds["best_lr_lite"] = best_lr_lite(prep, test)
     # ---- retention: test attempts >= 1 day after the previous attempt of the item
     pairs = review_pairs(prep, params.retention)
     is_test_pair = test[pairs.event_index]
     tr_mask = ~is_test_pair
-    train_pairs = pairs.take(tr_mask, prep.n_learners)
-    # population fit and learner MAPs on train pairs only
-    from cohortlens.features._hash import learner_hash
-    from cohortlens.features.engine import PairSample, _cap  # noqa: F401  (same code path)
-
-    hashes = learner_hash(prep.learner_ids)
-    sample = PairSample(
-        hashes[train_pairs.learner], train_pairs.gap_days, train_pairs.recalled, train_pairs.x
-    )
-    order = np.argsort(sample.learner_hash, kind="stable")
-    sample = PairSample(
-        sample.learner_hash[order], sample.gap_days[order], sample.recalled[order], sample.x[order]
-    )
-    stats = global_stats_from(items, [sample], params)
-    a, _ = learner_map(train_pairs, stats.retention, params.retention)
     scored = is_test_pair & (pairs.gap_days >= 1.0)
-    ln_h = a[pairs.learner] + pairs.x @ np.asarray(stats.retention.coef)
-    lo, hi = np.log(params.retention.half_life_bounds_days)
-    p_ours = predict_recall(pairs.gap_days, np.clip(ln_h, lo, hi), stats.retention.guess_floor)
+    p_ours, pop = _ours_recall(prep, items, pairs, tr_mask, params)
+    shaped = dataclasses.replace(
+        params, retention=dataclasses.replace(params.retention, fit_curve_shape=True)
+    )
+    p_shaped, pop_shaped = _ours_recall(prep, items, pairs, tr_mask, shaped)
     yr = pairs.recalled
     # HLR counts: before_correct = (x0 + 1)^2, before_wrong = x1^2
     nc, nw = (pairs.x[:, 0] + 1) ** 2, pairs.x[:, 1] ** 2
@@ -203,22 +404,40 @@ def ednet(params: FeatureParams) -> dict[str, object]:
     # engines combined: repeats >= min gap from the forgetting curve, the rest from ability
     combined = vel.p_pred.copy()
     combined[pairs.event_index] = p_ours
-    res["ability"]["ours_ability_plus_retention"] = _metrics(y[test], combined[test])  # type: ignore[index]
-    res["retention"] = {
-        "constant": _metrics(yr[scored], np.full(int(scored.sum()), float(yr[tr].mean()))),
-        "hlr_floor": _metrics(yr[scored], hlr_floor(d_tr, d_te)),
-        "ours": _metrics(yr[scored], p_ours[scored]),
-        "population": {
-            "guess_floor": stats.retention.guess_floor,
-            "coef": list(stats.retention.coef),
-            "mu_ln_h": stats.retention.mu_ln_h,
-            "sigma_ln_h": stats.retention.sigma_ln_h,
-        },
+    ability_preds["ours_ability_plus_retention"] = combined
+    first = np.asarray(prep.first_attempt)
+    res["ability"] = _side_by_side(
+        y[test], {k: v[test] for k, v in ability_preds.items()}, prep.learner[test], "ours_ability"
+    )
+    res["ability_first_attempts"] = {
+        k: _metrics(y[test & first], v[test & first]) for k, v in ability_preds.items()
+    }
+    res["ability_repeats"] = {
+        k: _metrics(y[test & ~first], v[test & ~first]) for k, v in ability_preds.items()
+    }
+    retention_preds = {
+        "constant": np.full(int(scored.sum()), float(yr[tr].mean())),
+        "hlr_floor": hlr_floor(d_tr, d_te),
+        "ours": p_ours[scored],
+        "ours_fitted_curve_shape": p_shaped[scored],
+    }
+    if peers:
+        retention_preds.update(fsrs6(prep, test, pairs.event_index[scored]))
+    res["retention"] = _side_by_side(yr[scored], retention_preds, pairs.learner[scored], "ours")
+    res["retention_population"] = {
+        name: {
+            "guess_floor": q.guess_floor,
+            "coef": list(q.coef),
+            "mu_ln_h": q.mu_ln_h,
+            "sigma_ln_h": q.sigma_ln_h,
+            "curve_shape": q.curve_shape,
+        }
+        for name, q in (("ours", pop), ("ours_fitted_curve_shape", pop_shaped))
     }
     return res
 
 
-def simulator(n_learners: int, seed: int, params: FeatureParams) -> dict[str, object]:
+def simulator(n_learners: int, seed: int, params: FeatureParams) -> dict[str, Any]:
     """Spearman of velocity, half-life and entropy with the simulator's true traits."""
     from cohortlens.simulate import SimulationParams, simulate
 
@@ -254,8 +473,37 @@ def simulator(n_learners: int, seed: int, params: FeatureParams) -> dict[str, ob
     }
 
 
+def markdown(out: dict[str, Any]) -> str:
+    """The EdNet side-by-side tables of docs/VALIDITY.md (AUC, log loss, per-learner figures)."""
+    lines: list[str] = []
+    sections = (
+        ("ability", "next-attempt correctness, all test attempts"),
+        ("ability_first_attempts", "first attempts of an item"),
+        ("ability_repeats", "repeats"),
+        ("retention", "recall >= 1 day after the previous attempt"),
+    )
+    for key, title in sections:
+        rows = out.get("ednet", {}).get(key)
+        if not rows:
+            continue
+        n = next(iter(rows.values()))["n"]
+        lines += [
+            f"\n{title} ({n} attempts)\n",
+            "| model | AUC | log loss | learner-mean log loss |",
+        ]
+        lines.append("| --- | --- | --- | --- |")
+        for name, m in rows.items():
+            per = m.get("learner_mean_log_loss")
+            extra = "" if per is None else f"{per:.3f} ({m['learners']} learners)"
+            if "wilcoxon_p_vs_ours" in m:
+                extra += f"; ours better for {m['learners_ours_better']}, p = "
+                extra += f"{m['wilcoxon_p_vs_ours']:.3g}"
+            lines.append(f"| {name} | {m['auc']:.4f} | {m['log_loss']:.4f} | {extra} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    """Print the validity figures as JSON."""
+    """Print the validity figures as JSON, then the EdNet tables as Markdown."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sim-learners", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
@@ -268,6 +516,7 @@ def main() -> None:
     if not args.skip_sim:
         out["simulator"] = simulator(args.sim_learners, args.seed, params)
     print(json.dumps(out, indent=2))
+    print(markdown(out))
 
 
 if __name__ == "__main__":

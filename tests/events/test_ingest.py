@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cohortlens.events.ingest import ingest
+from cohortlens.events.ingest import ingest, ingest_sources
 from cohortlens.events.readers import open_source
+from cohortlens.events.source import RawBatch, Source
 from cohortlens.events.validate import validate_batch
 from cohortlens.store import DuckDBStore
 
@@ -105,3 +110,113 @@ def test_native_parquet_scan_matches_the_batch_path(tmp_path: Path, rows: list[l
     assert report.rejected_by_reason == dict(sorted(reasons.items()))
     assert quarantined == reference_lines
     assert report.accepted == distinct == stored
+
+
+def test_grouped_batches_keep_every_row_line_and_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches joined for the SQL store (here 4+ rows, across a JSON type change) lose nothing."""
+    from cohortlens.events.source import ReadOptions
+
+    # ``cohortlens.events.ingest`` the attribute is the function; the module is in sys.modules.
+    monkeypatch.setattr(sys.modules["cohortlens.events.ingest"], "SQL_GROUP_ROWS", 4)
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text(
+        HEADER
+        + "".join(
+            f"u{i % 3},2024-01-{1 + i % 28:02d},math,i{i},{'x' if i % 5 == 0 else '0.5'},3\n"
+            if i % 7
+            else "u,short\n"
+            for i in range(30)
+        )
+    )
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "learner_id": i if i < 6 else f"L{i}",  # int, then text: the type changes
+                    "ts": "2024-02-01",
+                    "item_id": "q",
+                    "duration_s": -1 if i % 4 == 0 else 2,
+                }
+            )
+            for i in range(12)
+        )
+        + "\n{broken\n"
+    )
+    options = ReadOptions(batch_rows=3)
+    expected = {}
+    for path in (csv_path, jsonl):
+        rejected: list[tuple[int, str]] = []
+        ids = set()
+        for batch in open_source(path, options=options).batches():
+            v = validate_batch(batch, now=NOW)
+            lines, reasons = v.rejected["line"].to_pylist(), v.rejected["reason"].to_pylist()
+            rejected += zip(lines, reasons, strict=True)
+            ids.update(v.accepted["event_id"].to_pylist())
+        expected[str(path)] = (sorted(rejected), ids)
+    with DuckDBStore(":memory:") as store:
+        report = ingest(store, [csv_path, jsonl], now=NOW, options=options)
+        quarantine = store.read_quarantine().to_pylist()
+        stored = store.connection.execute("SELECT source, event_id FROM events").fetchall()
+    for s in report.sources:
+        lines, ids = expected[s.source]
+        got = sorted((q["line"], q["reason"]) for q in quarantine if q["source"] == s.source)
+        assert got == lines
+        assert {e for src, e in stored if src == s.source} == ids
+        assert s.rows_read == s.accepted + s.rejected + s.duplicates
+        assert s.rejected == len(lines) > 0
+    assert report.rows_read == 30 + 13
+
+
+def test_the_store_connection_keeps_its_optimizer_settings() -> None:
+    """The validation statements switch filter pushdown off only while they run."""
+    with DuckDBStore(":memory:") as store:
+        con = store.connection
+        con.execute("SET disabled_optimizers = 'join_order'")
+        path_rows = [("a", "2024-01-01", "i"), ("", "2024-01-01", "i")]
+        table = pa.table(
+            {k: [r[i] for r in path_rows] for i, k in enumerate(["learner_id", "ts", "item_id"])}
+        )
+        source = Source(
+            "mem",
+            ("learner_id", "ts", "item_id"),
+            lambda: iter(
+                [RawBatch("mem", table.append_column("_line", pa.array([2, 3], pa.int64())))]
+            ),
+        )
+        report = ingest_sources(store, [source], now=NOW)
+        assert (report.accepted, report.rejected) == (1, 1)
+        setting = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+        assert setting == ("join_order",)
+
+
+def test_a_failing_store_stops_the_read_ahead_and_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from cohortlens.events.source import ReadOptions
+    from cohortlens.store.duckdb import _DuckDBIngest
+
+    monkeypatch.setattr(sys.modules["cohortlens.events.ingest"], "SQL_GROUP_ROWS", 2)
+    path = tmp_path / "in.csv"
+    path.write_text(HEADER + "".join(f"u{i},2024-01-01,math,i{i},1,3\n" for i in range(40)))
+    calls = []
+    real = _DuckDBIngest.stage_raw
+
+    def failing(self: _DuckDBIngest, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_DuckDBIngest, "stage_raw", failing)
+    before = threading.active_count()
+    with DuckDBStore(":memory:") as store:
+        with pytest.raises(RuntimeError, match="disk full"):
+            ingest(store, [path], now=NOW, options=ReadOptions(batch_rows=2))
+        assert threading.active_count() == before
+        assert store.count_events() == 0
+        assert store.read_quarantine().num_rows == 0

@@ -240,3 +240,28 @@ def test_every_row_is_accepted_or_rejected_exactly_once(rows: list[dict[str, obj
         assert r["outcome"] is None or 0.0 <= r["outcome"] <= 1.0
         assert r["duration_s"] is None or (math.isfinite(r["duration_s"]) and r["duration_s"] >= 0)
         assert datetime(2000, 1, 1, tzinfo=UTC) <= r["ts"]
+
+
+_PADDED = st.sampled_from(["", " ", "  "])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.fixed_dictionaries(_values), min_size=1, max_size=30),
+    st.lists(st.tuples(_PADDED, _PADDED), min_size=5, max_size=5),
+)
+def test_spaces_around_values_change_nothing_but_the_raw_text(
+    rows: list[dict[str, object]], pads: list[tuple[str, str]]
+) -> None:
+    """Text is trimmed before use: numbers and timestamps parse, and ids store, alike padded."""
+    padded = [
+        {
+            c: v if v is None else f"{pads[i][0]}{v}{pads[i][1]}"
+            for i, (c, v) in enumerate(row.items())
+        }
+        for row in rows
+    ]
+    plain, spaced = (validate_batch(_batch(r), now=NOW) for r in (rows, padded))
+    assert spaced.accepted.equals(plain.accepted)
+    keep = ["line", "reason", "detail"]
+    assert spaced.rejected.select(keep).equals(plain.rejected.select(keep))

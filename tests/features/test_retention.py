@@ -14,8 +14,10 @@ from cohortlens.features._prep import prepare
 from cohortlens.features.engine import compute_features
 from cohortlens.features.retention import (
     ReviewPairs,
+    _shared_nll,
     fit_population,
     learner_map,
+    predict_recall,
     reuse_stats,
     review_pairs,
 )
@@ -127,3 +129,104 @@ def test_p_recall_uses_population_floor() -> None:
     h = r["half_life_days"]
     assert r["p_recall_7d"] == pytest.approx(0.2 + 0.8 * 2 ** (-7 / h))
     assert r["p_recall_30d"] == pytest.approx(0.2 + 0.8 * 2 ** (-30 / h))
+
+
+def test_stretched_curve_by_hand() -> None:
+    # h = 4 days, kappa = 0.5: at t = 16 days (t/h)^kappa = 2, so p = g + (1 - g) / 4
+    p = predict_recall(np.array([16.0, 4.0]), np.log(np.array([4.0, 4.0])), 0.2, 0.5)
+    np.testing.assert_allclose(p, [0.2 + 0.8 / 4, 0.2 + 0.8 / 2], rtol=0, atol=1e-15)
+    # kappa = 1 is the exponential curve
+    p1 = predict_recall(np.array([6.0]), np.array([math.log(3.0)]), 0.1)
+    assert p1[0] == pytest.approx(0.1 + 0.9 * 0.25, abs=1e-15)
+
+
+def test_map_symmetric_case_with_curve_shape() -> None:
+    # at gap = h, p = 1/2 for any kappa; Fisher information per pair (kappa ln2 / 2)^2 / (1/4)
+    pairs = _pairs(np.array([0, 0]), np.array([5.0, 5.0]), np.array([1.0, 0.0]), 1)
+    pop = RetentionPopulation(
+        guess_floor=0.0, mu_ln_h=math.log(5.0), sigma_ln_h=0.7, curve_shape=0.5
+    )
+    a, sd = learner_map(pairs, pop, RetentionParams())
+    assert a[0] == pytest.approx(math.log(5.0), abs=1e-10)
+    info = 2 * (0.5 * math.log(2) / 2) ** 2 / 0.25
+    assert sd[0] == pytest.approx(1 / math.sqrt(info + 1 / 0.49), rel=1e-10)
+
+
+def test_map_with_curve_shape_matches_scipy() -> None:
+    rng = np.random.default_rng(8)
+    gap = rng.uniform(1, 60, 50)
+    y = (rng.random(50) < 0.7).astype(float)
+    pop = RetentionPopulation(
+        guess_floor=0.4, mu_ln_h=math.log(10.0), sigma_ln_h=1.0, curve_shape=0.4
+    )
+    a, _ = learner_map(_pairs(np.zeros(50, np.int64), gap, y, 1), pop, RetentionParams())
+
+    def neg_post(v: float) -> float:
+        p = 0.4 + 0.6 * 2.0 ** (-((gap / math.exp(v)) ** 0.4))
+        return -float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))) + (v - pop.mu_ln_h) ** 2 / 2
+
+    ref = optimize.minimize_scalar(
+        neg_post, bounds=(-3, 5.6), method="bounded", options={"xatol": 1e-10}
+    )
+    assert a[0] == pytest.approx(ref.x, abs=1e-6)
+
+
+def test_shared_nll_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(2)
+    n = 200
+    gap = rng.uniform(0.05, 90, n)
+    y = (rng.random(n) < 0.7).astype(float)
+    x = rng.normal(0, 0.5, (n, 3))
+    a = rng.normal(2.0, 0.7, n)
+    lo, hi = math.log(15 / 1440), math.log(274.0)
+    theta = np.array([-0.3, math.log(0.6), 0.2, -0.4, 0.1])
+    _, grad = _shared_nll(theta, gap, y, x, a, lo, hi)
+    eps = 1e-6
+    num = np.array(
+        [
+            (
+                _shared_nll(theta + eps * e, gap, y, x, a, lo, hi)[0]
+                - _shared_nll(theta - eps * e, gap, y, x, a, lo, hi)[0]
+            )
+            / (2 * eps)
+            for e in np.eye(len(theta))
+        ]
+    )
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-5)
+
+
+def test_population_fit_recovers_curve_shape() -> None:
+    rng = np.random.default_rng(6)
+    n_l, per = 300, 60
+    true_a = rng.normal(math.log(10.0), 0.6, n_l)
+    learner = np.repeat(np.arange(n_l), per)
+    gap = np.exp(rng.uniform(math.log(0.1), math.log(200.0), n_l * per))
+    p = 0.3 + 0.7 * 2.0 ** (-((gap / np.exp(true_a[learner])) ** 0.5))
+    y = (rng.random(n_l * per) < p).astype(float)
+    pairs = _pairs(learner, gap, y, n_l)
+    pop = fit_population(pairs, RetentionParams(fit_curve_shape=True))
+    assert pop.curve_shape == pytest.approx(0.5, abs=0.08)
+    assert pop.guess_floor == pytest.approx(0.3, abs=0.05)
+    assert pop.mu_ln_h == pytest.approx(math.log(10.0), abs=0.3)
+    # by default the shape is not fitted: the exponential model, kappa = 1
+    assert fit_population(pairs, RetentionParams()).curve_shape == 1.0
+
+
+def test_population_fit_on_exponential_data_keeps_shape_near_one() -> None:
+    rng = np.random.default_rng(5)
+    n_l, per = 300, 40
+    true_a = rng.normal(math.log(6.0), 0.8, n_l)
+    learner = np.repeat(np.arange(n_l), per)
+    gap = rng.exponential(8.0, n_l * per) + 1.0
+    y = (rng.random(n_l * per) < 0.3 + 0.7 * 2.0 ** (-gap / np.exp(true_a[learner]))).astype(float)
+    pop = fit_population(_pairs(learner, gap, y, n_l), RetentionParams(fit_curve_shape=True))
+    assert pop.curve_shape > 0.85
+
+
+def test_p_recall_uses_population_curve_shape() -> None:
+    t = events_table(["a"] * 4, [0.0, 2.0, 4.0, 8.0], ["i"] * 4, [1.0, 1.0, 0.0, 1.0])
+    pop = RetentionPopulation(guess_floor=0.2, mu_ln_h=1.0, sigma_ln_h=1.0, curve_shape=0.5)
+    r = compute_features(t, FeatureParams(), GlobalStats(item_stats(t), pop)).to_pylist()[0]
+    h = r["half_life_days"]
+    assert r["p_recall_7d"] == pytest.approx(0.2 + 0.8 * 2 ** (-((7 / h) ** 0.5)))
+    assert r["p_recall_30d"] == pytest.approx(0.2 + 0.8 * 2 ** (-((30 / h) ** 0.5)))

@@ -26,13 +26,16 @@ def test_ednet_retention_and_ability_beat_baselines() -> None:
 
     if not (DATA / "ednet_sample" / "KT1").exists():
         pytest.skip(f"{DATA / 'ednet_sample'} is absent (shared datasets not on this machine)")
-    res = ednet(FeatureParams())
+    res = ednet(FeatureParams(), peers=False)
     ret, abil = res["retention"], res["ability"]
     assert ret["ours"]["log_loss"] < ret["constant"]["log_loss"]
     assert ret["ours"]["log_loss"] < ret["hlr_floor"]["log_loss"]
     assert ret["ours"]["auc"] > ret["hlr_floor"]["auc"]
     elo = abil["careful_elo_learner_part_item"]
     assert elo["auc"] == pytest.approx(0.766, abs=0.005)  # the reference figure reproduces
-    ours = abil["ours_ability_plus_retention"]
-    assert ours["auc"] > elo["auc"]
-    assert ours["log_loss"] < elo["log_loss"]
+    for name in ("ours_ability", "ours_ability_plus_retention"):
+        assert abil[name]["auc"] > elo["auc"]
+        assert abil[name]["log_loss"] < elo["log_loss"]
+    # on first attempts the prior knowledge alone (theta + theta_d - b) already beats it
+    first = res["ability_first_attempts"]
+    assert first["ours_prior_knowledge_only"]["auc"] > first["careful_elo_learner_part_item"]["auc"]

@@ -153,3 +153,58 @@ def test_kalman_step_by_hand() -> None:
     assert feats["ability_logit"] == pytest.approx(th, abs=1e-12)
     # weekly gain EMA: baseline week 0, one gain in week 1 -> velocity = th - th_week0
     assert feats["velocity_logit_per_week"] == pytest.approx(th - 0.8 * 0.5, abs=1e-12)
+
+
+def _predictions(table, params: FeatureParams):  # type: ignore[no-untyped-def]
+    from cohortlens.features._prep import prepare
+    from cohortlens.features.velocity import compute_velocity
+
+    stats = _zero_difficulty_stats(table)
+    return compute_velocity(prepare(table, stats.items), stats.items, params.velocity)
+
+
+def test_current_knowledge_predicts_repeats_by_hand() -> None:
+    # i1 at 0 s (correct), i2 at 50 s (correct), i1 at 100 s (correct), i1 two days later (wrong)
+    s = 1 / 86_400
+    t = events_table(
+        ["a"] * 4, [0.0, 50 * s, 100 * s, 2.0], ["i1", "i2", "i1", "i1"], [1.0, 1.0, 1.0, 0.0]
+    )
+    vel = _predictions(t, _params())
+    # prior knowledge (b = 0, K = 1, first attempts only): theta 0 -> 0.5 -> 0.5 + (1 - s(0.5))
+    p1 = 0.5
+    th1 = 0.5
+    p2 = _sig(th1)
+    th2 = th1 + (1 - p2)
+    # current knowledge of i1: starts at the prior logit 0, + 3.4 (1 - P) after a correct answer
+    m = 0.0 + 3.4 * (1 - p1)
+    p3 = _sig(m + 80.0 / 100.0)  # 100 s since the previous attempt of i1 (not of i2)
+    m = m + 3.4 * (1 - p3)
+    p4 = _sig(m + 80.0 / (2 * 86_400 - 100))
+    np.testing.assert_allclose(vel.p_pred, [p1, p2, p3, p4], rtol=0, atol=1e-12)
+    assert vel.ability_logit[0] == pytest.approx(th2, abs=1e-12)  # repeats never move theta
+    # without current knowledge a repeat is predicted from the prior knowledge of its time
+    prior = _predictions(t, _params(current_knowledge=False))
+    np.testing.assert_allclose(prior.p_pred, [p1, p2, _sig(th2), _sig(th2)], atol=1e-12)
+
+
+def test_current_knowledge_wrong_step_floor_and_ungraded_repeat() -> None:
+    # i1 wrong at day 0, ungraded view at day 1, graded again at day 3; guess floor 0.25
+    t = events_table(["a"] * 3, [0.0, 1.0, 3.0], ["i1"] * 3, [0.0, None, 1.0])
+    g = 0.25
+    vel = _predictions(t, _params(guess_floor=g))
+    p1 = g + (1 - g) * 0.5
+    m = 0.0 + 0.3 * (0.0 - p1)  # delta = 0.3 after a wrong answer
+    p3 = g + (1 - g) * _sig(m + 80.0 / (3 * 86_400))  # seconds since the last *graded* attempt
+    assert vel.p_pred[0] == pytest.approx(p1, abs=1e-12)
+    assert math.isnan(vel.p_pred[1])
+    assert vel.p_pred[2] == pytest.approx(p3, abs=1e-12)
+
+
+def test_current_knowledge_settings_leave_features_unchanged(synth) -> None:  # type: ignore[no-untyped-def]
+    base = compute_features(synth.events)
+    other = FeatureParams(
+        velocity=VelocityParams(
+            current_knowledge=False, current_step_correct=1.0, current_time_shift_s=0.0
+        )
+    )
+    assert compute_features(synth.events, other).equals(base)

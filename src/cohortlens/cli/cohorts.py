@@ -33,9 +33,13 @@ def assignments_table(model: Any, features: pa.Table) -> pa.Table:
 
 
 def discover(
-    store: Any, *, k: int | None, seed: int, report: Path | None
+    store: Any, *, k: int | None, seed: int, report: Path | None, activate: bool = True
 ) -> tuple[int, Any, pa.Table]:
-    """Fit a model on the latest feature run, keep ids stable, activate and store it."""
+    """Fit a model on the latest feature run, keep ids stable, and store it.
+
+    With ``activate`` it becomes the stable model at once; otherwise it is stored as a
+    candidate for a progressive rollout (``cohortlens rollout``).
+    """
     from cohortlens.cohorts import CohortModel, write_report
 
     run_id, features = store.read_features()
@@ -52,7 +56,7 @@ def discover(
         previous_assignments=prev_assign,
         feature_run=str(run_id),
     )
-    model_id = store.save_model(model.to_dict(), feature_run_id=run_id, activate=True)
+    model_id = store.save_model(model.to_dict(), feature_run_id=run_id, activate=activate)
     assigned = assignments_table(model, features)
     store.save_assignments(model_id, assigned)
     if report is not None:
@@ -87,11 +91,6 @@ def read_feature_file(path: Path) -> pa.Table:
 
 def cards(model: Any, model_id: int) -> dict[str, Any]:
     """The cohort cards and quality of a model, as JSON-ready data."""
-    return {
-        "model_id": model_id,
-        "feature_run": model.feature_run_,
-        "n_cohorts": model.n_cohorts_,
-        "cohorts": [a.to_dict() for _, a in sorted(model.archetypes_.items())],
-        "quality": model.quality_.to_dict(),
-        "drift": model.drift_.to_dict() if model.drift_ is not None else None,
-    }
+    from cohortlens.cohorts.cards import model_cards
+
+    return model_cards(model, model_id)

@@ -14,7 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cohortlens.cli._errors import handle_errors
-from cohortlens.errors import InputError
+from cohortlens.errors import CohortlensError, InputError
 from cohortlens.events.schema import CANONICAL_COLUMNS
 
 app = typer.Typer(
@@ -31,7 +31,9 @@ err = Console(stderr=True)
 DbOption = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Store: a DuckDB file (default $COHORTLENS_DB or ./cohortlens.duckdb)."
+        "--db",
+        help="Store: a DuckDB file or a postgresql:// URL "
+        "(default $COHORTLENS_DB or ./cohortlens.duckdb).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -177,16 +179,27 @@ def ingest(
 @_errors
 def features(
     events: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--events", help="Read events from this Parquet file/dir instead of the store."
+            "--events",
+            help="Read events from this Parquet file/dir instead of the store "
+            "(spark: any Hadoop-compatible URI).",
         ),
     ] = None,
     out_path: Annotated[
-        Path | None,
-        typer.Option("--out", help="Also write the feature table to this Parquet file."),
+        str | None,
+        typer.Option(
+            "--out",
+            help="Also write the feature table to this Parquet file (spark: a directory, any URI).",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="local (this machine) or spark (pyspark; needs --events and --out)."
+        ),
+    ] = "local",
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -195,9 +208,14 @@ def features(
     from cohortlens.store import open_store
 
     params = FeatureParams()
+    if engine == "spark":
+        _features_on_spark(events, out_path, params, db, as_json)
+        return
+    if engine != "local":
+        raise InputError(f"--engine {engine!r}: expected local or spark")
     with open_store(db) as store:
         if events is not None:
-            if not events.exists():
+            if not Path(events).exists():
                 raise InputError(f"{events}: no such file or directory")
             source = str(events)
             with _Spinner(f"features from {events}", as_json):
@@ -231,6 +249,37 @@ def features(
         out.print(f"  wrote {out_path}")
 
 
+def _features_on_spark(
+    events: str | None, out_path: str | None, params: Any, db: str | None, as_json: bool
+) -> None:
+    """``features --engine spark``: Spark writes --out; a local output is also saved as a run."""
+    if events is None or out_path is None:
+        raise InputError("--engine spark needs --events (Parquet, any Hadoop URI) and --out")
+    try:
+        from cohortlens.features.spark import cli_features
+    except ImportError as exc:
+        raise InputError(
+            f"--engine spark needs pyspark ({exc}); install it: pip install 'cohortlens[spark]'"
+        ) from None
+    with _Spinner(f"features from {events} on Spark", as_json):
+        run = cli_features(events, out_path, params)
+    run_id = None
+    if run.table is not None:
+        from cohortlens.store import open_store
+
+        with open_store(db) as store:
+            run_id = store.save_feature_run(run.table, params.to_dict(), events)
+    summary = {"run_id": run_id, "learners": run.learners, "source": events, "out": out_path}
+    if as_json:
+        _print_json(summary | run.counts)
+        return
+    saved = f"feature run {run_id}" if run_id is not None else "features (not saved: remote --out)"
+    out.print(f"{saved}: {run.learners:,} learners from {events} on Spark")
+    for key, counts in run.counts.items():
+        out.print(f"  {key}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    out.print(f"  wrote {out_path}")
+
+
 def _counts(table: Any, column: str) -> dict[str, int]:
     """Value counts of a string column (nulls as "None")."""
     import pyarrow.compute as pc
@@ -247,6 +296,13 @@ def discover(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the self-contained HTML report here.")
     ] = None,
+    candidate: Annotated[
+        bool,
+        typer.Option(
+            "--candidate",
+            help="Store the model as a candidate for a rollout instead of activating it.",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -256,7 +312,9 @@ def discover(
 
     n = None if k == "auto" else _positive_int(k, "--k")
     with open_store(db) as store, _Spinner("choosing k, fitting cohorts", as_json):
-        model_id, model, _assigned = cmd.discover(store, k=n, seed=seed, report=report)
+        model_id, model, _assigned = cmd.discover(
+            store, k=n, seed=seed, report=report, activate=not candidate
+        )
     payload = cmd.cards(model, model_id)
     if as_json:
         _print_json(payload | {"report": str(report) if report else None})
@@ -430,8 +488,55 @@ def demo(
     (out_dir / "cohorts.json").write_text(json.dumps(payload, indent=2, default=str))
     pq.write_table(assigned, out_dir / "assignments.parquet")
     out.print(f"report -> {report_path}; cards -> {out_dir / 'cohorts.json'}")
+
+    out.rule("5. serve")
+    learner = str(assigned.column("learner_id")[0])
+    answer = _demo_lookup(db, learner)
+    out.print(f"GET /v1/learners/{learner}/cohort -> {answer}")
+    (out_dir / "lookup.json").write_text(answer + "\n")
+    out.print(f"serve it yourself: cohortlens serve --db {db}  (docs/SERVING.md)")
     out.rule("results")
     out.print(f"everything is under {out_dir}/ (store: {db})")
+
+
+def _demo_lookup(db: Path, learner_id: str) -> str:
+    """Start ``cohortlens serve`` on a free loopback port, look one learner up, stop it."""
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "cohortlens", "serve", "--db", str(db), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with _Spinner(f"starting the service on {url}", False):
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    detail = (
+                        proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
+                    )
+                    raise CohortlensError(f"the service did not start: {detail}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise CohortlensError("the service was not ready within 120 s")
+                time.sleep(0.2)
+        return httpx.get(f"{url}/v1/learners/{learner_id}/cohort", timeout=5.0).text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 class _Spinner:
@@ -486,6 +591,12 @@ class _RowsProgress:
 
 def _mount_subcommands() -> None:
     """Attach the sub-apps of stages that ship their own commands."""
+    from cohortlens.cli.serve import serve
+
+    app.command()(_errors(serve))
+    from cohortlens.cli.rollout import app as rollout_app
+
+    app.add_typer(rollout_app, name="rollout", help="Progressive delivery: canary → ramp → full.")
     try:
         from cohortlens.cli.experiment import app as experiment_app
     except ImportError:

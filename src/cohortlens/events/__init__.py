@@ -1,6 +1,6 @@
 """Stage 1: raw inputs -> validated canonical events (+ quarantine)."""
 
-from cohortlens.events.ingest import IngestReport, SourceReport, ingest
+from cohortlens.events.ingest import IngestReport, SourceReport, ingest, ingest_sources
 from cohortlens.events.readers import FORMATS, open_source
 from cohortlens.events.schema import (
     EVENT_SCHEMA,
@@ -24,6 +24,7 @@ __all__ = [
     "SourceReport",
     "Validated",
     "ingest",
+    "ingest_sources",
     "open_source",
     "validate_batch",
 ]

@@ -34,6 +34,9 @@ MAX_DURATION_S = 7 * 86_400.0
 EPOCH_MS_THRESHOLD = 1e11
 
 _CHUNK_ROWS = 1 << 16
+#: The DuckDB setting under which a statement filtering the validated rows on ``reason`` parses
+#: each value once (see :func:`build_query`).
+NO_FILTER_PUSHDOWN = "SET disabled_optimizers = 'filter_pushdown'"
 
 _local = threading.local()
 
@@ -60,16 +63,33 @@ def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
 
 
-def _text(col: str, t: pa.DataType | None) -> str:
+def _trimmed(v: str, *, spaced: bool = False) -> str:
+    """SQL for VARCHAR ``v`` without edge spaces; trimming allocates, so only where needed.
+
+    ``contains`` is cheaper than testing both edges (trimming is idempotent), but not for
+    values that usually hold a space (``spaced``), such as ``2024-01-01 10:00:00``.
+    """
+    test = f"starts_with({v}, ' ') OR ends_with({v}, ' ')" if spaced else f"contains({v}, ' ')"
+    return f"CASE WHEN {test} THEN TRIM({v}) ELSE {v} END"
+
+
+def _text(col: str, t: pa.DataType | None, *, spaced: bool = False) -> str:
     """SQL for a column as trimmed text, NULL when absent or blank."""
     if t is None:
         return "CAST(NULL AS VARCHAR)"
-    v = f"CAST({col} AS VARCHAR)"
-    # Trimming allocates a new string; only values with a space at an edge need it.
-    return (
-        f"NULLIF(CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') "
-        f"THEN TRIM({v}) ELSE {v} END, '')"
-    )
+    return f"NULLIF({_trimmed(f'CAST({col} AS VARCHAR)', spaced=spaced)}, '')"
+
+
+def _blank(col: str, t: pa.DataType | None) -> str:
+    """SQL: the column is absent, null, empty or only spaces (what :func:`_text` makes NULL).
+
+    Used only where a parse already failed, so the trim runs on few rows.
+    """
+    if t is None:
+        return "TRUE"
+    if _is_text(t):
+        return f"({col} IS NULL OR TRIM(CAST({col} AS VARCHAR)) = '')"
+    return f"({col} IS NULL)"
 
 
 def _epoch(x: str, unit: TimestampUnit) -> str:
@@ -86,35 +106,60 @@ def _epoch(x: str, unit: TimestampUnit) -> str:
     )
 
 
-def _timestamp(t: pa.DataType | None, unit: TimestampUnit) -> tuple[str, str]:
-    """SQL for (parsed TIMESTAMPTZ, raw text) of the ``ts`` column."""
+@dataclass(frozen=True)
+class _TimestampSQL:
+    """The ``ts`` parse in three steps, so each cast appears once in the statement.
+
+    DuckDB hoists a repeated expression into a projection of its own, computed for every
+    row; written once per step, the numeric fallback runs only where the ISO parse failed.
+    """
+
+    text: str  # trimmed text (or the typed value), over ``batch``
+    iso: str  # ISO 8601 parse, over ``c_ts_text``
+    number: str  # epoch number, over ``c_ts_text`` and ``c_ts_iso``
+    ts: str  # the result, over ``c_ts_iso`` and ``c_ts_number``
+
+
+def _timestamp(t: pa.DataType | None, unit: TimestampUnit) -> _TimestampSQL:
+    """SQL for the parsed ``ts`` column (TIMESTAMPTZ, NULL when absent or unparseable).
+
+    Text is trimmed first: DuckDB's timestamp cast refuses some edge spaces.
+    """
+    no_iso, no_number = "CAST(NULL AS TIMESTAMPTZ)", "CAST(NULL AS DOUBLE)"
     if t is None:
-        return "CAST(NULL AS TIMESTAMPTZ)", "CAST(NULL AS VARCHAR)"
-    raw = _text("ts", t)
+        return _TimestampSQL("CAST(NULL AS VARCHAR)", no_iso, no_number, no_iso)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return "CAST(ts AS TIMESTAMPTZ)", raw
+        return _TimestampSQL("ts", "CAST(c_ts_text AS TIMESTAMPTZ)", no_number, "c_ts_iso")
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return _epoch("CAST(ts AS DOUBLE)", "s" if unit == "iso" else unit), raw
-    num = f"TRY_CAST({raw} AS DOUBLE)"
-    iso = f"TRY_CAST({raw} AS TIMESTAMPTZ)"
+        epoch = _epoch("c_ts_number", "s" if unit == "iso" else unit)
+        return _TimestampSQL("ts", no_iso, "CAST(c_ts_text AS DOUBLE)", epoch)
+    text = _trimmed("CAST(ts AS VARCHAR)", spaced=True)
+    iso = "TRY_CAST(c_ts_text AS TIMESTAMPTZ)"
+    number = "TRY_CAST(c_ts_text AS DOUBLE)"
     if unit == "iso":
-        return iso, raw
+        return _TimestampSQL(text, iso, no_number, "c_ts_iso")
     if unit in ("s", "ms", "us"):
-        return _epoch(num, unit), raw
-    # ISO first: COALESCE evaluates the numeric parse only for rows where ISO parsing failed.
-    return f"coalesce({iso}, {_epoch(num, 'auto')})", raw
+        return _TimestampSQL(text, no_iso, number, _epoch("c_ts_number", unit))
+    # ISO first; the numeric parse only for rows where ISO parsing failed.
+    return _TimestampSQL(
+        text,
+        iso,
+        f"CASE WHEN c_ts_iso IS NULL THEN {number} END",
+        f"coalesce(c_ts_iso, {_epoch('c_ts_number', 'auto')})",
+    )
 
 
-def _number(col: str, t: pa.DataType | None) -> tuple[str, str]:
-    """SQL for (value as DOUBLE, raw text) of a numeric column that may arrive as text."""
+def _number(col: str, t: pa.DataType | None) -> str:
+    """SQL for a numeric column that may arrive as text, as DOUBLE (NULL when blank or bad).
+
+    Text is cast untrimmed: DuckDB's cast to DOUBLE skips surrounding white space itself.
+    """
     if t is None:
-        return "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
-    raw = _text(col, t)
-    if pa.types.is_boolean(t):
-        return f"CAST({col} AS DOUBLE)", raw
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return f"CAST({col} AS DOUBLE)", raw
-    return f"TRY_CAST({raw} AS DOUBLE)", raw
+        return "CAST(NULL AS DOUBLE)"
+    t_ = pa.types
+    if t_.is_boolean(t) or t_.is_integer(t) or t_.is_floating(t) or t_.is_decimal(t):
+        return f"CAST({col} AS DOUBLE)"
+    return f"TRY_CAST(CAST({col} AS VARCHAR) AS DOUBLE)"
 
 
 def _sql_literal(s: str) -> str:
@@ -133,15 +178,20 @@ def _raw_expr(types: dict[str, pa.DataType]) -> str:
 
 
 def build_query(types: dict[str, pa.DataType], unit: TimestampUnit, default_domain: str) -> str:
-    """The validation statement for a batch whose columns have the given Arrow ``types``."""
+    """The validation statement for a batch whose columns have the given Arrow ``types``.
+
+    Its columns are those of ``EVENT_SCHEMA`` plus ``line``, ``reason`` (NULL when accepted),
+    ``detail`` and ``raw`` (set only for rejected rows). Callers that keep one side filter on
+    ``reason`` with DuckDB's filter pushdown off (:data:`NO_FILTER_PUSHDOWN`): pushed down,
+    the filter would get a copy of every parse expression and run them twice.
+    Every value is parsed once; the raw text of a field is only built for rejected rows.
+    """
     g = types.get
-    ts, ts_raw = _timestamp(g("ts"), unit)
-    outcome, outcome_raw = _number("outcome", g("outcome"))
-    duration, duration_raw = _number("duration_s", g("duration_s"))
+    r = RejectReason
+    ts_raw = _text("ts", g("ts"), spaced=True)
+    outcome_raw, duration_raw = (_text(c, g(c)) for c in ("outcome", "duration_s"))
     line = f"CAST({LINE_COLUMN} AS BIGINT)" if LINE_COLUMN in types else "CAST(NULL AS BIGINT)"
     dom = _sql_literal(default_domain)
-    given_id = _text("event_id", g("event_id"))
-    r = RejectReason
     # The derived event id hashes the canonical values (documented in docs/DATA.md), with the
     # outcome and duration as integers (1e-9 and 1e-6 units) so every engine formats them alike.
     derived_id = (
@@ -149,33 +199,42 @@ def build_query(types: dict[str, pa.DataType], unit: TimestampUnit, default_doma
         "c_item_id, coalesce(CAST(CAST(round(c_outcome * 1e9) AS BIGINT) AS VARCHAR), ''), "
         "coalesce(CAST(CAST(round(c_duration_s * 1e6) AS BIGINT) AS VARCHAR), '')))"
     )
+    ts = _timestamp(g("ts"), unit)
     return f"""
-WITH parsed AS (
+WITH texts AS (
   SELECT
     {_text("learner_id", g("learner_id"))} AS c_learner_id,
     {_text("item_id", g("item_id"))} AS c_item_id,
     coalesce({_text("domain", g("domain"))}, {dom}) AS c_domain,
-    {ts} AS c_ts, {ts_raw} AS c_ts_raw,
-    {outcome} AS c_outcome, {outcome_raw} AS c_outcome_raw,
-    {duration} AS c_duration_s, {duration_raw} AS c_duration_raw,
-    {given_id} AS c_given_id,
+    {ts.text} AS c_ts_text,
+    {_number("outcome", g("outcome"))} AS c_outcome,
+    {_number("duration_s", g("duration_s"))} AS c_duration_s,
+    {_text("event_id", g("event_id"))} AS c_given_id,
     {line} AS c_line,
     *
   FROM batch
+), iso AS (
+  SELECT *, {ts.iso} AS c_ts_iso FROM texts
+), numbers AS (
+  SELECT *, {ts.number} AS c_ts_number FROM iso
+), parsed AS (
+  SELECT *, {ts.ts} AS c_ts FROM numbers
 ), judged AS (
   SELECT *,
     CASE
       WHEN c_learner_id IS NULL THEN '{r.MISSING_LEARNER_ID}'
       WHEN c_item_id IS NULL THEN '{r.MISSING_ITEM_ID}'
-      WHEN c_ts_raw IS NULL AND c_ts IS NULL THEN '{r.MISSING_TIMESTAMP}'
+      WHEN c_ts IS NULL AND {_blank("ts", g("ts"))} THEN '{r.MISSING_TIMESTAMP}'
       WHEN c_ts IS NULL THEN '{r.BAD_TIMESTAMP}'
       WHEN c_ts < $earliest THEN '{r.TIMESTAMP_TOO_OLD}'
       WHEN c_ts > $latest THEN '{r.TIMESTAMP_IN_FUTURE}'
-      WHEN c_outcome_raw IS NOT NULL AND c_outcome IS NULL THEN '{r.BAD_OUTCOME}'
+      WHEN c_outcome IS NULL AND NOT {_blank("outcome", g("outcome"))} THEN '{r.BAD_OUTCOME}'
       WHEN isnan(c_outcome) THEN '{r.BAD_OUTCOME}'
       WHEN c_outcome < 0 OR c_outcome > 1 THEN '{r.OUTCOME_OUT_OF_RANGE}'
-      WHEN c_duration_raw IS NOT NULL AND c_duration_s IS NULL THEN '{r.BAD_DURATION}'
-      WHEN NOT isfinite(c_duration_s) OR c_duration_s < 0 OR c_duration_s > $max_duration THEN '{r.BAD_DURATION}'
+      WHEN c_duration_s IS NULL AND NOT {_blank("duration_s", g("duration_s"))}
+        THEN '{r.BAD_DURATION}'
+      WHEN NOT isfinite(c_duration_s) OR c_duration_s < 0 OR c_duration_s > $max_duration
+        THEN '{r.BAD_DURATION}'
     END AS reason
   FROM parsed
 )
@@ -183,20 +242,22 @@ SELECT
   CASE WHEN reason IS NULL THEN coalesce(c_given_id, {derived_id}) END AS event_id,
   c_learner_id AS learner_id, c_ts AS ts, c_domain AS domain, c_item_id AS item_id,
   c_outcome AS outcome, c_duration_s AS duration_s, c_line AS line, reason,
-  CASE reason
-    WHEN '{r.BAD_TIMESTAMP}' THEN 'ts=' || c_ts_raw ||
+  CASE
+    WHEN reason IS NULL THEN NULL
+    WHEN reason = '{r.BAD_TIMESTAMP}' THEN 'ts=' || {ts_raw} ||
       ' is not an ISO 8601 date-time or an epoch number in range ({unit} mode)'
-    WHEN '{r.TIMESTAMP_TOO_OLD}' THEN 'ts=' || CAST(c_ts AS VARCHAR) || ' is before 2000-01-01'
-    WHEN '{r.TIMESTAMP_IN_FUTURE}' THEN 'ts=' || CAST(c_ts AS VARCHAR) ||
+    WHEN reason = '{r.TIMESTAMP_TOO_OLD}' THEN 'ts=' || CAST(c_ts AS VARCHAR) ||
+      ' is before 2000-01-01'
+    WHEN reason = '{r.TIMESTAMP_IN_FUTURE}' THEN 'ts=' || CAST(c_ts AS VARCHAR) ||
       ' is more than 1 day after ingestion time'
-    WHEN '{r.BAD_OUTCOME}' THEN 'outcome=' || coalesce(c_outcome_raw, 'NaN') ||
-      ' is not a number in [0, 1]'
-    WHEN '{r.OUTCOME_OUT_OF_RANGE}' THEN 'outcome=' || c_outcome_raw || ' is outside [0, 1]'
-    WHEN '{r.BAD_DURATION}' THEN 'duration_s=' || c_duration_raw ||
+    WHEN reason IN ('{r.BAD_OUTCOME}', '{r.OUTCOME_OUT_OF_RANGE}') THEN
+      'outcome=' || coalesce({outcome_raw}, 'NaN') || CASE reason
+        WHEN '{r.BAD_OUTCOME}' THEN ' is not a number in [0, 1]' ELSE ' is outside [0, 1]' END
+    WHEN reason = '{r.BAD_DURATION}' THEN 'duration_s=' || {duration_raw} ||
       ' is not a number of seconds in [0, 604800]'
-    WHEN '{r.MISSING_LEARNER_ID}' THEN 'learner_id is empty'
-    WHEN '{r.MISSING_ITEM_ID}' THEN 'item_id is empty'
-    WHEN '{r.MISSING_TIMESTAMP}' THEN 'ts is empty'
+    WHEN reason = '{r.MISSING_LEARNER_ID}' THEN 'learner_id is empty'
+    WHEN reason = '{r.MISSING_ITEM_ID}' THEN 'item_id is empty'
+    WHEN reason = '{r.MISSING_TIMESTAMP}' THEN 'ts is empty'
   END AS detail,
   CASE WHEN reason IS NOT NULL THEN {_raw_expr(types)} END AS raw
 FROM judged

@@ -31,6 +31,15 @@ class VelocityParams:
         prior_var_logit2: prior variance of the ability (``kalman``).
         drift_var_logit2_per_week: variance added per elapsed week (``kalman``).
         guess_floor: success floor g of the ability model, P = g + (1 - g) sigmoid(...).
+        current_knowledge: predict repeats of an item from the learner's current knowledge of
+            it (Pelánek et al. 2017 prior/current model) instead of the prior knowledge
+            ``theta + theta_d - b_i``. Affects only next-attempt predictions (validation),
+            never ``theta`` or the feature columns.
+        current_step_correct: step gamma of the current knowledge after a correct answer,
+            ``m += gamma (1 - P)`` (proso-apps production constant 3.4).
+        current_step_wrong: step delta after a wrong answer, ``m += delta (0 - P)`` (0.3).
+        current_time_shift_s: short-term memory term added to the current knowledge,
+            ``time_shift / seconds since the previous attempt of the item`` (80 s).
     """
 
     elo_alpha: float = 0.8
@@ -47,6 +56,10 @@ class VelocityParams:
     ability_step: Literal["elo", "kalman"] = "elo"
     prior_var_logit2: float = 1.0
     drift_var_logit2_per_week: float = 0.01
+    current_knowledge: bool = True
+    current_step_correct: float = 3.4
+    current_step_wrong: float = 0.3
+    current_time_shift_s: float = 80.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class AffinityParams:
 
 @dataclass(frozen=True)
 class RetentionParams:
-    """Retention strength: forgetting curve p = g + (1 - g) * 2^(-gap / h) on review pairs.
+    """Retention strength: forgetting curve p = g + (1 - g) 2^(-(gap / h)^kappa) on review pairs.
 
     Attributes:
         min_gap_hours: repeats closer than this are same-session repeats, not recall.
@@ -83,6 +96,12 @@ class RetentionParams:
         em_iterations: alternations of global fit / per-learner MAP / prior update.
         half_life_bounds_days: clip of every half-life (as in HLR: 15 min .. 274 days).
         credible_mass: mass of the reported credible interval.
+        fit_curve_shape: fit the shape kappa of the forgetting curve ``2^(-(t/h)^kappa)``
+            with the population (a stretched exponential) instead of keeping the exponential
+            curve (kappa = 1). Off by default: on EdNet it predicts recall better, but the
+            heavy tail pushes many half-lives to the upper bound (docs/VALIDITY.md).
+        curve_shape_bounds: range of kappa allowed in the fit (at most 1: forgetting is
+            exponential or heavier-tailed, never faster than exponential).
     """
 
     min_gap_hours: float = 1.0
@@ -93,6 +112,8 @@ class RetentionParams:
     em_iterations: int = 4
     half_life_bounds_days: tuple[float, float] = (15.0 / 1440.0, 274.0)
     credible_mass: float = 0.80
+    fit_curve_shape: bool = False
+    curve_shape_bounds: tuple[float, float] = (0.1, 1.0)
 
 
 @dataclass(frozen=True)

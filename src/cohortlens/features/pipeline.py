@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from cohortlens.features._hash import partition_of
 from cohortlens.features._prep import EventEncoder, encoded_item_stats, prepare, prepare_encoded
+from cohortlens.features._stats_io import attach_stats
 from cohortlens.features.engine import (
     FEATURE_SCHEMA,
     PairSample,
@@ -302,7 +303,7 @@ def _build_in_memory(
         sample = sample_pairs(prep, params.retention, partial.pairs)
         del prep
         stats = global_stats_from(items, [sample], params)
-        return finish_features(partial, stats.retention, params)
+        return attach_stats(finish_features(partial, stats.retention, params), stats)
     finally:
         nb.set_num_threads(prev_threads)
 
@@ -400,7 +401,8 @@ def build_features(
             )
         tables = [pq.read_table(r) if isinstance(r, str) else r for r in results]
         feats = pa.concat_tables(tables) if tables else FEATURE_SCHEMA.empty_table()
-        return feats.take(pc.sort_indices(feats, [("learner_id", "ascending")]))
+        feats = feats.take(pc.sort_indices(feats, [("learner_id", "ascending")]))
+        return attach_stats(feats, stats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,14 +2,16 @@
 
 Review pairs: consecutive graded attempts of one item by one learner, at least ``min_gap_hours``
 apart (closer repeats are same-session and only update the item's history). For pair j of
-learner l: ``p_j = g + (1 - g) 2^(-gap_j / h_j)``, ``ln h_j = a_l + coef . x_j`` with x_j the
-item-history terms of :class:`RetentionPopulation`. ``a_l`` (the feature, ``h_l = exp(a_l)``) is
-the maximum a posteriori under the population prior ``N(mu, sigma^2)``, fitted by empirical
-Bayes on a hash sample of learners (``fit_population``).
+learner l: ``p_j = g + (1 - g) 2^(-(gap_j / h_j)^kappa)``, ``ln h_j = a_l + coef . x_j`` with x_j
+the item-history terms of :class:`RetentionPopulation` and kappa its ``curve_shape`` (1 is the
+exponential curve; below 1 a stretched exponential with a heavier tail, Rubin & Wenzel 1996).
+``a_l`` (the feature, ``h_l = exp(a_l)``) is the maximum a posteriori under the population prior
+``N(mu, sigma^2)``, fitted by empirical Bayes on a hash sample of learners (``fit_population``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -234,6 +236,7 @@ def _map_kernel(  # pragma: no cover - jit
     sigma: float,
     lo: float,
     hi: float,
+    kappa: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-learner MAP of a = ln h by Fisher scoring; returns (a, posterior sd)."""
     n_l = starts.shape[0] - 1
@@ -241,6 +244,7 @@ def _map_kernel(  # pragma: no cover - jit
     sd_out = np.full(n_l, sigma)
     prec0 = 1.0 / (sigma * sigma)
     ln2 = np.log(2.0)
+    exponential = kappa == 1.0
     for li in nb.prange(n_l):
         s = starts[li]
         t = starts[li + 1]
@@ -257,14 +261,15 @@ def _map_kernel(  # pragma: no cover - jit
                     lnh = lo
                 elif lnh > hi:
                     lnh = hi
-                r = ln2 * gap[j] * np.exp(-lnh)
-                e = np.exp(-r)
+                w = gap[j] * np.exp(-lnh)
+                v = ln2 * (w if exponential else w**kappa)  # skip pow for the default curve
+                e = np.exp(-v)
                 p = g + (1.0 - g) * e
                 if p < 1e-6:
                     p = 1e-6
                 elif p > 1.0 - 1e-6:
                     p = 1.0 - 1e-6
-                dp = (1.0 - g) * e * r
+                dp = (1.0 - g) * e * v * kappa
                 q = p * (1.0 - p)
                 grad += (y[j] - p) / q * dp
                 info += dp * dp / q
@@ -306,12 +311,16 @@ def learner_map(
         pop.sigma_ln_h,
         lo,
         hi,
+        pop.curve_shape,
     )
 
 
-def predict_recall(gap_days: np.ndarray, ln_h: np.ndarray, guess_floor: float) -> np.ndarray:
-    """Forgetting curve p = g + (1 - g) 2^(-gap / h), with h = exp(ln_h) in days."""
-    return guess_floor + (1.0 - guess_floor) * np.exp(-LN2 * gap_days * np.exp(-ln_h))
+def predict_recall(
+    gap_days: np.ndarray, ln_h: np.ndarray, guess_floor: float, curve_shape: float = 1.0
+) -> np.ndarray:
+    """Forgetting curve p = g + (1 - g) 2^(-(gap / h)^kappa), with h = exp(ln_h) in days."""
+    v = LN2 * (gap_days * np.exp(-ln_h)) ** curve_shape
+    return guess_floor + (1.0 - guess_floor) * np.exp(-v)
 
 
 def _shared_nll(
@@ -323,27 +332,46 @@ def _shared_nll(
     lo: float,
     hi: float,
 ) -> tuple[float, np.ndarray]:
-    """Pooled negative log-likelihood and gradient in (logit g, coef) given per-pair a."""
+    """Pooled negative log-likelihood and gradient in (logit g, ln kappa, coef) given a per pair."""
     g = 1.0 / (1.0 + np.exp(-theta[0]))
-    raw = a + x @ theta[1:]
+    kappa = float(np.exp(theta[1]))
+    raw = a + x @ theta[2:]
     lnh = np.clip(raw, lo, hi)
     inside = (raw > lo) & (raw < hi)
-    r = LN2 * gap * np.exp(-lnh)
-    e = np.exp(-r)
+    ln_w = np.log(gap) - lnh  # ln(gap / h)
+    v = LN2 * np.exp(kappa * ln_w)
+    e = np.exp(-v)
     p = np.clip(g + (1.0 - g) * e, _P_EPS, 1.0 - _P_EPS)
     nll = -float(np.sum(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
     dl = (y - p) / (p * (1.0 - p))
+    dv = dl * (1.0 - g) * e * v  # -d loglik / d ln v; d ln v = kappa d ln w + ln w d kappa
     grad = np.empty_like(theta)
     grad[0] = -float(np.sum(dl * (1.0 - e))) * g * (1.0 - g)
-    grad[1:] = -((dl * (1.0 - g) * e * r * inside) @ x)
+    grad[1] = float(np.sum(dv * ln_w)) * kappa
+    grad[2:] = -((dv * kappa * inside) @ x)
     return nll, grad
 
 
+def _shared_nll_exponential(
+    theta: np.ndarray,
+    gap: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    a: np.ndarray,
+    lo: float,
+    hi: float,
+) -> tuple[float, np.ndarray]:
+    """:func:`_shared_nll` at kappa = 1, in (logit g, coef)."""
+    nll, grad = _shared_nll(np.insert(theta, 1, 0.0), gap, y, x, a, lo, hi)
+    return nll, np.delete(grad, 1)
+
+
 def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopulation:
-    """Empirical-Bayes fit: alternate shared terms (g, coef), per-learner MAP, prior (mu, sigma).
+    """Empirical-Bayes fit: alternate shared terms (g, kappa, coef), per-learner MAP, prior.
 
     ``pairs`` are those of the fit sample. The prior update is the EM step of a normal
     hierarchy under the Laplace approximation: ``sigma^2 = mean((a - mu)^2 + sd^2)``.
+    The curve shape kappa is fitted when ``params.fit_curve_shape`` (else kept at 1).
     """
     from scipy import optimize  # imported here: workers never fit, and scipy is slow to import
 
@@ -359,33 +387,39 @@ def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopu
         sigma_ln_h=1.5,
         n_pairs=len(pairs),
         n_learners=n_learners,
+        curve_shape=1.0,
     )
     a, sd = learner_map(pairs, pop, params)
-    theta = np.array([np.log(0.25 / 0.75), 0.0, 0.0, 0.0])
+    shape = params.fit_curve_shape
+    # theta = (logit g, [ln kappa,] coef): ln kappa is a free parameter only when fitted
+    theta = np.zeros(5 if shape else 4)
+    theta[0] = np.log(0.25 / 0.75)
+    bounds = [(-8.0, 4.0)] + [(-5.0, 5.0)] * 3
+    if shape:
+        lo_k, hi_k = np.log(params.curve_shape_bounds)
+        bounds.insert(1, (float(lo_k), float(hi_k)))
     for _ in range(params.em_iterations):
         a_pair = a[pairs.learner]
         res = optimize.minimize(
-            _shared_nll,
+            _shared_nll if shape else _shared_nll_exponential,
             theta,
             args=(pairs.gap_days, pairs.recalled, pairs.x, a_pair, lo, hi),
             jac=True,
             method="L-BFGS-B",
-            bounds=[(-8.0, 4.0), (-5.0, 5.0), (-5.0, 5.0), (-5.0, 5.0)],
+            bounds=bounds,
         )
         theta = res.x
-        g = float(1.0 / (1.0 + np.exp(-theta[0])))
-        pop = RetentionPopulation(
-            g,
-            (float(theta[1]), float(theta[2]), float(theta[3])),
-            pop.mu_ln_h,
-            pop.sigma_ln_h,
-            len(pairs),
-            n_learners,
+        full = theta if shape else np.insert(theta, 1, 0.0)
+        pop = dataclasses.replace(
+            pop,
+            guess_floor=float(1.0 / (1.0 + np.exp(-full[0]))),
+            curve_shape=float(np.exp(full[1])),
+            coef=(float(full[2]), float(full[3]), float(full[4])),
         )
         a, sd = learner_map(pairs, pop, params)
         mu = float(a[has].mean())
         sigma = float(np.sqrt(np.mean((a[has] - mu) ** 2 + sd[has] ** 2)))
-        pop = RetentionPopulation(g, pop.coef, mu, max(sigma, 0.05), len(pairs), n_learners)
+        pop = dataclasses.replace(pop, mu_ln_h=mu, sigma_ln_h=max(sigma, 0.05))
         a, sd = learner_map(pairs, pop, params)
     return pop
 
@@ -422,6 +456,7 @@ def retention_from_pairs(
 ) -> RetentionResult:
     """The retention columns from already extracted pairs and reuse counts."""
     a, sd = learner_map(pairs, pop, params)
+    g, kappa = pop.guess_floor, pop.curve_shape
     n_pairs = np.diff(pairs.starts).astype(np.int64)
     z = NormalDist().inv_cdf(0.5 + params.credible_mass / 2.0)
     ok = n_pairs >= max(params.min_review_pairs, 1)
@@ -439,8 +474,8 @@ def retention_from_pairs(
         half_life_lo_days=np.where(ok, np.exp(a - z * sd), nan),
         half_life_hi_days=np.where(ok, np.exp(a + z * sd), nan),
         review_pairs=n_pairs,
-        p_recall_7d=np.where(ok, predict_recall(np.full_like(a, 7.0), a, pop.guess_floor), nan),
-        p_recall_30d=np.where(ok, predict_recall(np.full_like(a, 30.0), a, pop.guess_floor), nan),
+        p_recall_7d=np.where(ok, predict_recall(np.full_like(a, 7.0), a, g, kappa), nan),
+        p_recall_30d=np.where(ok, predict_recall(np.full_like(a, 30.0), a, g, kappa), nan),
         reuse_rate=reuse_rate,
         status=status,
     )

@@ -51,6 +51,7 @@ class RetentionPopulation:
     Half-life of pair j of learner l: ``ln h = a_l + coef . x_j`` (days), where x_j =
     (sqrt(earlier correct) - 1, sqrt(earlier wrong), previous attempt wrong), so ``exp(a_l)``
     is the learner's half-life after one correct attempt. ``a_l ~ N(mu_ln_h, sigma_ln_h^2)``.
+    Recall after ``t`` days: ``g + (1 - g) 2^(-(t / h)^curve_shape)`` (1 = exponential).
     """
 
     guess_floor: float = 0.25
@@ -59,6 +60,7 @@ class RetentionPopulation:
     sigma_ln_h: float = 1.5
     n_pairs: int = 0
     n_learners: int = 0
+    curve_shape: float = 1.0
 
 
 @dataclass(frozen=True)

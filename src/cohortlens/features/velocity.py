@@ -5,6 +5,13 @@ learner's trajectory depends only on their own events and the broadcast item sta
 Update (Pelánek 2016): ``P = sigmoid(theta + theta_d - b_i)``,
 ``theta += K(n) (y - P)`` with ``K(n) = max(alpha / (1 + beta n), k_min)``; the per-domain offset
 ``theta_d`` gets ``domain_weight * K(n_d) (y - P)``.
+
+Next-attempt predictions (validation only, ``predictions=True``) follow the prior/current
+knowledge model of Pelánek et al. (2017): a first attempt is predicted from the prior knowledge
+``theta + theta_d - b_i``; a repeat from the learner's current knowledge of that item, which
+starts at the prior logit and moves by ``gamma (y - P)`` after a correct and ``delta (y - P)``
+after a wrong answer, plus a short-term term ``time_shift / seconds since the previous attempt``.
+The current knowledge never feeds back into ``theta``, so the features do not depend on it.
 """
 
 from __future__ import annotations
@@ -126,7 +133,7 @@ def _velocity_kernel(  # pragma: no cover - jit
             z = theta + theta_d[d] - bdiff
             p = g_floor + (1.0 - g_floor) / (1.0 + np.exp(-z))
             if with_pred:
-                p_pred[e] = p
+                p_pred[e] = z  # prior logit; _next_attempt_pass turns it into a probability
             if not use[e]:
                 continue
             if w != last_uw:
@@ -213,6 +220,59 @@ def _velocity_kernel(  # pragma: no cover - jit
     )
 
 
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _next_attempt_pass(  # pragma: no cover - jit
+    starts: np.ndarray,
+    order: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    outcome: np.ndarray,
+    pred: np.ndarray,
+    g_floor: float,
+    current: bool,
+    step_correct: float,
+    step_wrong: float,
+    time_shift_s: float,
+) -> None:
+    """Prior logits in ``pred`` -> next-attempt probabilities, in place.
+
+    ``order`` visits each learner's rows by (item, time). Without ``current`` every graded row
+    gets ``g + (1 - g) sigmoid(prior)``. With it, an item's first graded attempt sets the
+    current knowledge m to its prior logit; each later graded attempt is predicted from
+    ``m + time_shift_s / (seconds since the previous graded attempt)``, and after every attempt
+    ``m += step (y - P)`` with ``step_correct`` or ``step_wrong`` (Pelánek et al. 2017).
+    """
+    n_l = starts.shape[0] - 1
+    for li in nb.prange(n_l):
+        run_item = -1
+        has = False
+        m = 0.0
+        last_t = 0
+        for j in range(starts[li], starts[li + 1]):
+            r = order[j]
+            if item[r] != run_item:
+                run_item = item[r]
+                has = False
+            y = outcome[r]
+            if np.isnan(y):
+                continue
+            z = pred[r]
+            if current:
+                if has:
+                    secs = (ts[r] - last_t) / 1e6
+                    if secs < 1e-3:
+                        secs = 1e-3
+                    z = m + time_shift_s / secs
+                else:
+                    m = z
+                    has = True
+            p = g_floor + (1.0 - g_floor) / (1.0 + np.exp(-z))
+            pred[r] = p
+            if current:
+                m += (step_correct if y > 0.5 else step_wrong) * (y - p)
+                last_t = ts[r]
+
+
 @dataclass(frozen=True)
 class VelocityResult:
     """Per-learner velocity columns (learner order of the ``Prepared`` input)."""
@@ -240,8 +300,10 @@ def compute_velocity(
     """Ability trajectory, weekly-gain EMA and engagement EMA of every learner in ``prep``.
 
     ``p_pred`` holds each graded event's predicted success probability before its update
-    (NaN for ungraded events): the next-attempt prediction used for validation. With
-    ``predictions=False`` it is an empty array (saves 8 bytes per event).
+    (NaN for ungraded events): the next-attempt prediction used for validation (prior knowledge
+    for first attempts, current knowledge for repeats unless ``params.current_knowledge`` is
+    off). With ``predictions=False`` it is an empty array (saves 8 bytes per event) and the
+    other outputs are the same.
     """
     as_of_week = -1 if as_of_us is None else int((as_of_us - MONDAY0_US) // WEEK_US)
     p_pred = np.full(len(prep.ts_us) if predictions else 0, np.nan)
@@ -280,6 +342,20 @@ def compute_velocity(
         p_pred,
     )
     theta, vel, n_graded, graded_weeks, active_weeks, eng_ev, eng_min, status = out
+    if predictions:
+        _next_attempt_pass(
+            prep.starts,
+            prep.item_order,
+            prep.item_local,
+            prep.ts_us,
+            prep.outcome,
+            p_pred,
+            params.guess_floor,
+            params.current_knowledge,
+            params.current_step_correct,
+            params.current_step_wrong,
+            params.current_time_shift_s,
+        )
     return VelocityResult(
         theta, vel, n_graded, graded_weeks, active_weeks, eng_ev, eng_min, status, p_pred
     )

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cohortlens.store.base import CommitCounts, IngestSession, Store
+from cohortlens.errors import StoreError
+from cohortlens.store.base import (
+    CommitCounts,
+    ConflictError,
+    IngestSession,
+    RolloutEvent,
+    Routing,
+    Store,
+)
 from cohortlens.store.duckdb import DuckDBStore
+
+if TYPE_CHECKING:
+    from cohortlens.store.postgres import PostgresStore
+
+    def _both_fill_the_protocol(duck: DuckDBStore, pg: PostgresStore) -> tuple[Store, Store]:
+        """Checked by mypy only: each backend is a :class:`Store`."""
+        return duck, pg
+
 
 #: Environment variable naming the store when ``--db`` is not given.
 DB_ENV = "COHORTLENS_DB"
 DEFAULT_DB = "cohortlens.duckdb"
+#: URL prefixes that select the PostgreSQL store.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def resolve_db(db: str | None) -> str:
@@ -18,21 +37,35 @@ def resolve_db(db: str | None) -> str:
     return db or os.environ.get(DB_ENV) or DEFAULT_DB
 
 
-def open_store(db: str | Path | None = None, *, read_only: bool = False) -> DuckDBStore:
-    """Open (and migrate) the store named by ``db`` (see :func:`resolve_db`)."""
-    url = resolve_db(str(db) if db is not None else None)
-    if url.startswith(("postgresql://", "postgres://")):
-        from cohortlens.errors import StoreError
+def open_store(
+    db: str | Path | None = None, *, read_only: bool = False
+) -> DuckDBStore | PostgresStore:
+    """Open (and migrate) the store named by ``db`` (see :func:`resolve_db`).
 
-        raise StoreError("the PostgreSQL store is not available in this release yet")
+    ``postgresql://...`` opens a :class:`~cohortlens.store.postgres.PostgresStore` (needs the
+    ``postgres`` extra); anything else is a DuckDB file.
+    """
+    url = resolve_db(str(db) if db is not None else None)
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            from cohortlens.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg ({exc}); "
+                "install it with: pip install 'cohortlens[postgres]'"
+            ) from None
+        return PostgresStore(url, read_only=read_only)
     return DuckDBStore(url, read_only=read_only)
 
 
 __all__ = [
     "DB_ENV",
     "CommitCounts",
+    "ConflictError",
     "DuckDBStore",
     "IngestSession",
+    "RolloutEvent",
+    "Routing",
     "Store",
     "open_store",
     "resolve_db",

@@ -1,7 +1,8 @@
 """The store interface: what the rest of cohortlens needs from persistence.
 
-DuckDB (embedded, the default) implements it in :mod:`cohortlens.store.duckdb`; a PostgreSQL
-implementation fills the same protocol when several service replicas share state.
+DuckDB (embedded, the default) implements it in :mod:`cohortlens.store.duckdb`; PostgreSQL
+(:mod:`cohortlens.store.postgres`) fills the same protocol when several service replicas and a
+rollout controller share state.
 """
 
 from __future__ import annotations
@@ -9,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 import pyarrow as pa
+
+from cohortlens.errors import StoreError
+
+#: Statuses of a stored cohort model (``cohort_models.status``).
+MODEL_STATUSES: tuple[str, ...] = ("active", "candidate", "retired")
+
+
+class ConflictError(StoreError):
+    """An optimistic-concurrency check failed: the state moved on since it was read."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +31,51 @@ class CommitCounts:
 
     inserted: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which models serve learners: the stable model and a candidate on a fraction of learners.
+
+    ``revision`` increments on every change (replicas poll it); ``release_id`` and ``salt``
+    change on every new release, so each release hashes learners afresh.
+    """
+
+    stable_model_id: int | None
+    candidate_model_id: int | None
+    candidate_weight: float  # fraction of learners routed to the candidate, in [0, 1]
+    salt: str  # hashing salt of the current release
+    release_id: int
+    revision: int
+    updated_at: datetime
+    updated_by: str
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (``updated_at`` as ISO 8601)."""
+        return {
+            "stable_model_id": self.stable_model_id,
+            "candidate_model_id": self.candidate_model_id,
+            "candidate_weight": self.candidate_weight,
+            "salt": self.salt,
+            "release_id": self.release_id,
+            "revision": self.revision,
+            "updated_at": self.updated_at.isoformat(),
+            "updated_by": self.updated_by,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    """One entry of a rollout's append-only event log (``seq`` increments per rollout)."""
+
+    name: str
+    seq: int
+    at: datetime
+    kind: str
+    reason: str
+    detail: dict[str, Any]
 
 
 class IngestSession(Protocol):
@@ -45,7 +101,7 @@ class IngestSession(Protocol):
 
 
 class Store(Protocol):
-    """Persistence of events, quarantine, outcomes, and (in later stages) models and runs."""
+    """Persistence of events, features, models, routing, rollout state and leases."""
 
     url: str
 
@@ -63,6 +119,11 @@ class Store(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """Stream canonical events (sorted by learner_id, ts when ``sort``)."""
 
+    def events_reader(
+        self, *, sort: bool = True, batch_rows: int = 1 << 20
+    ) -> pa.RecordBatchReader:
+        """The events as one Arrow stream (see :meth:`read_events`)."""
+
     def read_outcomes(self) -> pa.Table:
         """All learner outcomes."""
 
@@ -71,6 +132,129 @@ class Store(Protocol):
 
     def ingest_log(self) -> pa.Table:
         """One row per committed ingest with its counts."""
+
+    # -- feature runs and models -------------------------------------------------------------
+    def save_feature_run(self, features: pa.Table, params: dict[str, Any], source: str) -> int:
+        """Store one run's feature table with its parameters; returns the run id."""
+
+    def read_features(self, run_id: int | None = None) -> tuple[int, pa.Table]:
+        """A feature run's table (the latest when ``run_id`` is None)."""
+
+    def feature_runs(self) -> list[dict[str, Any]]:
+        """Every feature run: id, time, source, parameters, learners."""
+
+    def save_model(
+        self, artifact: dict[str, Any], *, feature_run_id: int | None, activate: bool
+    ) -> int:
+        """Store a cohort-model artifact; with ``activate`` it becomes the stable model."""
+
+    def active_model(self) -> tuple[int, dict[str, Any]] | None:
+        """The active model's id and artifact, or None."""
+
+    def model(self, model_id: int) -> dict[str, Any]:
+        """One model's artifact (StoreError when unknown)."""
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every stored model: id, time, feature run, status."""
+
+    def set_model_status(
+        self, model_id: int, status: str, *, actor: str = "system", reason: str | None = None
+    ) -> Routing:
+        """Set a model's status; 'active' retires the previous one and moves the stable model."""
+
+    def save_assignments(self, model_id: int, assignments: pa.Table) -> None:
+        """Replace the stored assignments of ``model_id``."""
+
+    def read_assignments(self, model_id: int) -> pa.Table:
+        """All assignments of ``model_id``."""
+
+    # -- routing -----------------------------------------------------------------------------
+    def routing(self) -> Routing:
+        """The current routing row (created on first use)."""
+
+    def routing_revision(self) -> int:
+        """The routing revision (a cheap poll)."""
+
+    def start_release(
+        self,
+        candidate_model_id: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Routing:
+        """Make ``candidate_model_id`` the candidate at weight 0 with a new salt and release."""
+
+    def set_candidate_weight(
+        self,
+        weight: float,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Routing:
+        """Route fraction ``weight`` of learners to the candidate."""
+
+    def promote_candidate(
+        self, *, actor: str, reason: str | None = None, expected_revision: int | None = None
+    ) -> Routing:
+        """The candidate becomes the stable (active) model; the old stable is retired."""
+
+    def clear_candidate(
+        self,
+        *,
+        actor: str,
+        reason: str | None = None,
+        retire: bool = True,
+        expected_revision: int | None = None,
+    ) -> Routing:
+        """Drop the candidate (weight 0), retiring it when ``retire``."""
+
+    def routing_history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Routing changes, newest last (the last ``limit`` when given)."""
+
+    # -- rollout state and leases ------------------------------------------------------------
+    def put_rollout_spec(self, name: str, spec: dict[str, Any]) -> None:
+        """Create or replace a rollout's desired state."""
+
+    def rollout_spec(self, name: str) -> dict[str, Any] | None:
+        """A rollout's desired state, or None."""
+
+    def rollout_names(self) -> list[str]:
+        """Names of every stored rollout spec, sorted."""
+
+    def rollout_status(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """A rollout's observed state and its revision, or None."""
+
+    def record_rollout(
+        self,
+        name: str,
+        status: dict[str, Any],
+        events: list[tuple[str, str, dict[str, Any]]],
+        *,
+        expected_revision: int | None,
+        at: datetime,
+    ) -> int:
+        """Write status and append events in one transaction; returns the new revision."""
+
+    def rollout_events(self, name: str, since_seq: int = 0) -> list[RolloutEvent]:
+        """A rollout's events after ``since_seq``, in order."""
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, now: datetime) -> bool:
+        """Take or renew lease ``name`` for ``holder`` until ``now + ttl_s``; False when held."""
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up lease ``name`` if ``holder`` holds it."""
+
+    # -- experiments -------------------------------------------------------------------------
+    def log_exposures(self, exposures: pa.Table) -> int:
+        """Append exposure records; returns rows added."""
+
+    def read_exposures(self, experiment: str | None = None) -> pa.Table:
+        """Exposure records in logging order."""
+
+    def experiment_outcomes(self, experiment: str) -> pa.Table:
+        """Per learner: first exposure's variant joined with outcomes."""
 
     def close(self) -> None:
         """Release the connection."""

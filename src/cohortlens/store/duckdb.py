@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,14 @@ import pyarrow.parquet as pq
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import DEFAULT_DOMAIN, EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
 from cohortlens.events.source import LINE_COLUMN, NativeScan, RawBatch, TimestampUnit
-from cohortlens.events.validate import build_query, prepare, validation_params
-from cohortlens.store.base import CommitCounts
+from cohortlens.events.validate import (
+    NO_FILTER_PUSHDOWN,
+    build_query,
+    prepare,
+    validation_params,
+)
+from cohortlens.store._state_sql import SharedState
+from cohortlens.store.base import CommitCounts, ConflictError
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
@@ -32,8 +39,50 @@ def _exec(
     return con.execute(sql, params or []).fetchall()
 
 
-class DuckDBStore:
-    """Events, quarantine, outcomes and run metadata in one DuckDB file (or ``:memory:``)."""
+@contextmanager
+def _arrow_scan(con: duckdb.DuckDBPyConnection, table: pa.Table) -> Iterator[None]:
+    """``table`` as the view ``batch``, for one pass.
+
+    Registered as a one-pass reader: a registered Arrow *table* stays referenced until the
+    transaction ends, which would keep every batch of an ingest in memory.
+    """
+    con.register("batch", pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
+    try:
+        yield
+    finally:
+        con.unregister("batch")
+
+
+@contextmanager
+def _view_scan(con: duckdb.DuckDBPyConnection, select: str) -> Iterator[None]:
+    """The SQL ``select`` as the view ``batch``."""
+    _exec(con, f"CREATE OR REPLACE TEMP VIEW batch AS {select}")
+    try:
+        yield
+    finally:
+        _exec(con, "DROP VIEW IF EXISTS batch")
+
+
+@contextmanager
+def _filter_after_parse(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run statements that filter validated rows on ``reason`` without filter pushdown.
+
+    Pushed below the parse, the filter would get its own copy of every parse expression.
+    """
+    previous = _exec(con, "SELECT current_setting('disabled_optimizers')")[0][0]
+    _exec(con, NO_FILTER_PUSHDOWN)
+    try:
+        yield
+    finally:
+        _exec(con, "SET disabled_optimizers = ?", [previous])
+
+
+class DuckDBStore(SharedState):
+    """Events, quarantine, outcomes and run metadata in one DuckDB file (or ``:memory:``).
+
+    Models, routing, rollout state and leases come from :class:`SharedState` (SQL shared with
+    the PostgreSQL store) through :meth:`_q` and :meth:`_transaction`.
+    """
 
     def __init__(self, path: str | Path = "cohortlens.duckdb", *, read_only: bool = False) -> None:
         self.url = str(path)
@@ -192,52 +241,7 @@ class DuckDBStore:
         keys = ("run_id", "created_at", "source", "params", "n_learners")
         return [dict(zip(keys, r, strict=True)) | {"params": json.loads(r[3])} for r in rows]
 
-    # -- cohort models --------------------------------------------------------------------------
-    def save_model(
-        self, artifact: dict[str, Any], *, feature_run_id: int | None, activate: bool
-    ) -> int:
-        """Store a cohort-model artifact; with ``activate`` it becomes the one active model."""
-        con = self._con
-        _exec(con, "BEGIN TRANSACTION")
-        try:
-            model_id = int(_exec(con, "SELECT nextval('cohort_model_seq')")[0][0])
-            if activate:
-                _exec(con, "UPDATE cohort_models SET status = 'retired' WHERE status = 'active'")
-            _exec(
-                con,
-                "INSERT INTO cohort_models VALUES (?, ?, ?, ?, ?)",
-                [
-                    model_id,
-                    datetime.now(UTC),
-                    feature_run_id,
-                    "active" if activate else "candidate",
-                    json.dumps(artifact),
-                ],
-            )
-            _exec(con, "COMMIT")
-        except BaseException:
-            _exec(con, "ROLLBACK")
-            raise
-        return model_id
-
-    def active_model(self) -> tuple[int, dict[str, Any]] | None:
-        """The active model's id and artifact, or None when no model was activated."""
-        rows = _exec(
-            self._con,
-            "SELECT model_id, artifact FROM cohort_models WHERE status = 'active' "
-            "ORDER BY model_id DESC LIMIT 1",
-        )
-        return (int(rows[0][0]), json.loads(rows[0][1])) if rows else None
-
-    def models(self) -> list[dict[str, Any]]:
-        """Every stored model: id, time, feature run, status."""
-        rows = _exec(
-            self._con,
-            "SELECT model_id, created_at, feature_run_id, status FROM cohort_models ORDER BY model_id",
-        )
-        keys = ("model_id", "created_at", "feature_run_id", "status")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
+    # -- cohort models (save_model, active_model, model, models: SharedState) ----------------
     def save_assignments(self, model_id: int, assignments: pa.Table) -> None:
         """Replace the stored assignments of ``model_id`` (learner_id, cohort_id, archetype, distance)."""
         con = self._con
@@ -311,6 +315,29 @@ class DuckDBStore:
             params=[experiment],
         ).to_arrow_table()
 
+    # -- SharedState hooks ------------------------------------------------------------------
+    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement of the shared SQL (``?`` placeholders)."""
+        return _exec(self._con, sql, list(params))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction; a write-write conflict with another connection is a ConflictError."""
+        _exec(self._con, "BEGIN TRANSACTION")
+        try:
+            yield
+            _exec(self._con, "COMMIT")
+        except duckdb.TransactionException as exc:
+            self._rollback_quietly()
+            raise ConflictError(f"{self.url}: concurrent change, retry: {exc}") from exc
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
+    def _rollback_quietly(self) -> None:
+        with suppress(duckdb.Error):  # a failed COMMIT already ended the transaction
+            _exec(self._con, "ROLLBACK")
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The underlying connection, for the stages that query the store in SQL."""
@@ -346,15 +373,12 @@ class _DuckDBIngest:
         self._staged[source] = self._staged.get(source, 0) + n
         if n == 0:
             return
-        self._con.register("_incoming", events)
-        try:
+        with _arrow_scan(self._con, events):
             _exec(
                 self._con,
-                f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ?, ? FROM _incoming",
+                f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ?, ? FROM batch",
                 [self.ingest_id, source],
             )
-        finally:
-            self._con.unregister("_incoming")
 
     def stage_raw(
         self, batch: RawBatch, source: str, *, ts_unit: TimestampUnit, now: datetime
@@ -365,13 +389,9 @@ class _DuckDBIngest:
         included). Equivalent to :func:`validate_batch` + :meth:`stage` + :meth:`quarantine`.
         """
         table, query, params = prepare(batch, ts_unit, now=now)
-        con = self._con
-        con.register("batch", table)
-        try:
-            _exec(con, f"CREATE OR REPLACE TEMP TABLE _validated AS {query}", params)
-        finally:
-            con.unregister("batch")
-        accepted, counts = self._split_validated(source)
+        accepted, counts = self._insert_validated(
+            query, params, source, table.num_rows, partial(_arrow_scan, self._con, table)
+        )
         self.quarantine(batch.rejects)
         for pair in pc.value_counts(batch.rejects["reason"]).to_pylist():
             counts[pair["values"]] = counts.get(pair["values"], 0) + pair["counts"]
@@ -388,46 +408,62 @@ class _DuckDBIngest:
         path = "'" + str(scan.path).replace("'", "''") + "'"
         cols = ", ".join(f'"{src}" AS {canonical}' for canonical, src in scan.plan)
         con = self._con
-        _exec(
-            con,
-            f"CREATE OR REPLACE TEMP VIEW batch AS SELECT {cols}, "
-            f"CAST(file_row_number + 1 AS BIGINT) AS {LINE_COLUMN} "
-            f"FROM read_parquet({path}, file_row_number = true)",
+        rows = int(_exec(con, f"SELECT count(*) FROM read_parquet({path})")[0][0])  # footer
+        view = (
+            f"SELECT {cols}, CAST(file_row_number + 1 AS BIGINT) AS {LINE_COLUMN} "
+            f"FROM read_parquet({path}, file_row_number = true)"
         )
         types = dict(scan.types) | {LINE_COLUMN: pa.int64()}
         query = build_query(types, ts_unit, DEFAULT_DOMAIN)
-        try:
-            _exec(
-                con, f"CREATE OR REPLACE TEMP TABLE _validated AS {query}", validation_params(now)
-            )
-        finally:
-            _exec(con, "DROP VIEW IF EXISTS batch")
-        rows = int(_exec(con, "SELECT count(*) FROM _validated")[0][0])
-        accepted, counts = self._split_validated(source)
+        accepted, counts = self._insert_validated(
+            query, validation_params(now), source, rows, partial(_view_scan, con, view)
+        )
         return rows, accepted, counts
 
-    def _split_validated(self, source: str) -> tuple[int, dict[str, int]]:
-        """Move ``_validated`` into events and quarantine; accepted count and rejects by reason."""
+    def _insert_validated(
+        self,
+        query: str,
+        params: dict[str, object],
+        source: str,
+        rows: int,
+        scan: Callable[[], AbstractContextManager[None]],
+    ) -> tuple[int, dict[str, int]]:
+        """Write the ``rows`` rows of a validation ``query`` where they belong.
+
+        ``scan()`` makes the input available as ``batch`` for one pass. One pass inserts the
+        accepted rows into ``events``; its count tells whether any row was rejected, and only
+        then a second pass writes those to ``quarantine``. No intermediate table: each value
+        is parsed once per pass and written once. Returns the accepted count and the
+        rejected rows per reason.
+        """
         con = self._con
-        _exec(
-            con,
-            f"INSERT INTO events SELECT {_EVENT_COLUMNS}, ?, ? FROM _validated "
-            "WHERE reason IS NULL",
-            [self.ingest_id, source],
-        )
-        cols = ", ".join(QUARANTINE_SCHEMA.names[1:])
-        _exec(
-            con,
-            f"INSERT INTO quarantine SELECT ?, ?, {cols} FROM _validated WHERE reason IS NOT NULL",
-            [self.ingest_id, source],
-        )
-        counts: dict[Any, int] = dict(
-            _exec(con, "SELECT reason, count(*) FROM _validated GROUP BY reason")
-        )
-        _exec(con, "DROP TABLE _validated")
-        accepted = int(counts.pop(None, 0))
+        tagged = params | {"ingest_id": self.ingest_id, "source": source}
+        q_cols = ", ".join(QUARANTINE_SCHEMA.names[1:])
+        with _filter_after_parse(con), scan():
+            accepted = int(
+                _exec(
+                    con,
+                    f"INSERT INTO events SELECT {_EVENT_COLUMNS}, $ingest_id, $source "
+                    f"FROM ({query}) WHERE reason IS NULL",
+                    tagged,
+                )[0][0]
+            )
+        counts: dict[str, int] = {}
+        if accepted < rows:
+            with _filter_after_parse(con), scan():
+                counts = {
+                    str(reason): int(n)
+                    for reason, n in _exec(
+                        con,
+                        f"WITH written AS (INSERT INTO quarantine "
+                        f"SELECT $ingest_id, $source, {q_cols} FROM ({query}) "
+                        "WHERE reason IS NOT NULL RETURNING reason) "
+                        "SELECT reason, count(*) FROM written GROUP BY reason",
+                        tagged,
+                    )
+                }
         self._staged[source] = self._staged.get(source, 0) + accepted
-        return accepted, {str(k): int(v) for k, v in counts.items()}
+        return accepted, counts
 
     def quarantine(self, rejected: pa.Table) -> None:
         """Write rejected rows into the quarantine table (same transaction)."""
@@ -469,24 +505,34 @@ class _DuckDBIngest:
         # Copies of events stored by earlier ingests.
         earlier = _exec(
             con,
-            "DELETE FROM events WHERE ingest_id = $cur AND event_id IN "
+            "WITH gone AS (DELETE FROM events WHERE ingest_id = $cur AND event_id IN "
             "(SELECT event_id FROM events WHERE ingest_id < $cur AND event_id IN "
-            " (SELECT event_id FROM events WHERE ingest_id = $cur)) RETURNING source",
+            " (SELECT event_id FROM events WHERE ingest_id = $cur)) RETURNING source) "
+            "SELECT source, count(*) FROM gone GROUP BY source",
             {"cur": cur},
         )
-        # Repeats within this ingest: keep the first inserted row of each event_id.
-        within = _exec(
+        # Repeats within this ingest: keep the first inserted row of each event_id. Usually
+        # there are none, and one aggregate says so (the delete below would read twice).
+        repeated = _exec(
             con,
-            "DELETE FROM events WHERE ingest_id = $cur AND rowid IN ("
-            " SELECT rowid FROM events WHERE ingest_id = $cur AND event_id IN ("
-            "  SELECT event_id FROM events WHERE ingest_id = $cur "
-            "  GROUP BY event_id HAVING count(*) > 1)"
-            " QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY rowid) > 1"
-            ") RETURNING source",
+            "SELECT count(*) FROM (SELECT event_id FROM events WHERE ingest_id = $cur "
+            "GROUP BY event_id HAVING count(*) > 1)",
             {"cur": cur},
-        )
-        for (source,) in earlier + within:
-            deleted[source] = deleted.get(source, 0) + 1
+        )[0][0]
+        within = []
+        if repeated:
+            within = _exec(
+                con,
+                "WITH gone AS (DELETE FROM events WHERE ingest_id = $cur AND rowid IN ("
+                " SELECT rowid FROM events WHERE ingest_id = $cur AND event_id IN ("
+                "  SELECT event_id FROM events WHERE ingest_id = $cur "
+                "  GROUP BY event_id HAVING count(*) > 1)"
+                " QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY rowid) > 1"
+                ") RETURNING source) SELECT source, count(*) FROM gone GROUP BY source",
+                {"cur": cur},
+            )
+        for source, n in earlier + within:
+            deleted[source] = deleted.get(source, 0) + int(n)
         return {
             src: CommitCounts(inserted=n - deleted.get(src, 0), duplicates=deleted.get(src, 0))
             for src, n in self._staged.items()

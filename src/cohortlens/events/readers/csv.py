@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from cohortlens.errors import InputError, UnreadableSourceError
-from cohortlens.events.schema import CANONICAL_COLUMNS, RejectReason
+from cohortlens.events.schema import CANONICAL_COLUMNS, QUARANTINE_SCHEMA, RejectReason
 from cohortlens.events.source import (
     LINE_COLUMN,
     RawBatch,
@@ -97,6 +97,19 @@ def column_plan(
     check_required(source, available, mapping)
     present = set(available)
     return tuple((c, mapping.get(c, c)) for c in CANONICAL_COLUMNS if mapping.get(c, c) in present)
+
+
+#: An empty quarantine table (``Schema.empty_table`` would import pandas on its first call).
+NO_REJECTS = pa.Table.from_batches([], schema=QUARANTINE_SCHEMA)
+
+
+def int64_array(values: np.ndarray) -> pa.Array:
+    """``values`` as an Arrow int64 array, without a copy.
+
+    ``pa.array`` would do the same, but its first call imports pandas (half a second).
+    """
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,9 +631,7 @@ class _BlockParser:
         """Canonical column names (renamed, duplicated if mapped twice) plus ``_line``."""
         arrays = [parsed.column(col) for _, col in self.columns]
         names = [canon for canon, _ in self.columns]
-        return pa.Table.from_arrays(
-            [*arrays, pa.array(lines, pa.int64())], names=[*names, LINE_COLUMN]
-        )
+        return pa.Table.from_arrays([*arrays, int64_array(lines)], names=[*names, LINE_COLUMN])
 
     def fast(self, data: Text, lo: int, hi: int, first_line: int) -> pa.Table | None:
         """Parse ``data[lo:hi]`` assuming one record per line; ``None`` if that is not so.
@@ -648,10 +659,10 @@ class _BlockParser:
         has_quote = data.find(b'"', lo, hi) >= 0
         has_cr = data.find(b"\r", lo, hi) >= 0
         if has_quote or has_cr:
-            region = np.frombuffer(data, np.uint8, hi - lo, lo)
-            if int(np.count_nonzero(region == _LF)) + int(data[hi - 1] != _LF) != n:
+            # ``bytearray.count`` scans without the temporary array a NumPy compare makes.
+            if data.count(b"\n", lo, hi) + int(data[hi - 1] != _LF) != n:
                 return None
-            if has_quote and has_cr and _has_lone_cr(region):
+            if has_quote and has_cr and _has_lone_cr(np.frombuffer(data, np.uint8, hi - lo, lo)):
                 return None
         return self._table(parsed, np.arange(first_line, first_line + n, dtype=np.int64))
 
@@ -807,6 +818,7 @@ def _parse_blocks(stream: ByteStream, parser: _BlockParser, layout: _Layout) -> 
                             table.slice(
                                 k * rows // parts, (k + 1) * rows // parts - k * rows // parts
                             ),
+                            NO_REJECTS,
                         )
                     line += rows
                 else:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cohortlens.errors import InputError, UnreadableSourceError
-from cohortlens.events.readers.csv import column_plan
+from cohortlens.events.readers.csv import NO_REJECTS, column_plan, int64_array
 from cohortlens.events.source import (
     LINE_COLUMN,
     NativeScan,
@@ -50,12 +50,12 @@ def _batches(
             if n == 0:
                 continue
             arrays = [batch.column(src) for _, src in plan]
-            lines = pa.array(np.arange(first, first + n, dtype=np.int64))
+            lines = int64_array(np.arange(first, first + n, dtype=np.int64))
             table = pa.Table.from_arrays(
                 [*arrays, lines], names=[*(c for c, _ in plan), LINE_COLUMN]
             )
             first += n
-            yield RawBatch(name, table)
+            yield RawBatch(name, table, NO_REJECTS)
     except (OSError, pa.ArrowException) as exc:
         raise UnreadableSourceError(name, f"failed near record {first}: {exc}") from exc
     finally:

@@ -1,0 +1,133 @@
+"""The controller's own Prometheus metrics (phase, step, weight, measurement outcomes).
+
+A private registry per controller, so tests and simulations can run several. ``serve``
+exposes it on 127.0.0.1 (``cohortlens rollout run --metrics-port``). docs/RUNBOOK.md lists
+the alerts built on these series; docs/grafana/cohortlens.json charts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.exposition import generate_latest
+
+from cohortlens.rollout.state import Event, Phase, RolloutStatus
+
+
+class ControllerMetrics:
+    """Gauges mirror the persisted status; counters count this process's events."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.phase = Gauge(
+            "cohortlens_rollout_phase",
+            "1 for the rollout's current phase.",
+            ["rollout", "phase"],
+            registry=r,
+        )
+        self.step = Gauge(
+            "cohortlens_rollout_step", "Index of the current step.", ["rollout"], registry=r
+        )
+        self.steps = Gauge(
+            "cohortlens_rollout_steps", "Number of steps in the spec.", ["rollout"], registry=r
+        )
+        self.weight = Gauge(
+            "cohortlens_rollout_weight",
+            "Candidate weight (0..1) the rollout wants in the routing.",
+            ["rollout"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "cohortlens_rollout_held",
+            "1 while held by an operator or an inconclusive / erroring analysis.",
+            ["rollout", "reason"],
+            registry=r,
+        )
+        self.outcomes = Gauge(
+            "cohortlens_rollout_measurement_outcomes",
+            "Measurements over the rollout's life by outcome (from the persisted status).",
+            ["rollout", "outcome"],
+            registry=r,
+        )
+        self.check_failures = Gauge(
+            "cohortlens_rollout_check_failures",
+            "Failed measurements of a check in the current analysis step.",
+            ["rollout", "check"],
+            registry=r,
+        )
+        self.check_successes = Gauge(
+            "cohortlens_rollout_check_consecutive_successes",
+            "Successful measurements in a row of a check in the current analysis step.",
+            ["rollout", "check"],
+            registry=r,
+        )
+        self.measurements = Counter(
+            "cohortlens_rollout_measurements",
+            "Check measurements taken by this controller process, by outcome.",
+            ["rollout", "check", "outcome"],
+            registry=r,
+        )
+        self.events = Counter(
+            "cohortlens_rollout_events",
+            "History events written by this controller process, by kind and reason.",
+            ["rollout", "kind", "reason"],
+            registry=r,
+        )
+        self.lease = Gauge(
+            "cohortlens_rollout_lease_held",
+            "1 while this process holds the rollout's lease.",
+            ["rollout"],
+            registry=r,
+        )
+        self.last_tick = Gauge(
+            "cohortlens_rollout_last_tick_timestamp_seconds",
+            "Time of the controller's latest reconcile.",
+            ["rollout"],
+            registry=r,
+        )
+
+    def update(
+        self, status: RolloutStatus, events: Iterable[Event], *, n_steps: int, at: float
+    ) -> None:
+        """Mirror ``status``; count ``events`` (the ones just persisted)."""
+        name = status.name
+        for phase in Phase:
+            self.phase.labels(name, phase.value).set(1.0 if status.phase == phase else 0.0)
+        self.step.labels(name).set(status.step_index)
+        self.steps.labels(name).set(n_steps)
+        self.weight.labels(name).set(status.weight)
+        for reason in ("manual", "inconclusive_limit_exceeded", "consecutive_error_limit_exceeded"):
+            held = status.hold is not None and status.hold.reason.value == reason
+            self.paused.labels(name, reason).set(1.0 if held else 0.0)
+        for outcome, count in status.totals.items():
+            self.outcomes.labels(name, outcome).set(count)
+        if status.analysis is not None:
+            for check, cs in status.analysis.checks.items():
+                self.check_failures.labels(name, check).set(cs.failures)
+                self.check_successes.labels(name, check).set(cs.consecutive_successes)
+        for ev in events:
+            self.events.labels(name, ev.kind, ev.reason).inc()
+            if ev.kind == "measurement":
+                checks: dict[str, Any] = ev.detail.get("checks", {})
+                for check, result in checks.items():
+                    self.measurements.labels(name, check, result["outcome"]).inc()
+        self.last_tick.labels(name).set(at)
+
+    def set_lease(self, rollout: str, held: bool) -> None:
+        """Whether this process holds the lease."""
+        self.lease.labels(rollout).set(1.0 if held else 0.0)
+
+    def render(self) -> bytes:
+        """Text exposition format."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int) -> Any:
+        """Expose ``/metrics`` on 127.0.0.1:``port`` (0 picks a free port); returns the server."""
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        return server
+
+
+__all__ = ["ControllerMetrics"]

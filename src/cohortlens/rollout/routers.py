@@ -1,0 +1,168 @@
+"""Traffic routers: how a decided weight reaches the service.
+
+* :class:`StoreRouter` writes the store's routing row (``set_candidate_weight`` etc.);
+  service replicas poll ``routing_revision()`` and apply a change within their poll
+  interval. Use it when replicas share a PostgreSQL store.
+* :class:`AdminApiRouter` calls the service's admin HTTP API, for a single server that owns
+  its DuckDB file (no other process may open it).
+
+Both take ``expected_revision`` on weight changes, so a controller never overwrites a
+routing change it has not seen (:class:`~cohortlens.store.base.ConflictError`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import httpx
+
+from cohortlens.errors import CohortlensError, InputError, StoreError
+from cohortlens.rollout.controller import RoutingView
+from cohortlens.store.base import ConflictError
+
+
+class RouterError(CohortlensError):
+    """The router could not be reached or refused the change; the controller retries."""
+
+    exit_code = 3
+
+
+class TrafficRouter(Protocol):
+    """Reads and changes the routing of learners between the stable and candidate models."""
+
+    def routing(self) -> RoutingView:
+        """The routing in force."""
+
+    def start_release(self, model_id: int, *, reason: str) -> RoutingView:
+        """Make ``model_id`` the candidate (weight 0, new salt)."""
+
+    def set_weight(
+        self, weight: float, *, reason: str, expected_revision: int | None
+    ) -> RoutingView:
+        """Route fraction ``weight`` of learners to the candidate."""
+
+    def promote(self, *, reason: str, expected_revision: int | None) -> RoutingView:
+        """The candidate becomes the stable model."""
+
+
+class StoreRouter:
+    """Routing changes as store transactions (each one also appends to ``routing_log``)."""
+
+    def __init__(self, store: Any, actor: str) -> None:
+        self.store = store
+        self.actor = actor
+
+    def routing(self) -> RoutingView:
+        """The store's routing row."""
+        return RoutingView.of(self.store.routing())
+
+    def start_release(self, model_id: int, *, reason: str) -> RoutingView:
+        """``store.start_release``."""
+        return RoutingView.of(self.store.start_release(model_id, actor=self.actor, reason=reason))
+
+    def set_weight(
+        self, weight: float, *, reason: str, expected_revision: int | None
+    ) -> RoutingView:
+        """``store.set_candidate_weight`` with optimistic concurrency."""
+        return RoutingView.of(
+            self.store.set_candidate_weight(
+                weight, actor=self.actor, reason=reason, expected_revision=expected_revision
+            )
+        )
+
+    def promote(self, *, reason: str, expected_revision: int | None) -> RoutingView:
+        """``store.promote_candidate``."""
+        return RoutingView.of(
+            self.store.promote_candidate(
+                actor=self.actor, reason=reason, expected_revision=expected_revision
+            )
+        )
+
+
+class AdminApiRouter:
+    """Routing changes through ``/v1/admin/routing/*`` of one service (bearer token)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 5.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._client = client or httpx.Client(timeout=timeout_s)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    @classmethod
+    def from_env(cls, url: str, token_env: str, *, timeout_s: float = 5.0) -> AdminApiRouter:
+        """Token from the environment variable ``token_env``.
+
+        Raises:
+            InputError: the variable is unset or empty.
+        """
+        token = os.environ.get(token_env, "")
+        if not token:
+            raise InputError(
+                f"router.token_env: ${token_env} is not set; the admin API needs its bearer token"
+            )
+        return cls(url, token, timeout_s=timeout_s)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> RoutingView:
+        try:
+            resp = self._client.request(method, self.url + path, json=body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise RouterError(f"{self.url}{path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 409:
+            raise ConflictError(f"{self.url}{path}: routing changed meanwhile ({_message(resp)})")
+        if resp.status_code in (401, 403):
+            raise RouterError(f"{self.url}{path}: HTTP {resp.status_code}: check the admin token")
+        if resp.status_code == 422 or resp.status_code == 404:
+            raise StoreError(f"{self.url}{path}: HTTP {resp.status_code}: {_message(resp)}")
+        if resp.status_code != 200:
+            raise RouterError(f"{self.url}{path}: HTTP {resp.status_code}: {_message(resp)}")
+        data = resp.json()
+        return RoutingView(
+            stable_model_id=data.get("stable_model_id"),
+            candidate_model_id=data.get("candidate_model_id"),
+            candidate_weight=float(data["candidate_weight"]),
+            salt=str(data["salt"]),
+            release_id=int(data["release_id"]),
+            revision=int(data["revision"]),
+        )
+
+    def routing(self) -> RoutingView:
+        """``GET /v1/admin/routing``."""
+        return self._call("GET", "/v1/admin/routing")
+
+    def start_release(self, model_id: int, *, reason: str) -> RoutingView:
+        """``PUT /v1/admin/routing/candidate``."""
+        return self._call(
+            "PUT", "/v1/admin/routing/candidate", {"model_id": model_id, "reason": reason}
+        )
+
+    def set_weight(
+        self, weight: float, *, reason: str, expected_revision: int | None
+    ) -> RoutingView:
+        """``PUT /v1/admin/routing/weight`` (409 when ``expected_revision`` is stale)."""
+        return self._call(
+            "PUT",
+            "/v1/admin/routing/weight",
+            {"weight": weight, "expected_revision": expected_revision, "reason": reason},
+        )
+
+    def promote(self, *, reason: str, expected_revision: int | None) -> RoutingView:
+        """``POST /v1/admin/routing/promote`` (the API takes no revision)."""
+        return self._call("POST", "/v1/admin/routing/promote", {"reason": reason})
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    return str(body.get("message") or body.get("detail") or body)[:300]
+
+
+__all__ = ["AdminApiRouter", "RouterError", "StoreRouter", "TrafficRouter"]

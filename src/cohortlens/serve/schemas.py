@@ -1,0 +1,234 @@
+"""Request and response bodies of the HTTP API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
+
+#: A JSON scalar a feature or event field may hold.
+Scalar = float | int | str | bool | None
+
+
+class ErrorBody(BaseModel):
+    """Every error: a stable code, a message, and the offending field when there is one."""
+
+    error: str = Field(examples=["invalid_request"])
+    message: str
+    field: str | None = Field(default=None, examples=["body.features.3.velocity"])
+
+
+class LearnerCohort(BaseModel):
+    """The cohort of one learner under the routed model."""
+
+    learner_id: str
+    cohort_id: int
+    archetype: str
+    model_version: int = Field(description="Id of the model that answered.")
+    model_role: Literal["stable", "candidate"] = Field(
+        description="Role of the model the learner is routed to."
+    )
+
+
+class EventIn(BaseModel):
+    """One interaction event, before validation (the same rules as `cohortlens ingest`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    learner_id: str | int | None = None
+    ts: str | int | float | None = Field(
+        default=None, description="ISO 8601 with offset, or epoch seconds / milliseconds."
+    )
+    domain: str | None = None
+    item_id: str | int | None = None
+    outcome: float | int | bool | None = Field(default=None, description="In [0, 1].")
+    duration_s: float | int | None = None
+    event_id: str | None = None
+
+
+def _json_integer(value: object) -> object:
+    """Accept what JSON Schema calls an integer (3 or 3.0), nothing else (no true, no "3")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _feature_row_model() -> type[BaseModel]:
+    """One learner's feature row: learner_id plus any feature column of docs/FEATURES.md."""
+    import pyarrow as pa
+
+    from cohortlens.features import FEATURE_SCHEMA
+
+    fields: dict[str, Any] = {
+        "learner_id": (str, Field(min_length=1, max_length=256)),
+    }
+    for f in FEATURE_SCHEMA:
+        if f.name == "learner_id":
+            continue
+        if pa.types.is_integer(f.type):  # counts; 3.0 is a JSON integer, true is not
+            count = Annotated[
+                int, Field(ge=0, le=2**53, strict=False), BeforeValidator(_json_integer)
+            ]
+            fields[f.name] = (count | None, None)
+        elif pa.types.is_floating(f.type):
+            fields[f.name] = (float | int | None, Field(default=None, allow_inf_nan=False))
+        else:  # labels and timestamps (ISO 8601): descriptive, not clustered on
+            fields[f.name] = (str | None, Field(default=None, max_length=256))
+    return create_model(
+        "FeatureRow",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        __doc__="One learner: learner_id plus feature columns (missing ones are null).",
+        **fields,
+    )
+
+
+FeatureRow: Any = _feature_row_model()
+
+
+class AssignByFeatures(BaseModel):
+    """Learners given by their feature rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[FeatureRow] = Field(
+        min_length=1,
+        description="One object per learner: learner_id plus feature columns "
+        "(docs/FEATURES.md); missing features count as null.",
+    )
+
+
+class AssignByEvents(BaseModel):
+    """Learners given by their recent events (features computed as in a feature run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(
+        min_length=1, description="Canonical events of the learners to assign."
+    )
+
+
+class AssignRequest(RootModel[AssignByFeatures | AssignByEvents]):
+    """Learners to assign: feature rows, or recent events (exactly one of the two)."""
+
+
+class Assignment(BaseModel):
+    """One learner's assignment."""
+
+    learner_id: str
+    cohort_id: int
+    archetype: str
+    model_version: int
+    model_role: Literal["stable", "candidate"]
+
+
+class AssignResponse(BaseModel):
+    """Assignments in input order, and how many learners each routed role answered."""
+
+    assignments: list[Assignment]
+    routed: dict[str, int]
+    events: dict[str, object] | None = Field(
+        default=None, description="Validation counts when events were given."
+    )
+
+
+class EventsRequest(BaseModel):
+    """A small batch of events to validate and store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventsResponse(BaseModel):
+    """What happened to each row: the counting invariant holds (read = accepted + rejected + duplicates)."""
+
+    rows_read: int
+    accepted: int
+    rejected: int
+    duplicates: int
+    rejected_by_reason: dict[str, int]
+
+
+class ExperimentAssignment(BaseModel):
+    """A learner's variant in an experiment (null when not in the experiment)."""
+
+    experiment: str
+    learner_id: str
+    variant: str | None
+    status: str
+    bucket: int
+    hash_version: str
+
+
+class ModelInfo(BaseModel):
+    """A stored cohort model."""
+
+    model_id: int
+    created_at: str | None
+    feature_run_id: int | None
+    status: str
+    role: Literal["stable", "candidate", "none"]
+
+
+class RoutingInfo(BaseModel):
+    """The routing record shared by every replica."""
+
+    stable_model_id: int | None
+    candidate_model_id: int | None
+    candidate_weight: float
+    salt: str
+    release_id: int
+    revision: int
+    updated_at: str | None
+    updated_by: str
+    reason: str | None
+
+
+class ModelsResponse(BaseModel):
+    """Every model and the routing in force."""
+
+    routing: RoutingInfo
+    models: list[ModelInfo]
+
+
+class WeightRequest(BaseModel):
+    """Set the candidate's share of learners."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(ge=0.0, le=1.0)
+    expected_revision: int | None = Field(default=None, ge=0, le=2**53)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class CandidateRequest(BaseModel):
+    """Start a release with this model as candidate (weight 0, new salt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int = Field(ge=1, le=2**53)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ReasonRequest(BaseModel):
+    """An optional reason recorded with an admin action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class FaultsRequest(BaseModel):
+    """Faults injected into the candidate (chaos tests only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    candidate_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
+
+
+class Status(BaseModel):
+    """Liveness / readiness."""
+
+    status: str
+    detail: str | None = None

@@ -1,0 +1,478 @@
+"""The service's state and operations, independent of HTTP framing.
+
+:class:`CohortService` owns the store connection (used from worker threads, one at a time),
+the current :class:`~cohortlens.serve.snapshot.ServingSnapshot`, the metrics, the exposure
+buffer and the fault-injection switches. The HTTP layer (:mod:`cohortlens.serve.app`) and
+the single-look-up fast path (:mod:`cohortlens.serve.fastpath`) both call it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from cohortlens.errors import CohortlensError, InputError
+from cohortlens.experiments.assignment import (
+    EXPOSURE_SCHEMA,
+    HASH_VERSION,
+    ExperimentDesign,
+    assign,
+)
+from cohortlens.serve.experiments import load_experiments
+from cohortlens.serve.metrics import ServiceMetrics
+from cohortlens.serve.routing import Role
+from cohortlens.serve.settings import ServeSettings
+from cohortlens.serve.snapshot import ServedModel, ServingSnapshot
+
+log = logging.getLogger("cohortlens.serve")
+T = TypeVar("T")
+
+#: Longest learner id accepted in a path or body.
+MAX_LEARNER_ID_CHARS = 256
+
+
+class FieldError(InputError):
+    """Malformed request input, naming the offending field (HTTP 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFoundError(CohortlensError):
+    """An unknown learner, model or experiment (HTTP 404)."""
+
+
+class StateConflictError(CohortlensError):
+    """A valid request the current routing state refuses, e.g. promote without candidate (409)."""
+
+
+class UnavailableError(CohortlensError):
+    """The service cannot answer yet, e.g. no active model (HTTP 503)."""
+
+
+class ModelFailureError(RuntimeError):
+    """A routed model failed to answer (injected or real); the stable model answers instead."""
+
+
+@dataclass
+class Faults:
+    """Injected faults for the candidate (chaos tests of the rollout controller)."""
+
+    candidate_error_rate: float = 0.0
+    candidate_latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer to one look-up: HTTP status, JSON body, and the routed model."""
+
+    status: int
+    body: bytes
+    role: str
+    version: str
+    delay_s: float = 0.0
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class CohortService:
+    """Look-ups, batch assignment, experiment assignment, event intake and admin actions."""
+
+    def __init__(self, settings: ServeSettings, store: Any) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = ServiceMetrics()
+        self.faults = Faults()
+        self.experiments: dict[str, ExperimentDesign] = load_experiments(settings.experiments_path)
+        self._store_lock = threading.Lock()
+        self._exposures: list[tuple[str, str, str, int, datetime]] = []
+        self._exposure_lock = threading.Lock()
+        self._rng = random.Random()
+        self._models: dict[int, ServedModel] = {}
+        self._stats: dict[int, Any] = {}
+        self.snapshot: ServingSnapshot | None = None
+        self.ready = False
+
+    # -- store access ---------------------------------------------------------------------
+    def with_store(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(store)`` holding the store lock (connections are not shared by threads)."""
+        with self._store_lock:
+            return fn(self.store)
+
+    # -- loading --------------------------------------------------------------------------
+    def _served(self, store: Any, model_id: int) -> ServedModel:
+        cached = self._models.get(model_id)
+        if cached is None:
+            cached = ServedModel.build(
+                model_id, store.model(model_id), store.read_assignments(model_id)
+            )
+        return cached
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Load the routing record (and any model it names that is not loaded yet).
+
+        Returns True when the served snapshot changed. Runs in a worker thread; the swap at
+        the end is one reference assignment, so requests never see a half-built state.
+        """
+        with self._store_lock:
+            revision = self.store.routing_revision()
+            current = self.snapshot
+            if not force and current is not None and current.revision == revision:
+                return False
+            routing = self.store.routing()
+            stable_id = routing.stable_model_id
+            cand_id = routing.candidate_model_id
+            if (
+                not force
+                and current is not None
+                and current.salt == routing.salt
+                and _model_id(current.stable) == stable_id
+                and _model_id(current.candidate) == cand_id
+            ):
+                snap = current.with_weight(routing.revision, routing.candidate_weight)
+            else:
+                stable = self._served(self.store, stable_id) if stable_id is not None else None
+                cand = self._served(self.store, cand_id) if cand_id is not None else None
+                self._models = {m.model_id: m for m in (stable, cand) if m is not None}
+                snap = ServingSnapshot.build(
+                    revision=routing.revision,
+                    salt=routing.salt,
+                    weight=routing.candidate_weight if cand is not None else 0.0,
+                    stable=stable,
+                    candidate=cand,
+                )
+        self.snapshot = snap
+        self.ready = snap.stable is not None
+        self.metrics.set_routing(
+            snap.revision, snap.weight, _model_id(snap.stable), _model_id(snap.candidate)
+        )
+        log.info(
+            "serving routing revision %d: stable=%s candidate=%s weight=%.4f",
+            snap.revision,
+            _model_id(snap.stable),
+            _model_id(snap.candidate),
+            snap.weight,
+        )
+        return True
+
+    # -- single look-up (the hot path) -----------------------------------------------------
+    def lookup(self, learner_id: str) -> Lookup:
+        """The cohort of one learner under the current routing, as a ready JSON body."""
+        snap = self.snapshot
+        if snap is None or snap.stable is None:
+            return Lookup(503, _error("unavailable", "no active cohort model"), "none", "none")
+        if not learner_id or len(learner_id) > MAX_LEARNER_ID_CHARS:
+            return Lookup(
+                422,
+                _error(
+                    "invalid_request",
+                    f"learner_id: must be 1..{MAX_LEARNER_ID_CHARS} characters",
+                    field="path.learner_id",
+                ),
+                "none",
+                "none",
+            )
+        row = snap.rows.get(learner_id)
+        if row is None:
+            return Lookup(
+                404,
+                _error("not_found", "unknown learner_id for the served models"),
+                Role.STABLE.value,
+                str(snap.stable.model_id),
+            )
+        head = b'{"learner_id":' + json.dumps(learner_id).encode()
+        cand = snap.candidate
+        if cand is not None and snap.bucket[row] < snap.threshold:
+            version = str(cand.model_id)
+            code = snap.candidate_code[row]
+            delay = self.faults.candidate_latency_ms / 1000.0
+            if code >= 0:
+                try:
+                    self._maybe_fail()
+                    return Lookup(
+                        200, head + snap.candidate_tails[code], "candidate", version, delay
+                    )
+                except ModelFailureError:
+                    self.metrics.model_failures.labels("candidate", version).inc()
+            code = snap.stable_code[row]
+            if code < 0:
+                return Lookup(
+                    404, _error("not_found", "unknown learner_id"), "candidate", version, delay
+                )
+            return Lookup(200, head + snap.stable_tails[code], "candidate", version, delay)
+        code = snap.stable_code[row]
+        version = str(snap.stable.model_id)
+        if code < 0:
+            return Lookup(404, _error("not_found", "unknown learner_id"), "stable", version)
+        return Lookup(200, head + snap.stable_tails[code], "stable", version)
+
+    def _maybe_fail(self) -> None:
+        rate = self.faults.candidate_error_rate
+        if rate > 0.0 and self._rng.random() < rate:
+            raise ModelFailureError("injected candidate failure")
+
+    # -- batch assignment -----------------------------------------------------------------
+    def assign_features(self, features: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+        """Route and assign learners given by feature rows (learner_id + feature columns).
+
+        Returns the assignments (learner_id, cohort_id, archetype, model_version, model_role)
+        in input order, and the number of learners answered per routed role.
+        """
+        snap = self._require_snapshot()
+        ids = features.column("learner_id")
+        n = features.num_rows
+        stable = snap.stable
+        assert stable is not None
+        role = np.zeros(n, dtype=bool)
+        cand = snap.candidate
+        if cand is not None and snap.threshold > 0 and n:
+            from cohortlens.experiments.assignment import buckets
+
+            role = buckets(ids, snap.salt) < snap.threshold
+        cohort = np.empty(n, dtype=np.int64)
+        version = np.full(n, stable.model_id, dtype=np.int64)
+        if (~role).any():
+            cohort[~role] = stable.model.predict(features.filter(pa.array(~role)))
+        if role.any() and cand is not None:
+            subset = features.filter(pa.array(role))
+            try:
+                self._maybe_fail()
+                cohort[role] = cand.model.predict(subset)
+                version[role] = cand.model_id
+            except Exception as exc:  # graceful degradation: the stable model answers
+                log.warning("candidate model %d failed on a batch: %s", cand.model_id, exc)
+                self.metrics.model_failures.labels("candidate", str(cand.model_id)).inc()
+                cohort[role] = stable.model.predict(subset)
+        table = pa.table(
+            {
+                "learner_id": ids,
+                "cohort_id": pa.array(cohort, pa.int32()),
+                "archetype": _archetypes(
+                    cohort, role, stable, cand if cand is not None and role.any() else None
+                ),
+                "model_version": pa.array(version, pa.int64()),
+                "model_role": pa.DictionaryArray.from_arrays(
+                    pa.array(role.astype(np.int8)),
+                    pa.array([Role.STABLE.value, Role.CANDIDATE.value]),
+                ).cast(pa.string()),
+            }
+        )
+        return table, {"stable": int((~role).sum()), "candidate": int(role.sum())}
+
+    def _require_snapshot(self) -> ServingSnapshot:
+        snap = self.snapshot
+        if snap is None or snap.stable is None:
+            raise UnavailableError("no active cohort model")
+        return snap
+
+    def global_stats(self) -> Any:
+        """Item difficulties and retention prior of the stable model's feature run.
+
+        New learners' features are computed against these, so they are comparable with the
+        features the model was fitted on.
+        """
+        from cohortlens.features._stats_io import stats_of
+
+        snap = self._require_snapshot()
+        assert snap.stable is not None
+        key = snap.stable.model_id
+        cached = self._stats.get(key)
+        if cached is not None:
+            return cached
+        run = snap.stable.model.feature_run_
+        if run is None:
+            raise UnavailableError("the stable model names no feature run to score events with")
+        _, table = self.with_store(lambda s: s.read_features(int(run)))
+        stats = stats_of(table)
+        if stats is None:
+            raise UnavailableError(
+                f"feature run {run} carries no global statistics (made by an older release); "
+                "rerun `cohortlens features` and `cohortlens discover`"
+            )
+        self._stats = {key: stats}
+        return stats
+
+    def warm_up(self) -> float:
+        """Compile/load the feature and assignment kernels once, before the first request.
+
+        Returns the seconds spent (numba loads compiled kernels from its cache on first use).
+        """
+        import time
+
+        from cohortlens.events import EVENT_SCHEMA
+        from cohortlens.features import compute_features
+
+        start = time.perf_counter()
+        snap = self.snapshot
+        if snap is None or snap.stable is None:
+            return 0.0
+        try:
+            stats = self.global_stats()
+        except UnavailableError:
+            stats = None
+        domains = ["d1", "d2"]
+        items = [f"i{i}" for i in range(7)]
+        if stats is not None and len(stats.items.domains) and len(stats.items.item_ids):
+            domains = [str(stats.items.domains[0])] * 2
+            items = [str(x) for x in stats.items.item_ids.to_pylist()[:7]]
+        n = 30
+        events = (
+            pa.table(
+                {
+                    "event_id": [f"w{i}" for i in range(n)],
+                    "learner_id": ["warm-a"] * (n // 2) + ["warm-b"] * (n - n // 2),
+                    "ts": pa.array(
+                        [1_735_000_000_000_000 + i * 86_400_000_000 for i in range(n)],
+                        pa.timestamp("us", tz="UTC"),
+                    ),
+                    "domain": domains * (n // 2),
+                    "item_id": [items[i % len(items)] for i in range(n)],
+                    "outcome": [float(i % 2) for i in range(n)],
+                    "duration_s": [30.0] * n,
+                }
+            )
+            .select(EVENT_SCHEMA.names)
+            .cast(EVENT_SCHEMA)
+        )
+        feats = compute_features(events, stats=stats)
+        self.assign_features(feats)
+        return time.perf_counter() - start
+
+    # -- experiments ----------------------------------------------------------------------
+    def experiment_assignment(self, key: str, learner_id: str) -> dict[str, Any]:
+        """Deterministic variant of one learner; an assigned learner's exposure is buffered."""
+        design = self.experiments.get(key)
+        if design is None:
+            raise NotFoundError(f"unknown experiment {key!r}")
+        cohorts = None
+        if design.target_cohorts is not None:
+            cohort = self._cohort_of(learner_id)
+            cohorts = [cohort]
+        result = assign([learner_id], design, cohorts).to_pylist()[0]
+        if result["variant"] is not None:
+            with self._exposure_lock:
+                self._exposures.append(
+                    (learner_id, key, result["variant"], int(result["bucket"]), datetime.now(UTC))
+                )
+        return {
+            "experiment": key,
+            "learner_id": learner_id,
+            "variant": result["variant"],
+            "status": result["status"],
+            "bucket": int(result["bucket"]),
+            "hash_version": HASH_VERSION,
+        }
+
+    def _cohort_of(self, learner_id: str) -> str | None:
+        found = self.lookup(learner_id)
+        if found.status != 200:
+            return None
+        return str(json.loads(found.body)["cohort_id"])
+
+    def flush_exposures(self) -> int:
+        """Write buffered exposure records to the store; returns how many were written."""
+        with self._exposure_lock:
+            pending, self._exposures = self._exposures, []
+        if not pending:
+            return 0
+        lids, keys, variants, bucket, at = zip(*pending, strict=True)
+        table = pa.table(
+            {
+                "learner_id": pa.array(lids, pa.string()),
+                "experiment": pa.array(keys, pa.string()),
+                "variant": pa.array(variants, pa.string()),
+                "layer": pa.nulls(len(pending), pa.string()),
+                "bucket": pa.array(bucket, pa.int32()),
+                "hash_version": pa.array([HASH_VERSION] * len(pending), pa.string()),
+                "exposed_at": pa.array(at, pa.timestamp("us", tz="UTC")),
+            },
+            schema=EXPOSURE_SCHEMA,
+        )
+        try:
+            written = int(self.with_store(lambda s: s.log_exposures(table)))
+        except Exception:
+            with self._exposure_lock:  # keep them for the next flush: nothing is lost
+                self._exposures[:0] = pending
+            raise
+        self.metrics.exposures_logged.inc(written)
+        return written
+
+    # -- admin ----------------------------------------------------------------------------
+    def routing_dict(self) -> dict[str, Any]:
+        """The stored routing record as JSON-ready data."""
+        routing = self.with_store(lambda s: s.routing())
+        return routing_to_dict(routing)
+
+    def set_faults(self, error_rate: float, latency_ms: float) -> Faults:
+        """Inject faults into the candidate (only reachable with fault injection enabled)."""
+        if not 0.0 <= error_rate <= 1.0:
+            raise InputError("candidate_error_rate: must be in [0, 1]")
+        if not 0.0 <= latency_ms <= 60_000:
+            raise InputError("candidate_latency_ms: must be in [0, 60000]")
+        self.faults = Faults(error_rate, latency_ms)
+        return self.faults
+
+
+def _archetypes(
+    cohort: np.ndarray, on_candidate: np.ndarray, stable: ServedModel, cand: ServedModel | None
+) -> pa.Array:
+    """Archetype name of each (model, cohort id), vectorized through one dictionary array."""
+    labels: list[str] = []
+    codes = np.zeros(len(cohort), dtype=np.int32)
+    for model, mask in ((stable, ~on_candidate), (cand, on_candidate)):
+        if model is None or not mask.any():
+            continue
+        names = model.model.names_
+        ids = np.array(sorted(int(k) for k in names), dtype=np.int64)
+        offset = len(labels)
+        labels.extend(str(names[int(k)]) for k in ids)
+        labels.append("")  # cohorts the model does not name
+        pos = np.searchsorted(ids, cohort[mask])
+        pos_c = np.minimum(pos, max(len(ids) - 1, 0))
+        known = (pos < len(ids)) & (ids[pos_c] == cohort[mask]) if len(ids) else pos < 0
+        codes[mask] = offset + np.where(known, pos_c, len(ids))
+    dictionary = pa.array(labels or [""], pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes), dictionary).cast(pa.string())
+
+
+def routing_to_dict(routing: Any) -> dict[str, Any]:
+    """A store ``Routing`` as JSON-ready data."""
+    return {
+        "stable_model_id": routing.stable_model_id,
+        "candidate_model_id": routing.candidate_model_id,
+        "candidate_weight": routing.candidate_weight,
+        "salt": routing.salt,
+        "release_id": routing.release_id,
+        "revision": routing.revision,
+        "updated_at": routing.updated_at.isoformat() if routing.updated_at else None,
+        "updated_by": routing.updated_by,
+        "reason": routing.reason,
+    }
+
+
+def _model_id(model: ServedModel | None) -> int | None:
+    return model.model_id if model is not None else None
+
+
+def _error(code: str, message: str, *, field: str | None = None) -> bytes:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return _json(body)
+
+
+def error_body(code: str, message: str, *, field: str | None = None) -> bytes:
+    """The JSON error body every route uses: ``{"error", "message"[, "field"]}``."""
+    return _error(code, message, field=field)
