@@ -21,6 +21,7 @@ SUITES = {
     "features": "benchmarks.bench_features",
     "cohorts": "benchmarks.bench_cohorts",
     "spark": "benchmarks.bench_spark",
+    "serve": "benchmarks.bench_serve",
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from tests.spark.conftest import PANDAS_WARNING
@@ -101,3 +102,28 @@ def test_missing_columns_exit_2_with_the_column_named(
     assert r.exit_code == 2, r.output
     assert "missing required column(s) item_id" in r.output
     assert "Traceback" not in r.output
+
+
+def test_remote_output_is_summarized_by_spark_and_not_saved(
+    spark: Any, few_learners: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An --out the driver cannot read locally (s3a://...): counts come from Spark, no run."""
+    import cohortlens.features.spark as spark_engine
+
+    events = tmp_path / "events.parquet"
+    pq.write_table(few_learners, events)
+    out = tmp_path / "remote.parquet"
+    monkeypatch.setattr(spark_engine, "is_local_path", lambda path: path == str(events))
+    db = tmp_path / "s.duckdb"
+    args = ["features", "--engine", "spark", "--events", str(events), "--out", str(out)]
+    r = runner.invoke(app, [*args, "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    expected = compute_features(few_learners)
+    assert summary["run_id"] is None
+    assert not db.exists()
+    assert summary["learners"] == expected.num_rows
+    assert summary["retention_status"] == {
+        str(p["values"]): p["counts"]
+        for p in pc.value_counts(expected.column("retention_status")).to_pylist()
+    }

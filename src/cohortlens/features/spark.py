@@ -671,24 +671,24 @@ def cli_features(events: str, out_path: str, params: FeatureParams | None = None
 
     if is_local_path(events) and not os.path.exists(_local(events)):
         raise InputError(f"{events}: no such file or directory")
-    spark = session("cohortlens features")
     with warnings.catch_warnings():
-        # pyspark warns about the pandas version on every Arrow UDF; these UDFs use no pandas
+        # pyspark warns about the pandas version on import and on every Arrow UDF; these UDFs
+        # use no pandas
         warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+        spark = session("cohortlens features")
         spark_features(spark, events, out_path, params)
     if is_local_path(out_path):
-        table = pq.read_table(_local(out_path))
-        table = table.cast(FEATURE_SCHEMA)
+        table = pq.read_table(_local(out_path)).cast(FEATURE_SCHEMA)
         counts = {c: _value_counts(table, c) for c in _SUMMARY_COLUMNS}
         return CliRun(table, table.num_rows, counts)
-    written = spark.read.parquet(out_path)
-    counts = {
-        c: {str(r[0]): int(r[1]) for r in written.groupBy(c).count().collect()}
-        for c in _SUMMARY_COLUMNS
-    }
-    return CliRun(
-        None, int(written.count()), {c: dict(sorted(v.items())) for c, v in counts.items()}
-    )
+    rows = spark.read.parquet(out_path).groupBy(*_SUMMARY_COLUMNS).count().collect()
+    counts = {}
+    for i, c in enumerate(_SUMMARY_COLUMNS):
+        per: dict[str, int] = {}
+        for r in rows:
+            per[str(r[i])] = per.get(str(r[i]), 0) + int(r[-1])
+        counts[c] = dict(sorted(per.items()))
+    return CliRun(None, sum(int(r[-1]) for r in rows), counts)
 
 
 _SUMMARY_COLUMNS = ("velocity_status", "retention_status", "affinity_archetype")
