@@ -469,16 +469,13 @@ class _DuckDBIngest:
         """Write rejected rows into the quarantine table (same transaction)."""
         if rejected.num_rows == 0:
             return
-        self._con.register("_rejected", rejected)
-        try:
+        with _arrow_scan(self._con, rejected):
             cols = ", ".join(QUARANTINE_SCHEMA.names)
             _exec(
                 self._con,
-                f"INSERT INTO quarantine SELECT ?, {cols} FROM _rejected",
+                f"INSERT INTO quarantine SELECT ?, {cols} FROM batch",
                 [self.ingest_id],
             )
-        finally:
-            self._con.unregister("_rejected")
 
     def put_outcomes(self, outcomes: pa.Table) -> None:
         """Upsert outcomes; within one table the last row per learner wins."""
