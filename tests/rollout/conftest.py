@@ -8,30 +8,15 @@ cannot be reached.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._pg import PG_URL, pg_admin, with_schema
 
-PG_URL = os.environ.get("COHORTLENS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def pg_admin() -> Any:
-    """An autocommit connection to the test server (skips the test when unreachable)."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) is not installed")
-    try:
-        return psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {exc}")
-
-
-def with_schema(base: str, schema: str) -> str:
-    """``base`` selecting ``schema`` through libpq options."""
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+__all__ = ["PG_URL", "pg_admin", "with_schema"]
 
 
 @pytest.fixture

@@ -6,29 +6,15 @@ tests needing it are skipped, with the reason, only when it cannot be reached.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from tests._pg import PG_URL, with_schema
+from tests._pg import pg_admin as _admin
 
-PG_URL = os.environ.get("COHORTLENS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _admin() -> Any:
-    psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) is not installed")
-    try:
-        return psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {exc}")
-
-
-def with_schema(base: str, schema: str) -> str:
-    """``base`` with libpq options selecting ``schema`` (and naming the connections after it)."""
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+__all__ = ["PG_URL", "_admin", "with_schema"]
 
 
 @pytest.fixture(scope="module")
