@@ -105,3 +105,39 @@ def test_experiments_file_errors_name_the_field(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=where.replace(".", r"\.")):
             load_experiments(bad)
     assert load_experiments(None) == {}
+
+
+def test_batch_assignment_splits_learners_between_the_models(built: Built, tmp_path: Path) -> None:
+    """At weight 0.5 each learner is answered by the model its bucket routes it to, with that
+    model's stored cohort, in input order."""
+    from tests.serve.conftest import fresh_copy
+
+    from cohortlens.serve.service import CohortService
+    from cohortlens.serve.settings import ServeSettings
+    from cohortlens.store import open_store
+
+    db = fresh_copy(built, tmp_path)
+    with open_store(str(db)) as store:
+        salt = store.start_release(built.candidate_id, actor="test").salt
+        store.set_candidate_weight(0.5, actor="test")
+        svc = CohortService(ServeSettings(db=str(db)), store)
+        svc.refresh(force=True)
+        feats = built.features.take(np.random.default_rng(0).permutation(built.features.num_rows))
+        table, routed = svc.assign_features(feats)
+    ids = [str(x) for x in feats.column("learner_id").to_pylist()]
+    stable = dict(
+        zip(*built.stable.select(["learner_id", "cohort_id"]).to_pydict().values(), strict=True)
+    )
+    cand = dict(
+        zip(*built.candidate.select(["learner_id", "cohort_id"]).to_pydict().values(), strict=True)
+    )
+    on_cand = [bucket_of(lid, salt) < 5_000 for lid in ids]
+    assert table.column("learner_id").to_pylist() == ids
+    assert table.column("model_role").to_pylist() == [
+        "candidate" if c else "stable" for c in on_cand
+    ]
+    assert table.column("cohort_id").to_pylist() == [
+        cand[lid] if c else stable[lid] for lid, c in zip(ids, on_cand, strict=True)
+    ]
+    assert routed == {"stable": on_cand.count(False), "candidate": on_cand.count(True)}
+    assert 0 < routed["candidate"] < len(ids)
