@@ -76,7 +76,8 @@ def prepare(n_learners: int) -> dict[str, Path]:
     if db.exists() and assign_path.exists() and feats_path.exists():
         return {"db": db, "assignments": assign_path, "features": feats_path}
     base = pq.read_table(_base_features())
-    parts, rep = [], 0
+    parts: list[pa.Table] = []
+    rep = 0
     while sum(p.num_rows for p in parts) < n_learners:
         ids = pc.binary_join_element_wise(f"r{rep}-", base["learner_id"], "")
         parts.append(base.set_column(0, "learner_id", ids))
