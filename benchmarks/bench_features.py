@@ -39,10 +39,11 @@ MIN_GAP_US = 3_600_000_000
 
 
 def make_data(n_events: int, chunk_learners: int = 20_000) -> Path:
-    """About ``n_events`` simulated events as a Parquet directory (chunks of learners, cached)."""
+    """About ``n_events`` simulated events as a Parquet directory (chunks of learners, cached),
+    in canonical order: sorted by (learner_id, ts), as the store exports events."""
     from cohortlens.simulate import SimulationParams, simulate
 
-    out = OUT / "data" / f"features_{n_events}"
+    out = OUT / "data" / f"features_sorted_{n_events}"
     done = out / "_DONE"
     if done.exists():
         return out
@@ -54,8 +55,8 @@ def make_data(n_events: int, chunk_learners: int = 20_000) -> Path:
         ev = ev.set_column(
             ev.schema.get_field_index("learner_id"),
             "learner_id",
-            pa.compute.binary_join_element_wise(f"c{i}-", ev.column("learner_id"), ""),
-        )
+            pa.compute.binary_join_element_wise(f"c{i:04d}-", ev.column("learner_id"), ""),
+        ).sort_by([("learner_id", "ascending"), ("ts", "ascending")])
         ev = ev.slice(0, min(ev.num_rows, n_events - total))
         pq.write_table(ev, out / f"part-{i:04d}.parquet", row_group_size=1 << 20)
         total += ev.num_rows
@@ -66,13 +67,13 @@ def make_data(n_events: int, chunk_learners: int = 20_000) -> Path:
 
 # ---------------------------------------------------------------- the three implementations
 def ours_subset(table: pa.Table) -> dict[str, np.ndarray]:
-    """Subset via the library: prepare + affinity kernel + velocity kernel + review pairs."""
-    from cohortlens.features import AffinityParams, VelocityParams
+    """Subset via the library: prepare + affinity kernel + engagement kernel + review pairs."""
+    from cohortlens.features import AffinityParams
     from cohortlens.features._prep import encode_table, encoded_item_stats, prepare_encoded
     from cohortlens.features.affinity import compute_affinity
     from cohortlens.features.params import RetentionParams
     from cohortlens.features.retention import review_pairs
-    from cohortlens.features.velocity import compute_velocity
+    from cohortlens.features.velocity import compute_engagement
 
     if "duration_s" in table.column_names:  # the subset's shares are count-based
         table = table.drop_columns(["duration_s"])
@@ -80,7 +81,7 @@ def ours_subset(table: pa.Table) -> dict[str, np.ndarray]:
     items = encoded_item_stats(enc)
     prep = prepare_encoded(enc, items, release=True)
     aff = compute_affinity(prep, items, AffinityParams(prior_events=0.0))
-    vel = compute_velocity(prep, items, VelocityParams(half_life_weeks=4.0), predictions=False)
+    eng = compute_engagement(prep, half_life_weeks=4.0)
     pairs = review_pairs(prep, RetentionParams(min_gap_hours=1.0))
     n = np.bincount(pairs.learner, minlength=prep.n_learners)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -90,7 +91,7 @@ def ours_subset(table: pa.Table) -> dict[str, np.ndarray]:
     return {
         "learner_id": np.asarray(prep.learner_ids.to_numpy(zero_copy_only=False)),
         "entropy": aff.entropy_norm,
-        "ema": vel.engagement_events_per_week,
+        "ema": eng.events_per_week,
         "mean_recall": mr,
         "mean_gap": mg,
         "half_life": h,

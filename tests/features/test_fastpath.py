@@ -30,10 +30,17 @@ def _reference_codes(values: list[str]) -> tuple[list[int], list[str]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(chunks=st.lists(_words, min_size=1, max_size=5), as_dict=st.booleans())
+@given(
+    chunks=st.lists(_words, min_size=1, max_size=5),
+    as_dict=st.booleans(),
+    run_length=st.sampled_from([1, 5, 40]),
+)
 def test_string_codes_are_sorted_ranks_across_chunks(
-    chunks: list[list[str]], as_dict: bool
+    chunks: list[list[str]], as_dict: bool, run_length: int
 ) -> None:
+    """Codes are sorted-value ranks whatever the chunking, encoding and run structure (runs of
+    4+ equal values take the run-head path)."""
+    chunks = [[v for v in c for _ in range(run_length)] for c in chunks]
     arrays = [pa.array(c, pa.string()) for c in chunks]
     if as_dict:  # every chunk has its own dictionary (as Parquet row groups do)
         arrays = [pc.dictionary_encode(a) for a in arrays]
@@ -74,8 +81,18 @@ _event = st.tuples(
 
 
 @settings(max_examples=40, deadline=None)
-@given(evs=st.lists(_event, min_size=1, max_size=150), n_chunks=st.integers(1, 4))
-def test_prepare_order_matches_lexsort(evs: list[tuple], n_chunks: int) -> None:
+@given(
+    evs=st.lists(_event, min_size=1, max_size=150),
+    n_chunks=st.integers(1, 4),
+    learner_major=st.booleans(),
+)
+def test_prepare_order_matches_lexsort(
+    evs: list[tuple], n_chunks: int, learner_major: bool
+) -> None:
+    """Any input order gives the (learner, ts, item, outcome, duration) order; input already
+    in learner order (the path that sorts in place) included."""
+    if learner_major:
+        evs = sorted(evs, key=lambda e: e[0])  # stable: time order inside a learner stays random
     t = events_table(
         [f"L{e[0]}" for e in evs],
         [e[1] / 24 for e in evs],

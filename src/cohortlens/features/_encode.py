@@ -4,7 +4,8 @@ Why: dictionary-encoding learner, item and domain strings through pyarrow (then 
 dictionary and re-indexing) was the largest cost of the feature pipeline. Here each chunk is
 encoded by one pass over its offsets and UTF-8 bytes with an open-addressing hash table that
 compares the *bytes* of colliding entries, so codes are exact (no reliance on a 64-bit hash
-being collision-free). Consecutive equal strings (learner-clustered logs) skip the hash.
+being collision-free). Consecutive equal strings (learner-clustered logs) skip the hash; in
+plain string columns made of long runs only each run's first row is coded.
 Chunks are merged at the end, and codes are renumbered to the rank of the value among the
 sorted distinct values, i.e. exactly the codes of ``pc.dictionary_encode`` + a sorted dictionary.
 """
@@ -185,7 +186,12 @@ class StringCoder:
         if len(arr) == 0:
             return np.zeros(0, np.int32)
         if not pa.types.is_dictionary(arr.type):
-            arr = pc.dictionary_encode(_as_string(arr, self.fill, self.name))
+            plain = _as_string(arr, self.fill, self.name)
+            heads = _long_run_heads(plain)
+            if heads is not None:  # learner-clustered logs: code one row per run
+                codes = self.add(pc.dictionary_encode(plain.take(pa.array(heads))))
+                return np.repeat(codes, np.diff(np.append(heads, len(plain))))
+            arr = pc.dictionary_encode(plain)
         assert isinstance(arr, pa.DictionaryArray)
         dcodes = self._dictionary_codes(arr.dictionary)
         indices = arr.indices
@@ -232,6 +238,28 @@ class StringCoder:
         rank = np.empty(len(sorted_pos), np.int32)
         rank[sorted_pos] = np.arange(len(sorted_pos), dtype=np.int32)
         return rank[gcode], distinct.take(pa.array(sorted_pos))
+
+
+_RUN_PROBE_ROWS = 1 << 16
+
+
+def _run_heads(arr: pa.Array) -> np.ndarray:
+    """Rows whose value differs from the previous row's (row 0 included)."""
+    n = len(arr)
+    starts = np.ones(n, np.bool_)
+    if n > 1:
+        differs = pc.not_equal(arr.slice(1), arr.slice(0, n - 1))
+        starts[1:] = differs.to_numpy(zero_copy_only=False)
+    return np.flatnonzero(starts)
+
+
+def _long_run_heads(arr: pa.Array) -> np.ndarray | None:
+    """Run starts when equal values mostly come in runs (a probe of the first rows decides:
+    at most one row in four starts a run), else None."""
+    probe = arr.slice(0, _RUN_PROBE_ROWS)
+    if len(arr) < 2 or 4 * len(_run_heads(probe)) > len(probe):
+        return None
+    return _run_heads(arr)
 
 
 def remap_codes(codes: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -188,8 +188,9 @@ class EventEncoder:
             cols = {k: v[: self._n] for k, v in self._cols.items()}
         else:
             empty = {"learner": np.int32, "item": np.int32, "domain": np.int32}
+            # one batch: its arrays are the columns (fresh memory is costly to fault in)
             cols = {
-                k: np.concatenate(self._parts[k])
+                k: _joined(self._parts[k])
                 if self._parts
                 else np.zeros(0, empty.get(k, np.float64 if k != "ts_us" else np.int64))
                 for k in ("learner", "item", "domain", "ts_us", "outcome", "duration_s")
@@ -202,6 +203,10 @@ class EventEncoder:
         remap_codes(cols["item"], it)
         remap_codes(cols["domain"], dt)
         return Encoded(cols, learner_ids, item_ids, domains)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def encode_table(table: pa.Table) -> Encoded:
@@ -236,18 +241,28 @@ def prepare_encoded(enc: Encoded, items: ItemStats, *, release: bool = False) ->
         raise ValueError(f"domains absent from the global stats: {missing}")
     n_l = len(enc.learner_ids)
     learner = cols.pop("learner")
-    # stable counting sort by learner as a scatter (two passes to bound peak memory)
-    base, starts = _scatter_plan(learner, n_l, nb.get_num_threads())
-    ts, item_local, domain = _scatter3(
-        learner,
-        base,
-        cols.pop("ts_us"),
-        cols.pop("item"),
-        cols.pop("domain"),
-        dom_map.astype(np.int32),
-    )
-    outcome, duration = _scatter2(learner, base, cols.pop("outcome"), cols.pop("duration_s"))
-    del learner, base
+    starts, in_order = _sorted_starts(learner, n_l)
+    if in_order:
+        # already learner-major (canonical events sorted by learner_id): the columns are used
+        # as they are, and only segments out of time order are sorted below
+        del learner
+        ts, item_local = _own(cols.pop("ts_us"), release), _own(cols.pop("item"), release)
+        domain = remap_codes(_own(cols.pop("domain"), release), dom_map.astype(np.int32))
+        outcome = _own(cols.pop("outcome"), release)
+        duration = _own(cols.pop("duration_s"), release)
+    else:
+        # stable counting sort by learner as a scatter (two passes to bound peak memory)
+        base, starts = _scatter_plan(learner, n_l, nb.get_num_threads())
+        ts, item_local, domain = _scatter3(
+            learner,
+            base,
+            cols.pop("ts_us"),
+            cols.pop("item"),
+            cols.pop("domain"),
+            dom_map.astype(np.int32),
+        )
+        outcome, duration = _scatter2(learner, base, cols.pop("outcome"), cols.pop("duration_s"))
+        del learner, base
     # deterministic order: (learner, ts, item, outcome, duration); full ties are interchangeable
     _sort_segments(starts, ts, item_local, domain, outcome, duration)
     return Prepared(
@@ -261,6 +276,35 @@ def prepare_encoded(enc: Encoded, items: ItemStats, *, release: bool = False) ->
         outcome=outcome,
         duration_s=duration,
     )
+
+
+def _own(column: np.ndarray, released: bool) -> np.ndarray:
+    """The column itself if the caller gave it up and it is writable (sorted in place), else a
+    copy."""
+    return column if released and column.flags.writeable else column.copy()
+
+
+@nb.njit(cache=True, nogil=True)
+def _sorted_starts(  # pragma: no cover - jit
+    learner: np.ndarray, n_learners: int
+) -> tuple[np.ndarray, bool]:
+    """Per-learner starts if the rows are already in learner order (codes 0, 0, 1, 2, 2, ...)."""
+    starts = np.zeros(n_learners + 1, np.int64)
+    n = learner.shape[0]
+    if n == 0:
+        return starts, n_learners == 0
+    if learner[0] != 0:
+        return starts, False
+    k = 0
+    for i in range(1, n):
+        c = learner[i]
+        if c != k:
+            if c != k + 1:
+                return starts, False
+            k = c
+            starts[k] = i
+    starts[n_learners] = n
+    return starts, k == n_learners - 1
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)

@@ -35,13 +35,78 @@ def ema_rate(half_life_weeks: float) -> float:
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
+def _engagement_kernel(  # pragma: no cover - jit
+    starts: np.ndarray,
+    ts: np.ndarray,
+    duration: np.ndarray,
+    lam: float,
+    as_of_week: int,
+    duration_cap: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Active weeks and the EMAs of weekly events and minutes (every event; silent weeks decay
+    the EMA up to ``as_of_week``), normalized by 1 - (1 - lam)^weeks."""
+    n_l = starts.shape[0] - 1
+    active_weeks_out = np.zeros(n_l, np.int64)
+    eng_ev_out = np.full(n_l, np.nan)
+    eng_min_out = np.full(n_l, np.nan)
+    keep = 1.0 - lam
+    for li in nb.prange(n_l):
+        a = starts[li]
+        b = starts[li + 1]
+        if a == b:
+            continue
+        cur_aw = -1
+        s_ev = 0.0
+        s_min = 0.0
+        n_aw = 0
+        n_aweeks = 0
+        w_ev = 0.0
+        w_min = 0.0
+        has_dur = False
+        for e in range(a, b):
+            w = (ts[e] - MONDAY0_US) // WEEK_US
+            if w != cur_aw:
+                if cur_aw >= 0:
+                    s_ev = keep * s_ev + lam * w_ev
+                    s_min = keep * s_min + lam * w_min
+                    n_aw += 1
+                    gap = w - cur_aw - 1
+                    if gap > 0:
+                        s_ev *= keep**gap
+                        s_min *= keep**gap
+                        n_aw += gap
+                n_aweeks += 1
+                cur_aw = w
+                w_ev = 0.0
+                w_min = 0.0
+            w_ev += 1.0
+            d_s = duration[e]
+            if not np.isnan(d_s):
+                has_dur = True
+                w_min += min(max(d_s, 0.0), duration_cap) / 60.0
+        # close the last activity week, then silent weeks up to as_of
+        s_ev = keep * s_ev + lam * w_ev
+        s_min = keep * s_min + lam * w_min
+        n_aw += 1
+        if as_of_week > cur_aw:
+            s_ev *= keep ** (as_of_week - cur_aw)
+            s_min *= keep ** (as_of_week - cur_aw)
+            n_aw += as_of_week - cur_aw
+        norm = 1.0 - keep**n_aw
+        eng_ev_out[li] = s_ev / norm
+        if has_dur:
+            eng_min_out[li] = s_min / norm
+        active_weeks_out[li] = n_aweeks
+    return active_weeks_out, eng_ev_out, eng_min_out
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _velocity_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     ts: np.ndarray,
     item: np.ndarray,
     domain: np.ndarray,
     outcome: np.ndarray,
-    duration: np.ndarray,
     difficulty: np.ndarray,
     default_difficulty: float,
     n_domains: int,
@@ -53,7 +118,6 @@ def _velocity_kernel(  # pragma: no cover - jit
     min_graded: int,
     min_weeks: int,
     as_of_week: int,
-    duration_cap: float,
     use: np.ndarray,
     g_floor: float,
     burn_in: int,
@@ -67,9 +131,6 @@ def _velocity_kernel(  # pragma: no cover - jit
     vel_out = np.full(n_l, np.nan)
     n_graded_out = np.zeros(n_l, np.int64)
     graded_weeks_out = np.zeros(n_l, np.int64)
-    active_weeks_out = np.zeros(n_l, np.int64)
-    eng_ev_out = np.full(n_l, np.nan)
-    eng_min_out = np.full(n_l, np.nan)
     status_out = np.zeros(n_l, np.int64)
     keep = 1.0 - lam
     with_pred = p_pred.shape[0] > 0
@@ -92,41 +153,11 @@ def _velocity_kernel(  # pragma: no cover - jit
         s_gain = 0.0
         n_gain = 0
         n_gweeks = 0
-        # activity-week state (engagement levels)
-        cur_aw = -1
-        s_ev = 0.0
-        s_min = 0.0
-        n_aw = 0
-        n_aweeks = 0
-        w_ev = 0.0
-        w_min = 0.0
-        has_dur = False
         for e in range(a, b):
-            w = (ts[e] - MONDAY0_US) // WEEK_US
-            # ---- engagement (every event) ----
-            if w != cur_aw:
-                if cur_aw >= 0:
-                    s_ev = keep * s_ev + lam * w_ev
-                    s_min = keep * s_min + lam * w_min
-                    n_aw += 1
-                    gap = w - cur_aw - 1
-                    if gap > 0:
-                        s_ev *= keep**gap
-                        s_min *= keep**gap
-                        n_aw += gap
-                n_aweeks += 1
-                cur_aw = w
-                w_ev = 0.0
-                w_min = 0.0
-            w_ev += 1.0
-            d_s = duration[e]
-            if not np.isnan(d_s):
-                has_dur = True
-                w_min += min(max(d_s, 0.0), duration_cap) / 60.0
-            # ---- ability (graded events) ----
             y = outcome[e]
             if np.isnan(y):
                 continue
+            w = (ts[e] - MONDAY0_US) // WEEK_US
             it = item[e]
             bdiff = difficulty[it] if it >= 0 else default_difficulty
             d = domain[e]
@@ -174,19 +205,6 @@ def _velocity_kernel(  # pragma: no cover - jit
             if cur_gw < 0 and n >= burn_in:
                 cur_gw = w
                 first_gw = w
-        # close the last activity week, then silent weeks up to as_of
-        s_ev = keep * s_ev + lam * w_ev
-        s_min = keep * s_min + lam * w_min
-        n_aw += 1
-        if as_of_week > cur_aw:
-            s_ev *= keep ** (as_of_week - cur_aw)
-            s_min *= keep ** (as_of_week - cur_aw)
-            n_aw += as_of_week - cur_aw
-        norm = 1.0 - keep**n_aw
-        eng_ev_out[li] = s_ev / norm
-        if has_dur:
-            eng_min_out[li] = s_min / norm
-        active_weeks_out[li] = n_aweeks
         n_graded_out[li] = n
         graded_weeks_out[li] = n_gweeks
         if n == 0:
@@ -208,16 +226,7 @@ def _velocity_kernel(  # pragma: no cover - jit
             status_out[li] = 3
         else:
             vel_out[li] = s_gain / (1.0 - keep**n_gain)
-    return (
-        theta_out,
-        vel_out,
-        n_graded_out,
-        graded_weeks_out,
-        active_weeks_out,
-        eng_ev_out,
-        eng_min_out,
-        status_out,
-    )
+    return theta_out, vel_out, n_graded_out, graded_weeks_out, status_out
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -274,6 +283,39 @@ def _next_attempt_pass(  # pragma: no cover - jit
 
 
 @dataclass(frozen=True)
+class EngagementResult:
+    """Per-learner activity columns (learner order of the ``Prepared`` input)."""
+
+    active_weeks: np.ndarray
+    events_per_week: np.ndarray
+    minutes_per_week: np.ndarray  # NaN for learners without any duration
+
+
+def _as_of_week(as_of_us: int | None) -> int:
+    return -1 if as_of_us is None else int((as_of_us - MONDAY0_US) // WEEK_US)
+
+
+def compute_engagement(
+    prep: Prepared,
+    half_life_weeks: float,
+    *,
+    as_of_us: int | None = None,
+    duration_cap_s: float = 1800.0,
+) -> EngagementResult:
+    """Engagement velocity: EMA over weeks of weekly events and active minutes (durations
+    capped at ``duration_cap_s``), silent weeks counting as zero up to ``as_of_us``."""
+    weeks, events, minutes = _engagement_kernel(
+        prep.starts,
+        prep.ts_us,
+        prep.duration_s,
+        ema_rate(half_life_weeks),
+        _as_of_week(as_of_us),
+        duration_cap_s,
+    )
+    return EngagementResult(weeks, events, minutes)
+
+
+@dataclass(frozen=True)
 class VelocityResult:
     """Per-learner velocity columns (learner order of the ``Prepared`` input)."""
 
@@ -305,7 +347,7 @@ def compute_velocity(
     off). With ``predictions=False`` it is an empty array (saves 8 bytes per event) and the
     other outputs are the same.
     """
-    as_of_week = -1 if as_of_us is None else int((as_of_us - MONDAY0_US) // WEEK_US)
+    as_of_week = _as_of_week(as_of_us)
     p_pred = np.full(len(prep.ts_us) if predictions else 0, np.nan)
     # difficulty per local item code (the kernel reads item_local; -1 = unknown item)
     l2g = prep.local_to_global
@@ -320,7 +362,6 @@ def compute_velocity(
         item_code,
         prep.domain,
         prep.outcome,
-        prep.duration_s,
         np.ascontiguousarray(diff_local),
         items.default_difficulty,
         max(len(items.domains), 1),
@@ -332,7 +373,6 @@ def compute_velocity(
         params.min_graded_events,
         params.min_active_weeks,
         as_of_week,
-        duration_cap_s,
         prep.first_attempt if params.first_attempts_only else np.ones(len(prep.ts_us), np.bool_),
         params.guess_floor,
         max(params.burn_in_events, 1),
@@ -341,7 +381,10 @@ def compute_velocity(
         params.drift_var_logit2_per_week,
         p_pred,
     )
-    theta, vel, n_graded, graded_weeks, active_weeks, eng_ev, eng_min, status = out
+    theta, vel, n_graded, graded_weeks, status = out
+    eng = compute_engagement(
+        prep, params.half_life_weeks, as_of_us=as_of_us, duration_cap_s=duration_cap_s
+    )
     if predictions:
         _next_attempt_pass(
             prep.starts,
@@ -357,5 +400,13 @@ def compute_velocity(
             params.current_time_shift_s,
         )
     return VelocityResult(
-        theta, vel, n_graded, graded_weeks, active_weeks, eng_ev, eng_min, status, p_pred
+        theta,
+        vel,
+        n_graded,
+        graded_weeks,
+        eng.active_weeks,
+        eng.events_per_week,
+        eng.minutes_per_week,
+        status,
+        p_pred,
     )
