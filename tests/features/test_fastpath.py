@@ -190,3 +190,28 @@ def test_in_memory_and_spill_paths_agree(parquet_dir: Path, synth: Synth, tmp_pa
     )
     assert len(list((tmp_path / "fast").glob("features-*.parquet"))) == 3
     assert parts.num_rows == expected.num_rows
+
+
+@settings(max_examples=40, deadline=None)
+@given(evs=st.lists(_event, min_size=1, max_size=150))
+def test_item_order_against_a_naive_walk(evs: list[tuple]) -> None:
+    """Inside each learner: items in order of first attempt, each item's rows in time order;
+    first-attempt flags on each (learner, item)'s earliest row."""
+    t = events_table(
+        [f"L{e[0]}" for e in evs],
+        [e[1] / 24 for e in evs],
+        [f"i{e[2]}" for e in evs],
+        [e[3] for e in evs],
+    )
+    prep = prepare(t, item_stats(t))
+    expected: list[int] = []
+    first = np.zeros(len(prep.ts_us), np.bool_)
+    for k in range(prep.n_learners):
+        rows = list(range(prep.starts[k], prep.starts[k + 1]))
+        items = list(dict.fromkeys(int(prep.item_local[r]) for r in rows))
+        for it in items:
+            mine = [r for r in rows if prep.item_local[r] == it]
+            first[mine[0]] = True
+            expected.extend(mine)
+    assert prep.item_order.tolist() == expected
+    assert np.array_equal(prep.first_attempt, first)

@@ -71,12 +71,14 @@ class Prepared:
         n = len(self.item_local)
         order = np.empty(n, np.int32 if n < 2**31 else np.int64)
         first = np.zeros(n, np.bool_)
-        _item_order(self.starts, self.item_local, order, first)
+        chunks = 4 * nb.get_num_threads()  # learners per chunk share one item -> slot table
+        _item_order(self.starts, self.item_local, self.n_local_items, chunks, order, first)
         return order, first
 
     @property
     def item_order(self) -> np.ndarray:
-        """Row order by (learner, item), time order kept inside each (learner, item) run."""
+        """Row order by (learner, item, time); inside a learner, items in the order of the
+        learner's first attempt of them (the same for any partitioning)."""
         return self._item_runs[0]
 
     @property
@@ -461,28 +463,59 @@ def _sort_segments(  # pragma: no cover - jit
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def _item_order(  # pragma: no cover - jit
-    starts: np.ndarray, item: np.ndarray, order: np.ndarray, first: np.ndarray
+    starts: np.ndarray,
+    item: np.ndarray,
+    n_items: int,
+    n_chunks: int,
+    order: np.ndarray,
+    first: np.ndarray,
 ) -> None:
-    """Fill rows by (learner, item), stable inside a learner, and first-attempt flags."""
+    """Fill rows by (learner, item, time) and first-attempt flags; no sort.
+
+    Inside a learner, items come in the order of the learner's first attempt of them: a
+    counting sort over slots handed out on first sight (a per-chunk item -> slot table, reset
+    after each learner), so the cost is linear in the rows.
+    """
     n_l = starts.shape[0] - 1
-    for k in nb.prange(n_l):
-        a = starts[k]
-        b = starts[k + 1]
-        if a == b:
-            continue
-        # unique keys (item, position): an unstable sort gives the stable order
-        keys = np.empty(b - a, np.int64)
-        for j in range(b - a):
-            keys[j] = (np.int64(item[a + j]) << 32) | j
-        keys.sort()
-        prev = -1
-        for j in range(b - a):
-            r = a + (keys[j] & 0xFFFFFFFF)
-            order[a + j] = r
-            it = item[r]
-            if j == 0 or it != prev:
-                first[r] = True
-            prev = it
+    n_chunks = min(n_l, n_chunks)
+    if n_chunks <= 0:
+        return
+    step = (n_l + n_chunks - 1) // n_chunks
+    for c in nb.prange(n_chunks):
+        lo = c * step
+        hi = min(n_l, lo + step)
+        longest = 0
+        for k in range(lo, hi):
+            longest = max(longest, starts[k + 1] - starts[k])
+        slot = np.full(n_items, -1, np.int64)
+        seen = np.empty(longest, np.int64)
+        fill = np.empty(longest, np.int64)
+        for k in range(lo, hi):
+            a = starts[k]
+            b = starts[k + 1]
+            d = 0
+            for r in range(a, b):
+                it = item[r]
+                s = slot[it]
+                if s < 0:
+                    s = d
+                    slot[it] = d
+                    seen[d] = it
+                    fill[d] = 0
+                    first[r] = True
+                    d += 1
+                fill[s] += 1
+            acc = a
+            for s in range(d):  # counts -> first row of each slot
+                cnt = fill[s]
+                fill[s] = acc
+                acc += cnt
+            for r in range(a, b):
+                s = slot[item[r]]
+                order[fill[s]] = r
+                fill[s] += 1
+            for s in range(d):
+                slot[seen[s]] = -1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -200,7 +200,7 @@ class PairSample:
 def sample_pairs(
     prep: Prepared, params: RetentionParams, pairs: ReviewPairs | None = None
 ) -> PairSample:
-    """Pairs of this partition's learners in the fit sample, ordered by (hash, item, ts), capped."""
+    """Pairs of this partition's learners in the fit sample, ordered by learner hash, capped."""
     hashes = learner_hash(prep.learner_ids)
     keep_learner = in_fit_sample(hashes, params.fit_sample_permille)
     if pairs is None:

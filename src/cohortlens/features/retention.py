@@ -120,7 +120,7 @@ def _pair_fill(  # pragma: no cover - jit
     y: np.ndarray,
     min_gap_us: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fill the pairs of every learner at ``pair_starts`` (learner-major, (item, ts) order)."""
+    """Fill the pairs of every learner at ``pair_starts`` (learner-major, ``item_order``)."""
     n_l = starts.shape[0] - 1
     m = pair_starts[n_l]
     learner = np.empty(m, np.int64)
@@ -186,7 +186,7 @@ def _pair_stats(
 def review_pairs(prep: Prepared, params: RetentionParams) -> ReviewPairs:
     """All review pairs of the learners in ``prep`` (numba, one pass per learner in parallel).
 
-    Pairs are learner-major and, inside a learner, in (item, time) order; ``x`` counts the
+    Pairs are learner-major and, inside a learner, in ``Prepared.item_order``; ``x`` counts the
     earlier correct / wrong attempts of the item within the learner's own history.
     """
     _, pair_starts, _, _ = _pair_stats(prep, params)

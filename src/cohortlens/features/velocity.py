@@ -245,8 +245,8 @@ def _next_attempt_pass(  # pragma: no cover - jit
 ) -> None:
     """Prior logits in ``pred`` -> next-attempt probabilities, in place.
 
-    ``order`` visits each learner's rows by (item, time). Without ``current`` every graded row
-    gets ``g + (1 - g) sigmoid(prior)``. With it, an item's first graded attempt sets the
+    ``order`` visits each learner's rows item by item, in time order. Without ``current``
+    every graded row gets ``g + (1 - g) sigmoid(prior)``. With it, an item's first graded attempt sets the
     current knowledge m to its prior logit; each later graded attempt is predicted from
     ``m + time_shift_s / (seconds since the previous graded attempt)``, and after every attempt
     ``m += step (y - P)`` with ``step_correct`` or ``step_wrong`` (Pelánek et al. 2017).
