@@ -289,6 +289,7 @@ def subset_case(
         "case": "subset",
         "events": n,
         "input": "dictionary" if dictionary else "plain",
+        "numpy_madvise_hugepage": os.environ.get("NUMPY_MADVISE_HUGEPAGE"),
     }
     t_ours, runs_ours, ours = _median_time(lambda: ours_subset(table), repeats)
     t_duck, runs_duck, duck = _median_time(lambda: duckdb_subset(table, k), repeats)

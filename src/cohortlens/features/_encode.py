@@ -181,8 +181,14 @@ class StringCoder:
         small dictionaries are hashed here (and chunks sharing a dictionary reuse its codes).
         """
         if isinstance(arr, pa.ChunkedArray):
-            parts = [self.add(c) for c in arr.chunks]
-            return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+            # one output array filled chunk by chunk: the per-chunk codes are small and their
+            # memory is reused, where concatenating them would fault in a second full column
+            out = np.empty(len(arr), np.int32)
+            pos = 0
+            for chunk in arr.chunks:
+                out[pos : pos + len(chunk)] = self.add(chunk)
+                pos += len(chunk)
+            return out
         if len(arr) == 0:
             return np.zeros(0, np.int32)
         if not pa.types.is_dictionary(arr.type):
