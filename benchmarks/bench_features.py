@@ -13,7 +13,8 @@ from a DataFrame of plain strings; ours = ``prepare`` + the library's kernels, o
 Full: ``build_features`` from Parquet (all three engines, 2 worker processes), peak RSS of the
 process tree sampled every 0.1 s, at 1M / 10M / 50M events.
 
-Usage: ``python -m benchmarks.bench_features [--sizes 1000000 10000000 50000000] [--repeats 3]``.
+Usage: ``python -m benchmarks.bench_features [--sizes 1000000 10000000 50000000] [--repeats 3]
+[--input both|dictionary|plain] [--only subset|full]``.
 """
 
 from __future__ import annotations
@@ -396,14 +397,19 @@ def main() -> None:
     ap.add_argument("--only", choices=["subset", "full"], default=None)
     ap.add_argument("--no-pandas", action="store_true", help="skip the (slow) pandas subset")
     ap.add_argument(
-        "--dictionary", action="store_true", help="subset input with dictionary string columns"
+        "--input",
+        choices=["dictionary", "plain", "both"],
+        default="both",
+        help="subset input: string columns as Arrow dictionaries, plain strings, or both",
     )
     a = ap.parse_args()
     for n in a.sizes:
         if a.only in (None, "subset") and n >= 10_000_000:
-            with_pd = not a.no_pandas
-            row = subset_case(n, a.repeats, with_pandas=with_pd, dictionary=a.dictionary)
-            print(json.dumps(row), flush=True)
+            forms = {"dictionary": [True], "plain": [False], "both": [True, False]}[a.input]
+            for i, dictionary in enumerate(forms):  # pandas once: it gets plain strings anyway
+                with_pd = i == 0 and not a.no_pandas
+                row = subset_case(n, a.repeats, with_pandas=with_pd, dictionary=dictionary)
+                print(json.dumps(row), flush=True)
         if a.only in (None, "full"):
             print(json.dumps(full_case(n, a.repeats, a.workers)), flush=True)
 
