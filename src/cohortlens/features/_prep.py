@@ -71,7 +71,10 @@ class Prepared:
         n = len(self.item_local)
         order = np.empty(n, np.int32 if n < 2**31 else np.int64)
         first = np.zeros(n, np.bool_)
-        chunks = 4 * nb.get_num_threads()  # learners per chunk share one item -> slot table
+        # Learners of one chunk share an item -> slot table (4 bytes per item): a few chunks per
+        # thread balance the load, fewer when the tables would pass 64 MiB in all.
+        threads = nb.get_num_threads()
+        chunks = min(4 * threads, max(threads, (64 << 20) // max(4 * self.n_local_items, 1)))
         _item_order(self.starts, self.item_local, self.n_local_items, chunks, order, first)
         return order, first
 
@@ -487,7 +490,7 @@ def _item_order(  # pragma: no cover - jit
         longest = 0
         for k in range(lo, hi):
             longest = max(longest, starts[k + 1] - starts[k])
-        slot = np.full(n_items, -1, np.int64)
+        slot = np.full(n_items, -1, np.int32)
         seen = np.empty(longest, np.int64)
         fill = np.empty(longest, np.int64)
         for k in range(lo, hi):
