@@ -27,6 +27,7 @@ from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.types import DecoratedCallable
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -482,37 +483,35 @@ def _admin_routes(
         await run_in_threadpool(svc.refresh)
         return routing_to_dict(routing)
 
-    @app.get(
-        "/v1/admin/routing",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-    )
+    def admin(
+        method: str, path: str, summary: str | None = None, *, model: type[Any] = s.RoutingInfo
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """Mount an admin route: bearer-token auth, the ``admin`` tag, the shared error codes."""
+        return app.api_route(
+            path,
+            methods=[method],
+            response_model=model,
+            responses=errors,
+            tags=["admin"],
+            dependencies=auth,
+            summary=summary,
+        )
+
+    @admin("GET", "/v1/admin/routing")
     async def get_routing() -> dict[str, Any]:
         return await run_in_threadpool(service().routing_dict)
 
-    @app.put(
+    @admin(
+        "PUT",
         "/v1/admin/routing/candidate",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="Start a release: this model becomes the candidate at weight 0 (new salt)",
+        "Start a release: this model becomes the candidate at weight 0 (new salt)",
     )
     async def put_candidate(req: s.CandidateRequest) -> dict[str, Any]:
         return await apply(
             lambda st: st.start_release(req.model_id, actor="api", reason=req.reason)
         )
 
-    @app.put(
-        "/v1/admin/routing/weight",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="Set the candidate's share of learners",
-    )
+    @admin("PUT", "/v1/admin/routing/weight", "Set the candidate's share of learners")
     async def put_weight(req: s.WeightRequest) -> dict[str, Any]:
         return await apply(
             lambda st: st.set_candidate_weight(
@@ -523,35 +522,22 @@ def _admin_routes(
             )
         )
 
-    @app.post(
-        "/v1/admin/routing/promote",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="The candidate becomes the stable model",
-    )
+    @admin("POST", "/v1/admin/routing/promote", "The candidate becomes the stable model")
     async def promote(req: s.ReasonRequest) -> dict[str, Any]:
         return await apply(lambda st: st.promote_candidate(actor="api", reason=req.reason))
 
-    @app.post(
+    @admin(
+        "POST",
         "/v1/admin/routing/clear",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="Route everybody to the stable model and retire the candidate",
+        "Route everybody to the stable model and retire the candidate",
     )
     async def clear(req: s.ReasonRequest) -> dict[str, Any]:
         return await apply(lambda st: st.clear_candidate(actor="api", reason=req.reason))
 
-    @app.post(
+    @admin(
+        "POST",
         "/v1/admin/models/{model_id}/activate",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="Make a model the stable one at once (no rollout)",
+        "Make a model the stable one at once (no rollout)",
     )
     async def activate(model_id: ModelId) -> dict[str, Any]:
         def run(st: Any) -> Any:
@@ -561,13 +547,10 @@ def _admin_routes(
 
         return await apply(run)
 
-    @app.post(
+    @admin(
+        "POST",
         "/v1/admin/models/{model_id}/retire",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="Retire a model that is neither stable nor candidate",
+        "Retire a model that is neither stable nor candidate",
     )
     async def retire(model_id: ModelId) -> dict[str, Any]:
         def run(st: Any) -> Any:
@@ -582,14 +565,7 @@ def _admin_routes(
 
         return await apply(run)
 
-    @app.post(
-        "/v1/admin/reload",
-        response_model=s.RoutingInfo,
-        responses=errors,
-        tags=["admin"],
-        dependencies=auth,
-        summary="Reload models and routing from the store now",
-    )
+    @admin("POST", "/v1/admin/reload", "Reload models and routing from the store now")
     async def reload() -> dict[str, Any]:
         svc = service()
         await run_in_threadpool(svc.refresh, force=True)
@@ -597,13 +573,11 @@ def _admin_routes(
 
     if settings.fault_injection:
 
-        @app.put(
+        @admin(
+            "PUT",
             "/v1/admin/faults",
-            response_model=s.FaultsRequest,
-            responses=errors,
-            tags=["admin"],
-            dependencies=auth,
-            summary="Inject candidate faults (chaos testing; --enable-fault-injection)",
+            "Inject candidate faults (chaos testing; --enable-fault-injection)",
+            model=s.FaultsRequest,
         )
         async def put_faults(req: s.FaultsRequest) -> dict[str, float]:
             f = service().set_faults(req.candidate_error_rate, req.candidate_latency_ms)
