@@ -15,6 +15,7 @@ import pytest
 from cohortlens.experiments.assignment import bucket_of, buckets
 from cohortlens.rollout.routers import StoreRouter
 from cohortlens.rollout.routing import candidate_mask, candidate_threshold, guardrail_arms
+from cohortlens.rollout.simulation import release_salts
 from cohortlens.store.duckdb import DuckDBStore
 
 N = 100_000
@@ -61,6 +62,17 @@ def test_a_new_release_draws_a_new_salt_and_split(store: DuckDBStore) -> None:
     # Independent splits: the overlap is about 0.1 × 0.1 of everybody, not 0.1.
     overlap = (a & b).mean()
     assert 0.007 <= overlap <= 0.013, overlap
+
+
+def test_a_store_router_can_supply_the_salts(store: DuckDBStore) -> None:
+    # The simulation's releases take salts derived from its seed, in order.
+    expected = release_salts(7)
+    router = StoreRouter(store, "test", salts=release_salts(7))
+    first = router.start_release(2, reason="first")
+    second = router.start_release(3, reason="second")
+    assert [first.salt, second.salt] == [expected(), expected()]
+    assert first.salt != second.salt
+    assert release_salts(8)() != first.salt
 
 
 def test_the_vectorised_hash_is_the_reference_hash() -> None:

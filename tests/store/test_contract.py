@@ -213,6 +213,44 @@ def test_start_release_refuses_unknown_and_stable_models(store: Any) -> None:
     assert _statuses(store) == {m1: "active"}
 
 
+def test_a_release_takes_a_given_salt(store: Any) -> None:
+    # Simulations supply salts derived from their seed; real releases draw them.
+    store.save_model({"v": 1}, feature_run_id=None, activate=True)
+    m2 = store.save_model({"v": 2}, feature_run_id=None, activate=False)
+    r = store.start_release(m2, actor="sim", salt="0123456789abcdef")
+    assert (r.salt, r.release_id, r.candidate_model_id) == ("0123456789abcdef", 1, m2)
+    assert store.routing() == r
+    assert store.routing_history()[-1]["routing"]["salt"] == "0123456789abcdef"
+    drawn = store.start_release(m2, actor="sim", salt=None)
+    assert drawn.salt != r.salt
+    assert re.fullmatch(r"[0-9a-f]{16}", drawn.salt)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "0123456789abcde",
+        "0123456789abcdef0",
+        "0123456789ABCDEF",
+        "0123456789abcdeg",
+        "0123456789abcdef\n",
+        " 0123456789abcdef",
+        0x0123456789ABCDEF,
+        b"0123456789abcdef",
+    ],
+)
+def test_a_malformed_salt_is_an_input_error_and_changes_nothing(store: Any, bad: Any) -> None:
+    store.save_model({"v": 1}, feature_run_id=None, activate=True)
+    m2 = store.save_model({"v": 2}, feature_run_id=None, activate=False)
+    before = store.routing()
+    with pytest.raises(InputError, match="salt"):
+        store.start_release(m2, actor="sim", salt=bad)
+    assert store.routing() == before
+    assert _statuses(store)[m2] == "candidate"
+    assert len(store.routing_history()) == 1
+
+
 @pytest.mark.parametrize("bad", [-0.01, 1.0000001, float("nan"), float("inf"), True, "0.5"])
 def test_weights_outside_0_1_are_input_errors(store: Any, bad: Any) -> None:
     store.save_model({"v": 1}, feature_run_id=None, activate=True)

@@ -13,6 +13,7 @@ routing change it has not seen (:class:`~cohortlens.store.base.ConflictError`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -47,19 +48,27 @@ class TrafficRouter(Protocol):
 
 
 class StoreRouter:
-    """Routing changes as store transactions (each one also appends to ``routing_log``)."""
+    """Routing changes as store transactions (each one also appends to ``routing_log``).
 
-    def __init__(self, store: Any, actor: str) -> None:
+    ``salts``, when given, supplies the salt of every release it starts (simulations derive
+    them from their seed); otherwise the store draws a fresh random salt per release.
+    """
+
+    def __init__(self, store: Any, actor: str, *, salts: Callable[[], str] | None = None) -> None:
         self.store = store
         self.actor = actor
+        self.salts = salts
 
     def routing(self) -> RoutingView:
         """The store's routing row."""
         return RoutingView.of(self.store.routing())
 
     def start_release(self, model_id: int, *, reason: str) -> RoutingView:
-        """``store.start_release``."""
-        return RoutingView.of(self.store.start_release(model_id, actor=self.actor, reason=reason))
+        """``store.start_release`` (with the next of ``salts`` when given)."""
+        salt = None if self.salts is None else self.salts()
+        return RoutingView.of(
+            self.store.start_release(model_id, actor=self.actor, reason=reason, salt=salt)
+        )
 
     def set_weight(
         self, weight: float, *, reason: str, expected_revision: int | None

@@ -5,7 +5,8 @@ the ``/metrics`` parser are the production code; only the service is simulated. 
 :class:`SimulatedFleet` serves learners from a population of ids, routed with the release's
 salt exactly as the service routes them, and exports the service's Prometheus metrics
 (several replicas, scraped and summed); learners report outcomes (completion) over time.
-Time only moves when the controller sleeps.
+Time only moves when the controller sleeps. A run is reproducible: the traffic, the outcomes
+and the release salts (hence the split) all derive from the seed (:func:`release_salts`).
 
 Faults (:data:`FAULTS`), each injected ``offset_s`` after a chosen analysis step starts
 (``canary``, ``ramp``, ``full`` name the 1st, 2nd, 3rd analysis step):
@@ -23,9 +24,10 @@ Faults (:data:`FAULTS`), each injected ``offset_s`` after a chosen analysis step
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +47,7 @@ from cohortlens.rollout.routing import candidate_threshold, guardrail_arms
 from cohortlens.rollout.runner import Controller
 from cohortlens.rollout.spec import AnalysisStep, RolloutSpec, ServiceMetricsSpec
 from cohortlens.rollout.state import TERMINAL, Decision, Phase
+from cohortlens.store._routing import SALT_BYTES
 
 #: Fault kinds understood by :func:`simulate`.
 FAULTS = ("error_rate", "latency", "guardrail", "metrics_outage", "controller_crash")
@@ -74,6 +77,21 @@ _START = datetime(2030, 1, 1, tzinfo=UTC)
 def learner_ids(n: int) -> pa.Array:
     """``learner-000000`` ... ``learner-{n-1}`` (cached: tests simulate many rollouts)."""
     return pa.array([f"learner-{i:06d}" for i in range(n)], pa.string())
+
+
+def release_salts(seed: int) -> Callable[[], str]:
+    """The salts of a simulation's successive releases, derived from ``seed``.
+
+    Real releases draw a random salt (the store's default); a simulation supplies these so
+    that the same seed routes the same learners to the candidate, run after run.
+    """
+    counter = itertools.count(1)
+
+    def salt() -> str:
+        digest = hashlib.sha256(f"cohortlens-simulation/{seed}/{next(counter)}".encode())
+        return digest.hexdigest()[: 2 * SALT_BYTES]
+
+    return salt
 
 
 class SimulatedCrashError(Exception):
@@ -417,7 +435,8 @@ def simulate(
         spec: the rollout (default :func:`simulation_spec`); its ``candidate_model_id``,
             router and metrics are replaced by the simulation's.
         faults: injected faults.
-        seed: randomness of the traffic and outcomes.
+        seed: randomness of the traffic, the outcomes and the release salts: the same seed
+            (and arguments) gives the same result.
         params: the simulated fleet.
         store: a store implementing the rollout contract (default: DuckDB in memory).
         max_virtual_s: give up after this much virtual time.
@@ -456,6 +475,7 @@ def _run(
     clock = VirtualClock(_START, fleet)
     analysis_steps = [i for i, s in enumerate(spec.steps) if isinstance(s, AnalysisStep)]
     crash_armed: dict[str, Any] = {"at": None}
+    salts = release_salts(seed)  # shared: a restarted controller takes the next salt
 
     def after_persist(decision: Decision) -> None:
         at = crash_armed["at"]
@@ -468,7 +488,7 @@ def _run(
         return Controller(
             store,
             spec,
-            router=StoreRouter(store, holder),
+            router=StoreRouter(store, holder, salts=salts),
             metrics=ServiceMetricsProvider(fleet.urls(), str(cand_id), transport=fleet.transport),
             guardrails=SimulatedOutcomes(fleet),
             clock=clock,
@@ -597,5 +617,6 @@ __all__ = [
     "SimulatedOutcomes",
     "SimulationResult",
     "VirtualClock",
+    "release_salts",
     "simulate",
 ]

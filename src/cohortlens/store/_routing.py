@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from cohortlens.store.base import MODEL_STATUSES, ConflictError, Routing
 
 #: Bytes of randomness in a release salt (hex-encoded: twice as many characters).
 SALT_BYTES = 8
+_SALT_RE = re.compile(f"[0-9a-f]{{{2 * SALT_BYTES}}}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ class Plan:
 def new_salt() -> str:
     """A fresh random release salt (hex)."""
     return secrets.token_hex(SALT_BYTES)
+
+
+def check_salt(value: str) -> str:
+    """A caller-supplied release salt: the format of :func:`new_salt` (lowercase hex).
+
+    Only simulations and tests supply salts (to be reproducible); real releases draw one.
+    """
+    if not isinstance(value, str) or not _SALT_RE.fullmatch(value):
+        raise InputError(f"salt: expected {2 * SALT_BYTES} lowercase hex characters, got {value!r}")
+    return value
 
 
 def utc(value: datetime) -> datetime:

@@ -139,13 +139,17 @@ class SharedState:
         actor: str,
         reason: str | None = None,
         expected_revision: int | None = None,
+        salt: str | None = None,
     ) -> Routing:
         """Make a stored model the candidate at weight 0, with a new salt and release id.
 
-        StoreError when the model is unknown or is the stable model; a different previous
-        candidate is retired.
+        The salt is drawn at random unless ``salt`` is given (16 lowercase hex characters,
+        like a drawn one; InputError otherwise): simulations pass salts derived from their
+        seed so that they are reproducible. StoreError when the model is unknown or is the
+        stable model; a different previous candidate is retired.
         """
         self._args(actor, reason)
+        release_salt = rt.new_salt() if salt is None else rt.check_salt(salt)
         now = datetime.now(UTC)
         with self._transaction():
             cur = self._locked_routing(now)
@@ -155,7 +159,7 @@ class SharedState:
                 cur,
                 int(candidate_model_id),
                 current,
-                salt=rt.new_salt(),
+                salt=release_salt,
                 now=now,
                 actor=actor,
                 reason=reason,

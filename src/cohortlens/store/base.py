@@ -182,8 +182,12 @@ class Store(Protocol):
         actor: str,
         reason: str | None = None,
         expected_revision: int | None = None,
+        salt: str | None = None,
     ) -> Routing:
-        """Make ``candidate_model_id`` the candidate at weight 0 with a new salt and release."""
+        """Make ``candidate_model_id`` the candidate at weight 0 with a new salt and release.
+
+        The salt is random unless ``salt`` (16 lowercase hex characters) is given.
+        """
 
     def set_candidate_weight(
         self,
