@@ -133,9 +133,9 @@ def _encode_chunk(
     return codes, first[:nu].copy()
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _remap(codes: np.ndarray, table: np.ndarray) -> None:  # pragma: no cover - jit
-    for i in range(codes.shape[0]):
+    for i in nb.prange(codes.shape[0]):
         codes[i] = table[codes[i]]
 
 
@@ -269,8 +269,12 @@ def _long_run_heads(arr: pa.Array) -> np.ndarray | None:
 
 
 def remap_codes(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``codes[i] = table[codes[i]]`` in place (int32); returns ``codes``."""
-    if len(codes):
+    """``codes[i] = table[codes[i]]`` in place (int32); returns ``codes``.
+
+    An identity table (values first seen in sorted order, e.g. learner ids of a sorted export)
+    leaves the codes as they are without a pass over them.
+    """
+    if len(codes) and not np.array_equal(table, np.arange(len(table), dtype=table.dtype)):
         _remap(codes, table)
     return codes
 
