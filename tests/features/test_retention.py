@@ -230,3 +230,29 @@ def test_p_recall_uses_population_curve_shape() -> None:
     h = r["half_life_days"]
     assert r["p_recall_7d"] == pytest.approx(0.2 + 0.8 * 2 ** (-((7 / h) ** 0.5)))
     assert r["p_recall_30d"] == pytest.approx(0.2 + 0.8 * 2 ** (-((30 / h) ** 0.5)))
+
+
+def test_population_fit_iterates_to_its_tolerance() -> None:
+    """The default fit stops within its tolerance of a tightly converged one; a single
+    alternation does not get there (the EM is slow), so the check can fail."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    n_l, per = 400, 30
+    learner = np.repeat(np.arange(n_l), per)
+    true_a = rng.normal(math.log(6.0), 0.8, n_l)
+    gap = rng.exponential(8.0, n_l * per) + 1.0
+    y = (rng.random(n_l * per) < 0.3 + 0.7 * 2.0 ** (-gap / np.exp(true_a[learner]))).astype(float)
+    pairs = _pairs(learner, gap, y, n_l)
+
+    def vector(pop: RetentionPopulation) -> np.ndarray:
+        return np.array([pop.guess_floor, *pop.coef, pop.mu_ln_h, pop.sigma_ln_h])
+
+    params = RetentionParams()
+    tight = vector(
+        fit_population(pairs, dataclasses.replace(params, em_iterations=500, em_tolerance=1e-7))
+    )
+    default = vector(fit_population(pairs, params))
+    once = vector(fit_population(pairs, dataclasses.replace(params, em_iterations=1)))
+    assert np.abs(default - tight).max() < 10 * params.em_tolerance
+    assert np.abs(once - tight).max() > 10 * params.em_tolerance

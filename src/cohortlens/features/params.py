@@ -93,7 +93,11 @@ class RetentionParams:
         min_review_pairs: fewer pairs than this gives a null half-life.
         fit_sample_permille: learners (by stable hash) used to fit the population model.
         max_fit_pairs: cap on review pairs used for the population fit.
-        em_iterations: alternations of global fit / per-learner MAP / prior update.
+        em_iterations: at most this many alternations of global fit / per-learner MAP /
+            prior update.
+        em_tolerance: the alternations stop once no population parameter (logit g,
+            ln kappa, the coefficients, mu and sigma of ln half-life) moved by more than
+            this in one alternation.
         half_life_bounds_days: clip of every half-life (as in HLR: 15 min .. 274 days).
         credible_mass: mass of the reported credible interval.
         fit_curve_shape: fit the shape kappa of the forgetting curve ``2^(-(t/h)^kappa)``
@@ -109,7 +113,8 @@ class RetentionParams:
     min_review_pairs: int = 3
     fit_sample_permille: int = 1000
     max_fit_pairs: int = 150_000
-    em_iterations: int = 4
+    em_iterations: int = 50
+    em_tolerance: float = 1e-3
     half_life_bounds_days: tuple[float, float] = (15.0 / 1440.0, 274.0)
     credible_mass: float = 0.80
     fit_curve_shape: bool = False

@@ -398,6 +398,7 @@ def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopu
     if shape:
         lo_k, hi_k = np.log(params.curve_shape_bounds)
         bounds.insert(1, (float(lo_k), float(hi_k)))
+    previous = _population_vector(pop)
     for _ in range(params.em_iterations):
         a_pair = a[pairs.learner]
         res = optimize.minimize(
@@ -421,7 +422,19 @@ def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopu
         sigma = float(np.sqrt(np.mean((a[has] - mu) ** 2 + sd[has] ** 2)))
         pop = dataclasses.replace(pop, mu_ln_h=mu, sigma_ln_h=max(sigma, 0.05))
         a, sd = learner_map(pairs, pop, params)
+        current = _population_vector(pop)
+        if np.abs(current - previous).max() <= params.em_tolerance:
+            break
+        previous = current
     return pop
+
+
+def _population_vector(pop: RetentionPopulation) -> np.ndarray:
+    """The fitted population parameters on their unconstrained scales (convergence check)."""
+    g = min(max(pop.guess_floor, 1e-12), 1.0 - 1e-12)
+    return np.array(
+        [np.log(g / (1.0 - g)), np.log(pop.curve_shape), *pop.coef, pop.mu_ln_h, pop.sigma_ln_h]
+    )
 
 
 @dataclass(frozen=True)
