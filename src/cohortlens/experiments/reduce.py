@@ -60,9 +60,9 @@ def reduce_to_stats(
     try:
         relation = _source_sql(con, data)
         available = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
-        _check_columns(available, variant_col, metrics, period_col)
-        caps = _caps(con, relation, variant_col, metrics)
-        sql, layout = _aggregate_sql(relation, variant_col, metrics, period_col, caps)
+        check_columns(available, variant_col, metrics, period_col)
+        caps = metric_caps(con, relation, variant_col, metrics)
+        sql, layout = aggregate_sql(relation, variant_col, metrics, period_col, caps)
         rows = con.execute(sql).fetchall()
     except duckdb.Error as exc:
         raise ExperimentInputError(f"cannot reduce {_describe(data)}: {exc}") from exc
@@ -77,10 +77,12 @@ def reduce_to_stats(
             raise ExperimentInputError(
                 f"{_describe(data)}: {missing} row(s) have no value in the period column {period_col!r}"
             )
-    return _to_stats(rows, metrics, layout, period_col is not None)
+    return stats_from_rows(rows, metrics, layout, period_col is not None)
 
 
 # ---------------------------------------------------------------------------- SQL building
+# check_columns, metric_caps, aggregate_sql and stats_from_rows are shared with the Spark
+# engine (experiments.spark), which runs the same SQL; they are not part of the public API.
 
 
 def _quote(identifier: str) -> str:
@@ -112,9 +114,10 @@ def _source_sql(con: duckdb.DuckDBPyConnection, data: Source) -> str:
     raise ExperimentInputError(f"{path}: expected a .csv or .parquet file of per-learner rows")
 
 
-def _check_columns(
+def check_columns(
     available: list[str], variant_col: str, metrics: Sequence[MetricSpec], period_col: str | None
 ) -> None:
+    """Raise :class:`ExperimentInputError` naming every column the metrics need but lack."""
     needed = [variant_col] + ([period_col] if period_col else [])
     for m in metrics:
         needed += [m.value_column] + [c for c in (m.denominator, m.covariate) if c]
@@ -125,7 +128,7 @@ def _check_columns(
         )
 
 
-def _caps(
+def metric_caps(
     con: duckdb.DuckDBPyConnection, relation: str, variant_col: str, metrics: Sequence[MetricSpec]
 ) -> dict[str, float]:
     """Cap values per column (quantile over all arms), for the capped metrics."""
@@ -150,7 +153,7 @@ def _caps(
     return {c: float(v) for c, v in zip(cols, row, strict=True) if v is not None}
 
 
-def _aggregate_sql(
+def aggregate_sql(
     relation: str,
     variant_col: str,
     metrics: Sequence[MetricSpec],
@@ -224,12 +227,13 @@ def _aggregate_sql(
 # ---------------------------------------------------------------------------- results
 
 
-def _to_stats(
+def stats_from_rows(
     rows: list[tuple[Any, ...]],
     metrics: Sequence[MetricSpec],
     layout: list[list[tuple[str, int]]],
     by_period: bool,
 ) -> list[ExperimentStats]:
+    """The aggregate query's rows (laid out by :func:`aggregate_sql`) as statistics per period."""
     variants = sorted({str(r[0]) for r in rows})
     periods: dict[Any, list[tuple[Any, ...]]] = {}
     for r in rows:

@@ -20,7 +20,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from cohortlens.experiments.errors import ExperimentInputError
-from cohortlens.experiments.reduce import _aggregate_sql, _caps, _check_columns, _to_stats
+from cohortlens.experiments.reduce import aggregate_sql, check_columns, metric_caps, stats_from_rows
 from cohortlens.experiments.spec import MetricSpec
 from cohortlens.experiments.stats import ExperimentStats
 
@@ -152,12 +152,12 @@ def reduce_to_stats_spark(
             binary metric, non-finite values, or no row with a variant.
     """
     df, label = _read(data, spark)
-    _check_columns(list(df.columns), variant_col, metrics, period_col)
+    check_columns(list(df.columns), variant_col, metrics, period_col)
     con = _SparkConnection(df.sparkSession)
     try:
         with _temp_view(df) as view:
-            caps = _caps(con, view, variant_col, metrics)  # type: ignore[arg-type]
-            sql, layout = _aggregate_sql(view, variant_col, metrics, period_col, caps)
+            caps = metric_caps(con, view, variant_col, metrics)  # type: ignore[arg-type]
+            sql, layout = aggregate_sql(view, variant_col, metrics, period_col, caps)
             rows = [tuple(r) for r in con.execute(sql).fetchall()]
     except PySparkException as exc:
         raise ExperimentInputError(f"cannot reduce {label}: {_first_line(exc)}") from None
@@ -169,7 +169,7 @@ def reduce_to_stats_spark(
             raise ExperimentInputError(
                 f"{label}: {missing} row(s) have no value in the period column {period_col!r}"
             )
-    return _to_stats(rows, metrics, layout, period_col is not None)
+    return stats_from_rows(rows, metrics, layout, period_col is not None)
 
 
 __all__ = ["reduce_to_stats_spark", "to_spark_sql"]
