@@ -4,8 +4,7 @@ Why: dictionary-encoding learner, item and domain strings through pyarrow (then 
 dictionary and re-indexing) was the largest cost of the feature pipeline. Here each chunk is
 encoded by one pass over its offsets and UTF-8 bytes with an open-addressing hash table that
 compares the *bytes* of colliding entries, so codes are exact (no reliance on a 64-bit hash
-being collision-free). Consecutive equal strings (learner-clustered logs) skip the hash; in
-plain string columns made of long runs only each run's first row is coded.
+being collision-free). Consecutive equal strings (learner-clustered logs) skip the hash.
 Chunks are merged at the end, and codes are renumbered to the rank of the value among the
 sorted distinct values, i.e. exactly the codes of ``pc.dictionary_encode`` + a sorted dictionary.
 """
@@ -22,16 +21,20 @@ import pyarrow.compute as pc
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _load8(data: np.ndarray, j: int) -> np.uint64:  # pragma: no cover - jit
-    """8 bytes at ``data[j:]`` as a little-endian word (LLVM combines this into one load)."""
+    """8 bytes at ``data[j:]`` as a little-endian word (LLVM combines this into one load).
+
+    Unsigned indices: numba then skips the negative-index fix-up that kept the loads apart.
+    """
+    u = np.uint64(j)
     return (
-        np.uint64(data[j])
-        | (np.uint64(data[j + 1]) << np.uint64(8))
-        | (np.uint64(data[j + 2]) << np.uint64(16))
-        | (np.uint64(data[j + 3]) << np.uint64(24))
-        | (np.uint64(data[j + 4]) << np.uint64(32))
-        | (np.uint64(data[j + 5]) << np.uint64(40))
-        | (np.uint64(data[j + 6]) << np.uint64(48))
-        | (np.uint64(data[j + 7]) << np.uint64(56))
+        np.uint64(data[u])
+        | (np.uint64(data[u + np.uint64(1)]) << np.uint64(8))
+        | (np.uint64(data[u + np.uint64(2)]) << np.uint64(16))
+        | (np.uint64(data[u + np.uint64(3)]) << np.uint64(24))
+        | (np.uint64(data[u + np.uint64(4)]) << np.uint64(32))
+        | (np.uint64(data[u + np.uint64(5)]) << np.uint64(40))
+        | (np.uint64(data[u + np.uint64(6)]) << np.uint64(48))
+        | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56))
     )
 
 
@@ -39,8 +42,9 @@ def _load8(data: np.ndarray, j: int) -> np.uint64:  # pragma: no cover - jit
 def _load_tail(data: np.ndarray, j: int, k: int) -> np.uint64:  # pragma: no cover - jit
     """``k`` < 8 bytes at ``data[j:]`` as a little-endian word."""
     w = np.uint64(0)
+    u = np.uint64(j)
     for t in range(k):
-        w |= np.uint64(data[j + t]) << np.uint64(8 * t)
+        w |= np.uint64(data[u + np.uint64(t)]) << np.uint64(8 * t)
     return w
 
 
@@ -53,8 +57,9 @@ def _bytes_hash(data: np.ndarray, a: int, b: int) -> np.uint64:  # pragma: no co
         h = (h ^ _load8(data, j)) * np.uint64(0xBF58476D1CE4E5B9)
         h = h ^ (h >> np.uint64(31))
         j += 8
-    if j < b:
-        h = (h ^ _load_tail(data, j, b - j)) * np.uint64(0x94D049BB133111EB)
+    if j < b:  # the last 8 bytes when there are 8 (one load), else the short string bytewise
+        tail = _load8(data, b - 8) if b - a >= 8 else _load_tail(data, j, b - j)
+        h = (h ^ tail) * np.uint64(0x94D049BB133111EB)
     h = h ^ (h >> np.uint64(32))
     h = h * np.uint64(0xD6E8FEB86659FD93)
     h = h ^ (h >> np.uint64(32))
@@ -63,15 +68,26 @@ def _bytes_hash(data: np.ndarray, a: int, b: int) -> np.uint64:  # pragma: no co
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _same_bytes(data: np.ndarray, a: int, b: int, c: int, d: int) -> bool:  # pragma: no cover
+    return _same_bytes2(data, a, b, data, c, d)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _same_bytes2(
+    x: np.ndarray, a: int, b: int, y: np.ndarray, c: int, d: int
+) -> bool:  # pragma: no cover - jit
+    """Whether ``x[a:b]`` and ``y[c:d]`` hold the same bytes."""
     if b - a != d - c:
         return False
-    k = 0
     n = b - a
+    if n < 8:
+        return _load_tail(x, a, n) == _load_tail(y, c, n)
+    k = 0
     while k + 8 <= n:
-        if _load8(data, a + k) != _load8(data, c + k):
+        if _load8(x, a + k) != _load8(y, c + k):
             return False
         k += 8
-    return _load_tail(data, a + k, n - k) == _load_tail(data, c + k, n - k)
+    # the last 8 bytes (overlapping the words compared) instead of a byte-wise tail
+    return k == n or _load8(x, b - 8) == _load8(y, d - 8)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -86,6 +102,10 @@ def _encode_chunk(
     shash = np.zeros(cap, np.uint64)
     uhash = np.empty(256, np.uint64)
     first = np.empty(256, np.int64)
+    # the distinct strings' bytes, packed: compared there rather than at their first row, which
+    # lies anywhere in the chunk's data (a cache miss per row for columns with many values)
+    ubytes = np.empty(4096, np.uint8)
+    uoff = np.zeros(257, np.int64)
     nu = 0
     for i in range(n):
         a = offsets[i]
@@ -106,6 +126,16 @@ def _encode_chunk(
                     first2 = np.empty(2 * nu, np.int64)
                     first2[:nu] = first
                     first = first2
+                    uoff2 = np.zeros(2 * nu + 1, np.int64)
+                    uoff2[: nu + 1] = uoff[: nu + 1]
+                    uoff = uoff2
+                end = uoff[nu] + (b - a)
+                if end > ubytes.shape[0]:
+                    ubytes2 = np.empty(max(2 * ubytes.shape[0], end), np.uint8)
+                    ubytes2[: uoff[nu]] = ubytes[: uoff[nu]]
+                    ubytes = ubytes2
+                ubytes[uoff[nu] : end] = data[a:b]
+                uoff[nu + 1] = end
                 slots[s] = nu
                 shash[s] = h
                 uhash[nu] = h
@@ -124,11 +154,9 @@ def _encode_chunk(
                         slots[t] = k
                         shash[t] = uhash[k]
                 break
-            if shash[s] == h:
-                f = first[c]
-                if _same_bytes(data, offsets[f], offsets[f + 1], a, b):
-                    codes[i] = base + c
-                    break
+            if shash[s] == h and _same_bytes2(data, a, b, ubytes, uoff[c], uoff[c + 1]):
+                codes[i] = base + c
+                break
             s = (s + 1) & mask
     return codes, first[:nu].copy()
 
@@ -176,9 +204,10 @@ class StringCoder:
     def add(self, arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Provisional int32 codes of ``arr`` (renumber them with the table from :meth:`finish`).
 
-        Plain string chunks are dictionary-encoded by Arrow (C++ hash table) first; dictionary
-        chunks (e.g. Parquet read with ``read_dictionary``) are used as they are, so only their
-        small dictionaries are hashed here (and chunks sharing a dictionary reuse its codes).
+        Plain string chunks are coded row by row (one numba pass over their buffers);
+        dictionary chunks (e.g. Parquet read with ``read_dictionary``) are used as they are, so
+        only their small dictionaries are hashed here (and chunks sharing a dictionary reuse
+        its codes).
         """
         if isinstance(arr, pa.ChunkedArray):
             # one output array filled chunk by chunk: the per-chunk codes are small and their
@@ -192,12 +221,9 @@ class StringCoder:
         if len(arr) == 0:
             return np.zeros(0, np.int32)
         if not pa.types.is_dictionary(arr.type):
-            plain = _as_string(arr, self.fill, self.name)
-            heads = _long_run_heads(plain)
-            if heads is not None:  # learner-clustered logs: code one row per run
-                codes = self.add(pc.dictionary_encode(plain.take(pa.array(heads))))
-                return np.repeat(codes, np.diff(np.append(heads, len(plain))))
-            arr = pc.dictionary_encode(plain)
+            # plain strings are coded row by row in one pass (runs of equal values skip the
+            # hash); faster than Arrow's dictionary_encode followed by a gather of the codes
+            return self._dictionary_codes(_as_string(arr, self.fill, self.name))
         assert isinstance(arr, pa.DictionaryArray)
         dcodes = self._dictionary_codes(arr.dictionary)
         indices = arr.indices
@@ -244,28 +270,6 @@ class StringCoder:
         rank = np.empty(len(sorted_pos), np.int32)
         rank[sorted_pos] = np.arange(len(sorted_pos), dtype=np.int32)
         return rank[gcode], distinct.take(pa.array(sorted_pos))
-
-
-_RUN_PROBE_ROWS = 1 << 16
-
-
-def _run_heads(arr: pa.Array) -> np.ndarray:
-    """Rows whose value differs from the previous row's (row 0 included)."""
-    n = len(arr)
-    starts = np.ones(n, np.bool_)
-    if n > 1:
-        differs = pc.not_equal(arr.slice(1), arr.slice(0, n - 1))
-        starts[1:] = differs.to_numpy(zero_copy_only=False)
-    return np.flatnonzero(starts)
-
-
-def _long_run_heads(arr: pa.Array) -> np.ndarray | None:
-    """Run starts when equal values mostly come in runs (a probe of the first rows decides:
-    at most one row in four starts a run), else None."""
-    probe = arr.slice(0, _RUN_PROBE_ROWS)
-    if len(arr) < 2 or 4 * len(_run_heads(probe)) > len(probe):
-        return None
-    return _run_heads(arr)
 
 
 def remap_codes(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
