@@ -69,15 +69,7 @@ def reduce_to_stats(
     finally:
         if connection is None:
             con.close()
-    if not rows:
-        raise ExperimentInputError(f"{_describe(data)}: no row has a value in {variant_col!r}")
-    if period_col is not None:
-        missing = sum(int(r[2]) for r in rows if r[1] is None)
-        if missing:
-            raise ExperimentInputError(
-                f"{_describe(data)}: {missing} row(s) have no value in the period column {period_col!r}"
-            )
-    return stats_from_rows(rows, metrics, layout, period_col is not None)
+    return stats_from_rows(rows, metrics, layout, variant_col, period_col, _describe(data))
 
 
 # ---------------------------------------------------------------------------- SQL building
@@ -231,9 +223,24 @@ def stats_from_rows(
     rows: list[tuple[Any, ...]],
     metrics: Sequence[MetricSpec],
     layout: list[list[tuple[str, int]]],
-    by_period: bool,
+    variant_col: str,
+    period_col: str | None,
+    label: str,
 ) -> list[ExperimentStats]:
-    """The aggregate query's rows (laid out by :func:`aggregate_sql`) as statistics per period."""
+    """The aggregate query's rows (laid out by :func:`aggregate_sql`) as statistics per period.
+
+    Raises :class:`ExperimentInputError` (naming ``label``, the data) when no row had a variant
+    or rows lack a period.
+    """
+    if not rows:
+        raise ExperimentInputError(f"{label}: no row has a value in {variant_col!r}")
+    by_period = period_col is not None
+    if by_period:
+        missing = sum(int(r[2]) for r in rows if r[1] is None)
+        if missing:
+            raise ExperimentInputError(
+                f"{label}: {missing} row(s) have no value in the period column {period_col!r}"
+            )
     variants = sorted({str(r[0]) for r in rows})
     periods: dict[Any, list[tuple[Any, ...]]] = {}
     for r in rows:

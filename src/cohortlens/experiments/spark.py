@@ -161,15 +161,7 @@ def reduce_to_stats_spark(
             rows = [tuple(r) for r in con.execute(sql).fetchall()]
     except PySparkException as exc:
         raise ExperimentInputError(f"cannot reduce {label}: {_first_line(exc)}") from None
-    if not rows:
-        raise ExperimentInputError(f"{label}: no row has a value in {variant_col!r}")
-    if period_col is not None:
-        missing = sum(int(r[2]) for r in rows if r[1] is None)
-        if missing:
-            raise ExperimentInputError(
-                f"{label}: {missing} row(s) have no value in the period column {period_col!r}"
-            )
-    return stats_from_rows(rows, metrics, layout, period_col is not None)
+    return stats_from_rows(rows, metrics, layout, variant_col, period_col, label)
 
 
 __all__ = ["reduce_to_stats_spark", "to_spark_sql"]
