@@ -230,15 +230,17 @@ def _map_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     gap: np.ndarray,
     y: np.ndarray,
-    offset: np.ndarray,
+    x: np.ndarray,
+    coef: np.ndarray,
     g: float,
     mu: float,
     sigma: float,
     lo: float,
     hi: float,
     kappa: float,
+    start: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-learner MAP of a = ln h by Fisher scoring; returns (a, posterior sd)."""
+    """Per-learner MAP of a = ln h by Fisher scoring from ``start``; returns (a, posterior sd)."""
     n_l = starts.shape[0] - 1
     a_out = np.full(n_l, mu)
     sd_out = np.full(n_l, sigma)
@@ -250,13 +252,16 @@ def _map_kernel(  # pragma: no cover - jit
         t = starts[li + 1]
         if s == t:
             continue
-        a = mu
+        a = start[li]
         info = prec0
         for _ in range(50):
             grad = -(a - mu) * prec0
             info = prec0
             for j in range(s, t):
-                lnh = a + offset[j]
+                offset = 0.0  # coef . x_j (no BLAS call: its threads would compete with ours)
+                for k in range(x.shape[1]):
+                    offset += x[j, k] * coef[k]
+                lnh = a + offset
                 if lnh < lo:
                     lnh = lo
                 elif lnh > hi:
@@ -296,22 +301,32 @@ def _ln_bounds(params: RetentionParams) -> tuple[float, float]:
 
 
 def learner_map(
-    pairs: ReviewPairs, pop: RetentionPopulation, params: RetentionParams
+    pairs: ReviewPairs,
+    pop: RetentionPopulation,
+    params: RetentionParams,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """MAP ln half-life and its posterior sd (Laplace, Fisher information) per learner."""
+    """MAP ln half-life and its posterior sd (Laplace, Fisher information) per learner.
+
+    Scoring starts at the prior mean, or at ``start`` (the population fit passes the previous
+    alternation's estimates, which are already close).
+    """
     lo, hi = _ln_bounds(params)
-    offset = pairs.x @ np.asarray(pop.coef, dtype=np.float64) if len(pairs) else np.zeros(0)
+    n_l = len(pairs.starts) - 1
+    a0 = np.full(n_l, pop.mu_ln_h) if start is None else np.ascontiguousarray(start, np.float64)
     return _map_kernel(
         pairs.starts,
         pairs.gap_days,
         pairs.recalled,
-        np.ascontiguousarray(offset),
+        pairs.x,
+        np.asarray(pop.coef, dtype=np.float64),
         pop.guess_floor,
         pop.mu_ln_h,
         pop.sigma_ln_h,
         lo,
         hi,
         pop.curve_shape,
+        a0,
     )
 
 
@@ -323,38 +338,87 @@ def predict_recall(
     return guess_floor + (1.0 - guess_floor) * np.exp(-v)
 
 
+#: Fixed number of partial sums in :func:`_nll_kernel`: the pooled sums are added in the same
+#: order whatever the thread count, so the population fit is the same on every machine.
+_NLL_CHUNKS = 32
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _nll_kernel(  # pragma: no cover - jit
+    g: float,
+    kappa: float,
+    coef: np.ndarray,
+    ln_gap: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    a: np.ndarray,
+    lo: float,
+    hi: float,
+) -> np.ndarray:
+    """Pooled sums over pairs: (nll, sum dl (1 - e), sum dv ln w, sum_inside dv x_k ...)."""
+    n = ln_gap.shape[0]
+    m = x.shape[1]
+    part = np.zeros((_NLL_CHUNKS, 3 + m))
+    size = (n + _NLL_CHUNKS - 1) // _NLL_CHUNKS
+    ln2 = np.log(2.0)
+    for c in nb.prange(_NLL_CHUNKS):
+        row = part[c]
+        for j in range(c * size, min(n, (c + 1) * size)):
+            raw = a[j]
+            for k in range(m):
+                raw += x[j, k] * coef[k]
+            lnh = min(max(raw, lo), hi)
+            ln_w = ln_gap[j] - lnh  # ln(gap / h)
+            v = ln2 * np.exp(kappa * ln_w)
+            e = np.exp(-v)
+            p = min(max(g + (1.0 - g) * e, _P_EPS), 1.0 - _P_EPS)
+            yj = y[j]
+            if yj > 0.0:  # graded 0/1 outcomes need one of the two logarithms
+                row[0] -= yj * np.log(p)
+            if yj < 1.0:
+                row[0] -= (1.0 - yj) * np.log1p(-p)
+            dl = (yj - p) / (p * (1.0 - p))
+            dv = dl * (1.0 - g) * e * v  # -d loglik / d ln v
+            row[1] += dl * (1.0 - e)
+            row[2] += dv * ln_w
+            if lo < raw < hi:
+                for k in range(m):
+                    row[3 + k] += dv * x[j, k]
+    total = np.zeros(3 + m)
+    for c in range(_NLL_CHUNKS):
+        total += part[c]
+    return total
+
+
 def _shared_nll(
     theta: np.ndarray,
-    gap: np.ndarray,
+    ln_gap: np.ndarray,
     y: np.ndarray,
     x: np.ndarray,
     a: np.ndarray,
     lo: float,
     hi: float,
 ) -> tuple[float, np.ndarray]:
-    """Pooled negative log-likelihood and gradient in (logit g, ln kappa, coef) given a per pair."""
+    """Pooled negative log-likelihood and gradient in (logit g, ln kappa, coef) given a per pair.
+
+    ``ln_gap`` is ln(gap in days), taken once per fit rather than once per evaluation.
+    d ln v = kappa d ln w + ln w d kappa, with w = gap / h and ln h = a + coef . x (clipped:
+    no gradient through the coefficients where the clip binds).
+    """
     g = 1.0 / (1.0 + np.exp(-theta[0]))
     kappa = float(np.exp(theta[1]))
-    raw = a + x @ theta[2:]
-    lnh = np.clip(raw, lo, hi)
-    inside = (raw > lo) & (raw < hi)
-    ln_w = np.log(gap) - lnh  # ln(gap / h)
-    v = LN2 * np.exp(kappa * ln_w)
-    e = np.exp(-v)
-    p = np.clip(g + (1.0 - g) * e, _P_EPS, 1.0 - _P_EPS)
-    nll = -float(np.sum(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
-    dl = (y - p) / (p * (1.0 - p))
-    dv = dl * (1.0 - g) * e * v  # -d loglik / d ln v; d ln v = kappa d ln w + ln w d kappa
+    coef = np.ascontiguousarray(theta[2:], dtype=np.float64)
+    s = _nll_kernel(g, kappa, coef, ln_gap, y, x, a, lo, hi)
     grad = np.empty_like(theta)
-    grad[0] = -float(np.sum(dl * (1.0 - e))) * g * (1.0 - g)
-    grad[1] = float(np.sum(dv * ln_w)) * kappa
-    grad[2:] = -((dv * kappa * inside) @ x)
-    return nll, grad
+    grad[0] = -s[1] * g * (1.0 - g)
+    grad[1] = s[2] * kappa
+    grad[2:] = -kappa * s[3:]
+    return float(s[0]), grad
 
 
 def _shared_nll_exponential(
     theta: np.ndarray,
-    gap: np.ndarray,
+    ln_gap: np.ndarray,
     y: np.ndarray,
     x: np.ndarray,
     a: np.ndarray,
@@ -362,7 +426,7 @@ def _shared_nll_exponential(
     hi: float,
 ) -> tuple[float, np.ndarray]:
     """:func:`_shared_nll` at kappa = 1, in (logit g, coef)."""
-    nll, grad = _shared_nll(np.insert(theta, 1, 0.0), gap, y, x, a, lo, hi)
+    nll, grad = _shared_nll(np.insert(theta, 1, 0.0), ln_gap, y, x, a, lo, hi)
     return nll, np.delete(grad, 1)
 
 
@@ -373,6 +437,15 @@ def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopu
     hierarchy under the Laplace approximation: ``sigma^2 = mean((a - mu)^2 + sd^2)``.
     The curve shape kappa is fitted when ``params.fit_curve_shape`` (else kept at 1).
     """
+    from threadpoolctl import threadpool_limits
+
+    # L-BFGS-B's BLAS calls wake OpenBLAS's threads, which then spin on the cores our numba
+    # kernels run on: with them the fit took 1.7x as long on this 2-core machine
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_population(pairs, params)
+
+
+def _fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopulation:
     from scipy import optimize  # imported here: workers never fit, and scipy is slow to import
 
     if len(pairs) == 0:
@@ -399,12 +472,13 @@ def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopu
         lo_k, hi_k = np.log(params.curve_shape_bounds)
         bounds.insert(1, (float(lo_k), float(hi_k)))
     previous = _population_vector(pop)
+    ln_gap = np.log(pairs.gap_days)
     for _ in range(params.em_iterations):
         a_pair = a[pairs.learner]
         res = optimize.minimize(
             _shared_nll if shape else _shared_nll_exponential,
             theta,
-            args=(pairs.gap_days, pairs.recalled, pairs.x, a_pair, lo, hi),
+            args=(ln_gap, pairs.recalled, pairs.x, a_pair, lo, hi),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
@@ -417,11 +491,11 @@ def fit_population(pairs: ReviewPairs, params: RetentionParams) -> RetentionPopu
             curve_shape=float(np.exp(full[1])),
             coef=(float(full[2]), float(full[3]), float(full[4])),
         )
-        a, sd = learner_map(pairs, pop, params)
+        a, sd = learner_map(pairs, pop, params, start=a)
         mu = float(a[has].mean())
         sigma = float(np.sqrt(np.mean((a[has] - mu) ** 2 + sd[has] ** 2)))
         pop = dataclasses.replace(pop, mu_ln_h=mu, sigma_ln_h=max(sigma, 0.05))
-        a, sd = learner_map(pairs, pop, params)
+        a, sd = learner_map(pairs, pop, params, start=a)
         current = _population_vector(pop)
         if np.abs(current - previous).max() <= params.em_tolerance:
             break
