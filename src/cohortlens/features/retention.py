@@ -230,8 +230,7 @@ def _map_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     gap: np.ndarray,
     y: np.ndarray,
-    x: np.ndarray,
-    coef: np.ndarray,
+    offset: np.ndarray,
     g: float,
     mu: float,
     sigma: float,
@@ -258,10 +257,7 @@ def _map_kernel(  # pragma: no cover - jit
             grad = -(a - mu) * prec0
             info = prec0
             for j in range(s, t):
-                offset = 0.0  # coef . x_j (no BLAS call: its threads would compete with ours)
-                for k in range(x.shape[1]):
-                    offset += x[j, k] * coef[k]
-                lnh = a + offset
+                lnh = a + offset[j]
                 if lnh < lo:
                     lnh = lo
                 elif lnh > hi:
@@ -295,6 +291,16 @@ def _map_kernel(  # pragma: no cover - jit
     return a_out, sd_out
 
 
+@nb.njit(cache=True, nogil=True)
+def _offsets(x: np.ndarray, coef: np.ndarray) -> np.ndarray:  # pragma: no cover - jit
+    """``x @ coef`` without BLAS (OpenBLAS's threads would spin on the cores our kernels use)."""
+    out = np.zeros(x.shape[0])
+    for j in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            out[j] += x[j, k] * coef[k]
+    return out
+
+
 def _ln_bounds(params: RetentionParams) -> tuple[float, float]:
     lo, hi = params.half_life_bounds_days
     return float(np.log(lo)), float(np.log(hi))
@@ -318,8 +324,7 @@ def learner_map(
         pairs.starts,
         pairs.gap_days,
         pairs.recalled,
-        pairs.x,
-        np.asarray(pop.coef, dtype=np.float64),
+        _offsets(pairs.x, np.asarray(pop.coef, dtype=np.float64)),
         pop.guess_floor,
         pop.mu_ln_h,
         pop.sigma_ln_h,
