@@ -43,9 +43,28 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cohort_commands_before_any_model_exit_3(tmp_path: Path) -> None:
-    r = cli("cohorts", "--db", str(tmp_path / "empty.duckdb"))
+    db = tmp_path / "empty.duckdb"
+    r = cli("ingest", str(tmp_path / "none.csv"), "--db", str(db))  # exit 2, store created
+    assert r.returncode == 2
+    r = cli("cohorts", "--db", str(db))
     assert r.returncode == 3
     assert "no active cohort model" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("cohorts",), ("quarantine",), ("discover",), ("features",), ("assign", "--features", "x")],
+)
+def test_commands_needing_a_store_never_create_one(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A typo in --db names a missing store (exit 3); no empty file is left behind."""
+    db = tmp_path / "typo.duckdb"
+    r = cli(*command, "--db", str(db))
+    assert r.returncode in (2, 3), r.stderr
+    assert not db.exists()
+    if r.returncode == 3:
+        assert "no store at" in r.stderr
 
 
 def test_discover_cards_and_assign(store: Path, tmp_path: Path) -> None:

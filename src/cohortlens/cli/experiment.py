@@ -482,9 +482,9 @@ def assign(
         pq.write_table(records, exposures)
     logged = 0
     if log_exposures:
-        from cohortlens.store import open_store
+        from cohortlens.cli._store import open_for_command
 
-        with open_store(db) as store:
+        with open_for_command(db) as store:
             logged = store.log_exposures(records)
     counts = {
         str(k): int(v)
@@ -552,10 +552,10 @@ def _load(
         _check_known(names, specs, option)
     source: Any = data
     if str(data).startswith("store:"):
-        from cohortlens.store import open_store
+        from cohortlens.cli._store import open_for_command
 
         name = str(data).removeprefix("store:")
-        with open_store(db) as store:
+        with open_for_command(db, read_only=True) as store:
             source = store.experiment_outcomes(name)
         if source.num_rows == 0:
             raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")

@@ -137,10 +137,10 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Validate events into the store; bad rows are quarantined with a reason."""
+    from cohortlens.cli._store import open_for_command
     from cohortlens.events.ingest import ingest as run
     from cohortlens.events.readers import FORMATS
     from cohortlens.events.source import ReadOptions
-    from cohortlens.store import open_store
 
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -154,7 +154,7 @@ def ingest(
         delimiter=delimiter,
         xapi_domain_path=xapi_domain_path,
     )
-    with open_store(db) as store, _RowsProgress(as_json) as progress:
+    with open_for_command(db) as store, _RowsProgress(as_json) as progress:
         report = run(
             store, paths, fmt=fmt, options=options, progress=progress, outcomes=outcomes or []
         )
@@ -204,8 +204,8 @@ def features(
     as_json: JsonOption = False,
 ) -> None:
     """Compute per-learner features (velocity, affinity, retention) and save them as a run."""
+    from cohortlens.cli._store import open_for_command
     from cohortlens.features import FeatureParams, build_features, write_features
-    from cohortlens.store import open_store
 
     params = FeatureParams()
     if engine == "spark":
@@ -213,7 +213,7 @@ def features(
         return
     if engine != "local":
         raise InputError(f"--engine {engine!r}: expected local or spark")
-    with open_store(db) as store:
+    with open_for_command(db, create=events is not None) as store:
         if events is not None:
             if not Path(events).exists():
                 raise InputError(f"{events}: no such file or directory")
@@ -265,9 +265,9 @@ def _features_on_spark(
         run = cli_features(events, out_path, params)
     run_id = None
     if run.table is not None:
-        from cohortlens.store import open_store
+        from cohortlens.cli._store import open_for_command
 
-        with open_store(db) as store:
+        with open_for_command(db) as store:
             run_id = store.save_feature_run(run.table, params.to_dict(), events)
     summary = {"run_id": run_id, "learners": run.learners, "source": events, "out": out_path}
     if as_json:
@@ -308,10 +308,13 @@ def discover(
 ) -> None:
     """Cluster the latest feature run into cohorts; ids stay stable across runs."""
     from cohortlens.cli import cohorts as cmd
-    from cohortlens.store import open_store
+    from cohortlens.cli._store import open_for_command
 
     n = None if k == "auto" else _positive_int(k, "--k")
-    with open_store(db) as store, _Spinner("choosing k, fitting cohorts", as_json):
+    with (
+        open_for_command(db, create=False) as store,
+        _Spinner("choosing k, fitting cohorts", as_json),
+    ):
         model_id, model, _assigned = cmd.discover(
             store, k=n, seed=seed, report=report, activate=not candidate
         )
@@ -340,10 +343,10 @@ def assign(
     import pyarrow.parquet as pq
 
     from cohortlens.cli import cohorts as cmd
-    from cohortlens.store import open_store
+    from cohortlens.cli._store import open_for_command
 
     table = cmd.read_feature_file(features_path)
-    with open_store(db) as store:
+    with open_for_command(db, read_only=True) as store:
         model_id, model = cmd.active(store)
     assigned = cmd.assignments_table(model, table)
     pq.write_table(assigned, out_path)
@@ -361,9 +364,9 @@ def assign(
 def cohorts(db: DbOption = None, as_json: JsonOption = False) -> None:
     """The cohort cards of the active model: size, profile, outcomes with 95 % CIs, quality."""
     from cohortlens.cli import cohorts as cmd
-    from cohortlens.store import open_store
+    from cohortlens.cli._store import open_for_command
 
-    with open_store(db) as store:
+    with open_for_command(db, read_only=True) as store:
         model_id, model = cmd.active(store)
     payload = cmd.cards(model, model_id)
     if as_json:
@@ -410,9 +413,9 @@ def quarantine(
     as_json: JsonOption = False,
 ) -> None:
     """Show quarantined rows: source, line, reason, detail and the raw row."""
-    from cohortlens.store import open_store
+    from cohortlens.cli._store import open_for_command
 
-    with open_store(db) as store:
+    with open_for_command(db, read_only=True) as store:
         rows = store.read_quarantine(limit=limit).to_pylist()
     if as_json:
         _print_json(rows)

@@ -44,6 +44,7 @@ from cohortlens.serve.service import (
     StateConflictError,
     UnavailableError,
     error_body,
+    events_source,
     routing_to_dict,
 )
 from cohortlens.serve.settings import ServeSettings
@@ -392,7 +393,7 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
                 f"{len(req.events)} rows in one request; at most {settings.max_events}",
             )
         svc = service()
-        report = await run_in_threadpool(_ingest_events, svc, req.events)
+        report = await run_in_threadpool(svc.ingest_events, [e.model_dump() for e in req.events])
         return report
 
     # -- health and metrics ------------------------------------------------------------------
@@ -713,54 +714,13 @@ def _check_features(table: pa.Table, where: str) -> pa.Table:
     return pa.table(out)
 
 
-def _events_source(events: list[s.EventIn], name: str) -> Any:
-    import json as _json
-
-    from cohortlens.events.source import LINE_COLUMN, RAW_COLUMN, RawBatch, Source
-
-    fields = ("learner_id", "ts", "domain", "item_id", "outcome", "duration_s", "event_id")
-    rows = [e.model_dump() for e in events]
-
-    def text(v: Any) -> str | None:
-        if v is None:
-            return None
-        if isinstance(v, bool):
-            return "1" if v else "0"
-        return str(v)
-
-    table = pa.table(
-        {
-            **{f: pa.array([text(r[f]) for r in rows], pa.string()) for f in fields},
-            LINE_COLUMN: pa.array(range(1, len(rows) + 1), pa.int64()),
-            RAW_COLUMN: pa.array(
-                [_json.dumps(r, separators=(",", ":")) for r in rows], pa.string()
-            ),
-        }
-    )
-    batch = RawBatch(source=name, table=table)
-    return Source(name=name, columns=fields, batches=lambda: iter([batch]))
-
-
-def _ingest_events(svc: CohortService, events: list[s.EventIn]) -> dict[str, Any]:
-    from cohortlens.events import ingest_sources
-
-    now = datetime.now(UTC)
-    name = f"api:/v1/events@{now.isoformat()}"
-    source = _events_source(events, name)
-    report = svc.with_store(lambda st: ingest_sources(st, [source], now=now))
-    d = report.to_dict()
-    return {
-        k: d[k] for k in ("rows_read", "accepted", "rejected", "duplicates", "rejected_by_reason")
-    }
-
-
 def _features_from_events(
     svc: CohortService, events: list[s.EventIn]
 ) -> tuple[pa.Table, dict[str, Any]]:
     from cohortlens.events import validate_batch
     from cohortlens.features import compute_features
 
-    source = _events_source(events, "api:/v1/cohorts/assign")
+    source = events_source([e.model_dump() for e in events], "api:/v1/cohorts/assign")
     batch = next(source.batches())
     checked = validate_batch(batch, now=datetime.now(UTC))
     rejected = checked.rejected

@@ -411,6 +411,20 @@ class CohortService:
         self.metrics.exposures_logged.inc(written)
         return written
 
+    # -- event intake ---------------------------------------------------------------------
+    def ingest_events(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Validate and store events posted to ``/v1/events``; returns the ingest counts."""
+        from cohortlens.events import ingest_sources
+
+        now = datetime.now(UTC)
+        source = events_source(rows, f"api:/v1/events@{now.isoformat()}")
+        report = self.with_store(lambda st: ingest_sources(st, [source], now=now))
+        d = report.to_dict()
+        return {
+            k: d[k]
+            for k in ("rows_read", "accepted", "rejected", "duplicates", "rejected_by_reason")
+        }
+
     # -- admin ----------------------------------------------------------------------------
     def routing_dict(self) -> dict[str, Any]:
         """The stored routing record as JSON-ready data."""
@@ -425,6 +439,34 @@ class CohortService:
             raise InputError("candidate_latency_ms: must be in [0, 60000]")
         self.faults = Faults(error_rate, latency_ms)
         return self.faults
+
+
+#: The fields of an event posted to the service, in the order of a raw batch's columns.
+EVENT_FIELDS = ("learner_id", "ts", "domain", "item_id", "outcome", "duration_s", "event_id")
+
+
+def events_source(rows: list[dict[str, Any]], name: str) -> Any:
+    """Posted events (dicts of :data:`EVENT_FIELDS`) as an in-memory ingest source."""
+    from cohortlens.events.source import LINE_COLUMN, RAW_COLUMN, RawBatch, Source
+
+    def text(v: Any) -> str | None:
+        if v is None:
+            return None
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        return str(v)
+
+    table = pa.table(
+        {
+            **{f: pa.array([text(r.get(f)) for r in rows], pa.string()) for f in EVENT_FIELDS},
+            LINE_COLUMN: pa.array(range(1, len(rows) + 1), pa.int64()),
+            RAW_COLUMN: pa.array(
+                [json.dumps(r, separators=(",", ":"), default=str) for r in rows], pa.string()
+            ),
+        }
+    )
+    batch = RawBatch(source=name, table=table)
+    return Source(name=name, columns=EVENT_FIELDS, batches=lambda: iter([batch]))
 
 
 def _model_columns(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from cohortlens.store.base import (
     Routing,
     Store,
 )
-from cohortlens.store.duckdb import DuckDBStore
+from cohortlens.store.duckdb import LOCK_WAIT_ENV, DuckDBStore
 
 if TYPE_CHECKING:
     from cohortlens.store.postgres import PostgresStore
@@ -38,12 +39,19 @@ def resolve_db(db: str | None) -> str:
 
 
 def open_store(
-    db: str | Path | None = None, *, read_only: bool = False
+    db: str | Path | None = None,
+    *,
+    read_only: bool = False,
+    create: bool = True,
+    wait_s: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> DuckDBStore | PostgresStore:
     """Open (and migrate) the store named by ``db`` (see :func:`resolve_db`).
 
     ``postgresql://...`` opens a :class:`~cohortlens.store.postgres.PostgresStore` (needs the
-    ``postgres`` extra); anything else is a DuckDB file.
+    ``postgres`` extra); anything else is a DuckDB file. For DuckDB, ``create=False`` (implied
+    by ``read_only``) refuses a missing file, and a file another process holds is waited for up
+    to ``wait_s`` seconds (default ``$COHORTLENS_LOCK_WAIT_S`` or 60), ``on_wait`` told once.
     """
     url = resolve_db(str(db) if db is not None else None)
     if url.startswith(POSTGRES_SCHEMES):
@@ -55,11 +63,12 @@ def open_store(
                 "install it with: pip install 'cohortlens[postgres]'"
             ) from None
         return PostgresStore(url, read_only=read_only)
-    return DuckDBStore(url, read_only=read_only)
+    return DuckDBStore(url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait)
 
 
 __all__ = [
     "DB_ENV",
+    "LOCK_WAIT_ENV",
     "CommitCounts",
     "ConflictError",
     "DuckDBStore",

@@ -1,8 +1,18 @@
-"""DuckDB store: the embedded default (one file, one writer process)."""
+"""DuckDB store: the embedded default (one file; one process holds it at a time).
+
+DuckDB locks the file for the lifetime of a connection, across processes. A process that finds
+it held waits (up to ``wait_s``, retrying with back-off) instead of failing at once, so short
+commands, the service (which opens the file only for short transactions) and the rollout
+controller can take turns on one file (docs/DESIGN.md, "Sharing the embedded store").
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
@@ -30,6 +40,85 @@ from cohortlens.store.base import CommitCounts, ConflictError
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
+#: Environment variable: seconds a process waits for another one to release the DuckDB file.
+LOCK_WAIT_ENV = "COHORTLENS_LOCK_WAIT_S"
+#: Default of that wait.
+DEFAULT_LOCK_WAIT_S = 60.0
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
+
+
+def lock_wait_s(explicit: float | None = None) -> float:
+    """Seconds to wait for the file lock: ``explicit``, else ``$COHORTLENS_LOCK_WAIT_S``, else 60."""
+    if explicit is not None:
+        return max(0.0, float(explicit))
+    text = os.environ.get(LOCK_WAIT_ENV)
+    if not text:
+        return DEFAULT_LOCK_WAIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise StoreError(f"${LOCK_WAIT_ENV}={text!r}: expected a number of seconds") from None
+    if not value >= 0:
+        raise StoreError(f"${LOCK_WAIT_ENV}={text!r}: expected a number of seconds >= 0")
+    return value
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB refusing the file because another process holds it."""
+    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
+
+
+def lock_holder(exc: BaseException) -> str:
+    """The process named in a lock-conflict message, with its command line when readable."""
+    found = _HOLDER_PID.search(str(exc))
+    if found is None:
+        return "another process"
+    pid = found.group(1)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return f"process {pid}"
+    command = " ".join(argv[1:4]) if argv and "python" in Path(argv[0]).name else " ".join(argv[:3])
+    return f"process {pid} ({command})" if command else f"process {pid}"
+
+
+def connect(
+    path: str,
+    *,
+    read_only: bool = False,
+    wait_s: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Connect to the DuckDB file ``path``, waiting up to ``wait_s`` while another process holds it.
+
+    ``on_wait`` receives one message when the wait starts (the CLI prints it on stderr). The
+    wait ends in a :class:`StoreError` naming the holder.
+    """
+    budget = lock_wait_s(wait_s)
+    deadline = time.monotonic() + budget
+    delay = 0.005
+    told = False
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.Error as exc:
+            if not is_lock_conflict(exc):
+                raise StoreError(f"cannot open the DuckDB store {path}: {exc}") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StoreError(
+                    f"the DuckDB store {path} is held by {lock_holder(exc)}; waited {budget:g} s "
+                    f"(set ${LOCK_WAIT_ENV} to wait longer, or use PostgreSQL for many writers)"
+                ) from None
+            if not told and on_wait is not None:
+                on_wait(
+                    f"waiting for {path}: held by {lock_holder(exc)}; "
+                    f"up to {budget:g} s (${LOCK_WAIT_ENV})"
+                )
+                told = True
+            time.sleep(min(remaining, delay * (0.5 + random.random())))
+            delay = min(delay * 2, 0.25)
 
 
 def _exec(
@@ -84,12 +173,28 @@ class DuckDBStore(SharedState):
     the PostgreSQL store) through :meth:`_q` and :meth:`_transaction`.
     """
 
-    def __init__(self, path: str | Path = "cohortlens.duckdb", *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path = "cohortlens.duckdb",
+        *,
+        read_only: bool = False,
+        create: bool = True,
+        wait_s: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Open (and, unless ``read_only``, migrate) the file ``path``.
+
+        ``create=False`` refuses a file that does not exist (commands that only read, or need
+        earlier results, never leave an empty store behind a typo). ``wait_s`` and ``on_wait``:
+        see :func:`connect`.
+        """
         self.url = str(path)
-        try:
-            self._con = duckdb.connect(self.url, read_only=read_only)
-        except (duckdb.IOException, duckdb.Error) as exc:
-            raise StoreError(f"cannot open the DuckDB store {self.url}: {exc}") from exc
+        if (not create or read_only) and self.url != ":memory:" and not Path(self.url).exists():
+            raise StoreError(
+                f"no store at {self.url}: nothing has been ingested there yet "
+                "(check --db / $COHORTLENS_DB, or run `cohortlens ingest` first)"
+            )
+        self._con = connect(self.url, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
         _exec(self._con, "SET TimeZone = 'UTC'")
         if not read_only:
             self._migrate()
