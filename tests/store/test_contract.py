@@ -44,7 +44,7 @@ def _routing_fields(store: Any) -> tuple[Any, ...]:
 
 
 def test_both_dialects_define_the_same_versions() -> None:
-    assert sorted(DUCKDB) == sorted(POSTGRES) == [1, 2, 3, 4]
+    assert sorted(DUCKDB) == sorted(POSTGRES) == [1, 2, 3, 4, 5]
     tables = {
         "model_routing",
         "routing_log",
@@ -60,11 +60,82 @@ def test_both_dialects_define_the_same_versions() -> None:
         assert created == tables
 
 
-def test_migrations_reach_version_4_once(store: Any) -> None:
-    assert store.schema_version() == 4
+def test_migrations_reach_version_5_once(store: Any) -> None:
+    assert store.schema_version() == 5
     assert store._q("SELECT count(*), min(version), max(version) FROM schema_migrations") == [
-        (4, 1, 4)
+        (5, 1, 5)
     ]
+
+
+# -- what the service reads and writes beside its snapshot --------------------------------------
+
+
+def _exposure_rows(learners: list[str]) -> Any:
+    import pyarrow as pa
+
+    from cohortlens.experiments.assignment import EXPOSURE_SCHEMA
+
+    n = len(learners)
+    return pa.table(
+        {
+            "learner_id": learners,
+            "experiment": ["e"] * n,
+            "variant": ["a"] * n,
+            "layer": pa.nulls(n, pa.string()),
+            "bucket": pa.array([1] * n, pa.int32()),
+            "hash_version": ["v1"] * n,
+            "exposed_at": pa.array([T0] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=EXPOSURE_SCHEMA,
+    )
+
+
+def test_a_spool_segment_is_applied_once(store: Any) -> None:
+    assert store.spool_applied(["seg-1"]) == set()
+    assert store.log_exposures(_exposure_rows(["a", "b"]), spool_segment="seg-1") == 2
+    assert store.log_exposures(_exposure_rows(["a", "b"]), spool_segment="seg-1") == 0
+    assert store.spool_applied(["seg-1", "seg-2"]) == {"seg-1"}
+    assert store.read_exposures("e").column("learner_id").to_pylist() == ["a", "b"]
+
+
+def test_learners_without_an_assignment_and_their_events(store: Any) -> None:
+    import pyarrow as pa
+
+    from cohortlens.events import ingest_sources
+    from cohortlens.serve.service import raw_events_table, source_of
+
+    assert store.max_ingest_id() == 0
+
+    def post(learners: list[str], name: str) -> None:
+        rows = [
+            {"learner_id": lid, "ts": f"2025-03-0{d}T10:00:00Z", "item_id": "q", "outcome": 1}
+            for lid in learners
+            for d in (2, 1)
+        ]
+        ingest_sources(store, [source_of(raw_events_table(rows), name)], now=T0)
+
+    post(["m1", "n1"], "one")
+    first = store.max_ingest_id()
+    model = store.save_model({"k": 1}, feature_run_id=None, activate=True)
+    store.save_assignments(
+        model,
+        pa.table(
+            {
+                "learner_id": ["m1"],
+                "cohort_id": pa.array([0], pa.int32()),
+                "archetype": ["x"],
+                "distance": [0.0],
+            }
+        ),
+    )
+    post(["n2", "m1"], "two")
+    assert store.max_ingest_id() > first
+    assert store.unassigned_learners([model]).to_pylist() == ["n1", "n2"]
+    assert store.unassigned_learners([model], after_ingest_id=first).to_pylist() == ["n2"]
+    assert store.unassigned_learners([model], limit=1).to_pylist() == ["n1"]
+    events = store.learner_events(pa.array(["n2", "n1"]))
+    assert events.column("learner_id").to_pylist() == ["n1", "n1", "n2", "n2"]
+    assert [t.day for t in events.column("ts").to_pylist()] == [1, 2, 1, 2]
 
 
 # -- models and routing -------------------------------------------------------------------------

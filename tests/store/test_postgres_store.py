@@ -375,9 +375,10 @@ def test_two_processes_opening_a_fresh_schema_migrate_it_once(pg_url: str) -> No
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert results == [4, 4, 4]
+    latest = max(POSTGRES)
+    assert results == [latest] * 3
     with open_store(pg_url) as s:
-        assert s._q("SELECT count(*) FROM schema_migrations") == [(4,)]
+        assert s._q("SELECT count(*) FROM schema_migrations") == [(latest,)]
 
 
 def test_a_newer_schema_is_refused(pg: PostgresStore, pg_url: str) -> None:

@@ -24,3 +24,10 @@ def open_for_command(db: str | None, *, read_only: bool = False, create: bool = 
     from cohortlens.store import open_store
 
     return open_store(db, read_only=read_only, create=create, on_wait=_tell)
+
+
+def open_shared_for_command(db: str | None) -> Any:
+    """The store for a long-running command (``rollout run``): see ``store.open_shared``."""
+    from cohortlens.store import open_shared
+
+    return open_shared(db, on_wait=_tell)

@@ -98,8 +98,12 @@ def run(
     from cohortlens.rollout.state import Phase
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from cohortlens.cli._store import open_shared_for_command
+
     spec = load_spec(spec_path)
-    store = _open(db)
+    # A long-running process: on a DuckDB file it holds the file only per unit of work, so
+    # the service and other commands share it (docs/DESIGN.md, "Sharing the embedded store").
+    store = open_shared_for_command(db)
     exporter = ControllerMetrics()
     if metrics_port is not None:
         server = exporter.serve(metrics_port)

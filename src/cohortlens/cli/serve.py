@@ -40,6 +40,24 @@ def serve(
     no_access_log: Annotated[
         bool, typer.Option("--no-access-log", help="Do not log one line per request.")
     ] = False,
+    exposure_flush_s: Annotated[
+        float,
+        typer.Option(help="Seconds between writes of experiment exposure records to the store."),
+    ] = 1.0,
+    store_wait_s: Annotated[
+        float,
+        typer.Option(
+            help="How long a request that needs the store waits while another process holds "
+            "a DuckDB file, before answering 503 (posted events: 202, spooled)."
+        ),
+    ] = 5.0,
+    spool_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where exposures and posted events wait for the store (default: "
+            "<db file>.spool for DuckDB; none for PostgreSQL)."
+        ),
+    ] = None,
 ) -> None:
     """Serve cohort look-ups, batch assignment and routing (admin routes need
     $COHORTLENS_ADMIN_TOKEN)."""
@@ -53,6 +71,10 @@ def serve(
         raise InputError(f"--port {port}: expected 1..65535")
     if routing_poll_s <= 0:
         raise InputError(f"--routing-poll-s {routing_poll_s}: expected > 0")
+    if exposure_flush_s <= 0:
+        raise InputError(f"--exposure-flush-s {exposure_flush_s}: expected > 0")
+    if store_wait_s < 0:
+        raise InputError(f"--store-wait-s {store_wait_s}: expected >= 0")
     url = resolve_db(db)
     load_experiments(experiments)  # fail before binding the port
     open_store(url).close()  # migrate and check the store before binding the port
@@ -63,6 +85,9 @@ def serve(
         log_learner_ids=log_learner_ids,
         fault_injection=enable_fault_injection,
         access_log=not no_access_log,
+        exposure_flush_s=exposure_flush_s,
+        store_wait_s=store_wait_s,
+        **({"spool_dir": spool_dir} if spool_dir is not None else {}),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(

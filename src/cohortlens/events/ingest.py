@@ -133,10 +133,12 @@ def ingest_sources(
     now: datetime | None = None,
     progress: Progress | None = None,
     outcomes: Sequence[pa.Table] = (),
+    spool_segment: str | None = None,
 ) -> IngestReport:
     """Validate opened ``sources`` (and outcome tables) into ``store`` in one transaction.
 
-    The service's ``POST /v1/events`` calls this with an in-memory source.
+    The service applies ``POST /v1/events`` batches through this, from its spool:
+    ``spool_segment`` is recorded as applied in the same transaction.
     """
     options = options or ReadOptions()
     now = now or datetime.now(UTC)
@@ -182,7 +184,8 @@ def ingest_sources(
                     k: summary[k] for k in ("rows_read", "accepted", "rejected", "duplicates")
                 },
                 **summary,
-            }
+            },
+            spool_segment=spool_segment,
         )
     return result
 

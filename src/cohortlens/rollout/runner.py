@@ -168,9 +168,9 @@ def build_guardrails(spec: RolloutSpec, store: Any) -> GuardrailSource:
     db = spec.guardrail_source.db
     if db is None:
         return StoreOutcomes(store)
-    from cohortlens.store import open_store
+    from cohortlens.store import open_shared
 
-    return StoreOutcomes(open_store(db))
+    return StoreOutcomes(open_shared(db))
 
 
 # ---------------------------------------------------------------------------- registration

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import logging
@@ -37,6 +38,7 @@ from cohortlens.errors import CohortlensError, InputError, StoreError
 from cohortlens.serve import schemas as s
 from cohortlens.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cohortlens.serve.service import (
+    BACKGROUND_WAIT_S,
     MAX_LEARNER_ID_CHARS,
     CohortService,
     FieldError,
@@ -48,6 +50,7 @@ from cohortlens.serve.service import (
     routing_to_dict,
 )
 from cohortlens.serve.settings import ServeSettings
+from cohortlens.store.base import StoreBusyError
 
 log = logging.getLogger("cohortlens.serve")
 access_log = logging.getLogger("cohortlens.access")
@@ -112,9 +115,9 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
     def _open() -> Any:
         if store_factory is not None:
             return store_factory()
-        from cohortlens.store import open_store
+        from cohortlens.store import open_shared
 
-        return open_store(settings.db)
+        return open_shared(settings.db, wait_s=settings.store_wait_s)
 
     holder: dict[str, CohortService] = {}
 
@@ -128,6 +131,8 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(_open)
         svc = CohortService(settings, store)
+        with contextlib.suppress(StoreBusyError):  # spooled by an earlier run: apply it now
+            await run_in_threadpool(functools.partial(svc.drain, wait_s=settings.store_wait_s))
         await run_in_threadpool(svc.refresh, force=True)
         seconds = await run_in_threadpool(svc.warm_up)
         log.info("kernels warmed up in %.1f s", seconds)
@@ -150,9 +155,11 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             try:
-                await run_in_threadpool(svc.flush_exposures)
-            finally:
-                await run_in_threadpool(svc.with_store, lambda st: st.close())
+                await run_in_threadpool(svc.close)
+            except StoreBusyError:
+                log.warning(
+                    "the store is held elsewhere; spooled records are applied at the next start"
+                )
 
     app = FastAPI(
         title="cohortlens",
@@ -220,6 +227,12 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
     @app.exception_handler(InputError)
     async def _input(_: Request, exc: InputError) -> Response:
         return _json_error(422, "invalid_request", str(exc), getattr(exc, "field", None))
+
+    @app.exception_handler(StoreBusyError)
+    async def _busy(_: Request, exc: StoreBusyError) -> Response:
+        resp = _json_error(503, "store_busy", str(exc))
+        resp.headers["Retry-After"] = "5"
+        return resp
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> Response:
@@ -381,20 +394,29 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
     @app.post(
         "/v1/events",
         response_model=s.EventsResponse,
-        responses=_responses(401, 413, 422, 503),
+        responses={
+            **_responses(401, 413, 422, 503),
+            202: {
+                "model": s.EventsResponse,
+                "description": "Another process holds the store: the rows wait in the "
+                "service's spool and are stored when it is free (duplicates not known yet)",
+            },
+        },
         tags=["events"],
         dependencies=read_ok,
         summary="Validate and store a small batch of events",
     )
-    async def post_events(req: s.EventsRequest) -> dict[str, Any]:
+    async def post_events(req: s.EventsRequest) -> Response:
         if len(req.events) > settings.max_events:
             raise FieldError(
                 "body.events",
                 f"{len(req.events)} rows in one request; at most {settings.max_events}",
             )
         svc = service()
-        report = await run_in_threadpool(svc.ingest_events, [e.model_dump() for e in req.events])
-        return report
+        status, report = await run_in_threadpool(
+            svc.ingest_events, [e.model_dump() for e in req.events]
+        )
+        return JSONResponse(report, status_code=status)
 
     # -- health and metrics ------------------------------------------------------------------
     @app.get("/healthz", response_model=s.Status, tags=["ops"], summary="Liveness")
@@ -413,7 +435,13 @@ def create_app(settings: ServeSettings, *, store_factory: Callable[[], Any] | No
         if svc is None or not svc.ready:
             return _json_error(503, "unavailable", "no active cohort model loaded")
         try:
-            await run_in_threadpool(svc.with_store, lambda st: st.routing_revision())
+            await run_in_threadpool(
+                functools.partial(
+                    svc.with_store, lambda st: st.routing_revision(), read_only=True, wait_s=0.5
+                )
+            )
+        except StoreBusyError:  # another process's turn: the loaded state still answers
+            return JSONResponse({"status": "ready", "store": "busy"})
         except Exception as exc:  # the store went away
             log.warning("readiness: store unreachable: %s", type(exc).__name__)
             return _json_error(503, "unavailable", "the store does not answer")
@@ -907,7 +935,9 @@ async def _poll_routing(svc: CohortService) -> None:
     while True:
         await asyncio.sleep(svc.settings.routing_poll_s)
         try:
-            await run_in_threadpool(svc.refresh)
+            await run_in_threadpool(functools.partial(svc.refresh, wait_s=BACKGROUND_WAIT_S))
+        except StoreBusyError:  # another process's turn; logged once by the service
+            pass
         except Exception as exc:  # keep serving the last good snapshot
             log.warning("routing poll failed (%s); serving the last loaded routing", exc)
 
@@ -918,5 +948,7 @@ async def _flush_exposures(svc: CohortService) -> None:
         await asyncio.sleep(svc.settings.exposure_flush_s)
         try:
             await run_in_threadpool(svc.flush_exposures)
+        except StoreBusyError:  # the records are in the spool; applied at a later flush
+            pass
         except Exception as exc:  # records stay buffered for the next attempt
             log.warning("exposure flush failed (%s); will retry", exc)

@@ -61,6 +61,27 @@ class ServiceMetrics:
             "Experiment exposure records written to the store.",
             registry=self.registry,
         )
+        self.store_busy = Gauge(
+            "cohortlens_store_busy",
+            "1 while another process holds the embedded store (writes wait in the spool).",
+            registry=self.registry,
+        )
+        self.spool_segments = Gauge(
+            "cohortlens_spool_segments",
+            "Spooled batches (exposures, posted events) waiting for the store.",
+            registry=self.registry,
+        )
+        self.provisional_learners = Gauge(
+            "cohortlens_provisional_learners",
+            "Learners the served models have not seen, answered from their stored events.",
+            registry=self.registry,
+        )
+        self.provisional_skipped_events = Counter(
+            "cohortlens_provisional_skipped_events",
+            "Events of unseen learners left out of provisional scoring (domain unknown to the "
+            "stable model's feature run).",
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
 
     def observe(

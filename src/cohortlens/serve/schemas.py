@@ -28,6 +28,11 @@ class LearnerCohort(BaseModel):
     model_role: Literal["stable", "candidate"] = Field(
         description="Role of the model the learner is routed to."
     )
+    provisional: bool = Field(
+        default=False,
+        description="True for a learner the model has not seen: scored from the learner's "
+        "stored events until the next feature run and discover (docs/SERVING.md).",
+    )
 
 
 class EventIn(BaseModel):
@@ -150,8 +155,14 @@ class EventsResponse(BaseModel):
     rows_read: int
     accepted: int
     rejected: int
-    duplicates: int
+    duplicates: int | None = Field(
+        description="Rows already stored; null while the rows wait in the spool (202)."
+    )
     rejected_by_reason: dict[str, int]
+    status: Literal["stored", "queued"] = Field(
+        description="stored: in the store now (200); queued: durable in the service's spool, "
+        "stored when the store is free (202)."
+    )
 
 
 class ExperimentAssignment(BaseModel):

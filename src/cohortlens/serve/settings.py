@@ -31,6 +31,13 @@ class ServeSettings:
             ``GET /v1/experiments/{key}/assignment``.
         exposure_flush_s: seconds between writes of buffered exposure records (default 1 s).
         access_log: write one line per request to the ``cohortlens.access`` logger.
+        store_wait_s: how long a request that needs the store waits while another process
+            holds an embedded (DuckDB) store before answering 503 (default 5 s).
+        spool_dir: where exposures and posted events wait for the store (default: beside a
+            DuckDB file, ``<file>.spool``; none for PostgreSQL unless given).
+        spool_max_bytes: the spool's size limit; past it, posted events get 503 (default 1 GiB).
+        max_provisional_learners: learners the served models have not seen that are scored
+            from their stored events and answered provisionally (default 100,000).
     """
 
     db: str
@@ -45,6 +52,14 @@ class ServeSettings:
     experiments_path: Path | None = None
     exposure_flush_s: float = 1.0
     access_log: bool = True
+    store_wait_s: float = 5.0
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 1 << 30
+    max_provisional_learners: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.spool_dir is None and _is_duckdb_file(self.db):
+            object.__setattr__(self, "spool_dir", Path(f"{self.db}.spool"))
 
     @classmethod
     def from_env(cls, db: str, **overrides: object) -> ServeSettings:
@@ -55,3 +70,7 @@ class ServeSettings:
         }
         values.update(overrides)
         return cls(db=db, **values)  # type: ignore[arg-type]
+
+
+def _is_duckdb_file(db: str) -> bool:
+    return not db.startswith(("postgresql://", "postgres://")) and db != ":memory:"

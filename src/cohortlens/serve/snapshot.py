@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,20 +64,87 @@ class ServedModel:
         return str(self.model.names_.get(int(cohort_id), ""))
 
 
-def _tail(model: ServedModel, role: Role, code: int) -> bytes:
+def _tail(model: ServedModel, role: Role, code: int, *, provisional: bool = False) -> bytes:
     """The JSON body after ``{"learner_id":<id>`` for a learner of cohort ``code``."""
-    return (
-        ","
-        + json.dumps(
-            {
-                "cohort_id": model.cohort_ids[code],
-                "archetype": model.archetypes[code],
-                "model_version": model.model_id,
-                "model_role": role.value,
-            },
-            separators=(",", ":"),
-        )[1:]
-    ).encode()
+    body: dict[str, object] = {
+        "cohort_id": model.cohort_ids[code],
+        "archetype": model.archetypes[code],
+        "model_version": model.model_id,
+        "model_role": role.value,
+    }
+    if provisional:
+        body["provisional"] = True
+    return ("," + json.dumps(body, separators=(",", ":"))[1:]).encode()
+
+
+def _tails(model: ServedModel | None, role: Role, *, provisional: bool) -> tuple[bytes, ...]:
+    if model is None:
+        return ()
+    return tuple(
+        _tail(model, role, c, provisional=provisional) for c in range(len(model.cohort_ids))
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LearnerIndex:
+    """Learners indexed for single look-ups: row per id, packed bucket and cohort codes.
+
+    The served models' own learners form one index; learners the models have not seen, scored
+    provisionally from their stored events, form a second, small one.
+    """
+
+    #: learner_id -> row of the arrays below.
+    rows: dict[str, int] = field(repr=False)
+    bucket: array = field(repr=False)
+    stable_code: array = field(repr=False)
+    candidate_code: array = field(repr=False)
+    stable_tails: tuple[bytes, ...] = field(repr=False)
+    candidate_tails: tuple[bytes, ...] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def build(
+        cls,
+        learner_ids: pa.Array,
+        salt: str,
+        stable: ServedModel | None,
+        candidate: ServedModel | None,
+        stable_codes: np.ndarray,
+        candidate_codes: np.ndarray,
+        *,
+        provisional: bool = False,
+    ) -> LearnerIndex:
+        """From aligned arrays of ids and cohort codes (-1: the model has no cohort for them)."""
+        n = len(learner_ids)
+        bucket = buckets(learner_ids, salt).astype(np.uint16) if n else np.zeros(0, np.uint16)
+        return cls(
+            rows=dict(zip(learner_ids.to_pylist(), range(n), strict=True)),
+            bucket=array("H", bucket.tobytes()),
+            stable_code=array("h", stable_codes.astype(np.int16).tobytes()),
+            candidate_code=array("h", candidate_codes.astype(np.int16).tobytes()),
+            stable_tails=_tails(stable, Role.STABLE, provisional=provisional),
+            candidate_tails=_tails(candidate, Role.CANDIDATE, provisional=provisional),
+        )
+
+    @classmethod
+    def empty(cls) -> LearnerIndex:
+        """No learners."""
+        none = np.zeros(0, np.int16)
+        return cls.build(pa.array([], pa.string()), "", None, None, none, none)
+
+
+def cohort_codes(model: ServedModel | None, cohort_ids: np.ndarray) -> np.ndarray:
+    """Each cohort id's code in ``model`` (-1 where the model serves no such cohort)."""
+    out = np.full(len(cohort_ids), -1, dtype=np.int16)
+    if model is None or not len(model.cohort_ids) or not len(cohort_ids):
+        return out
+    known = np.asarray(model.cohort_ids, dtype=np.int64)
+    pos = np.clip(np.searchsorted(known, cohort_ids), 0, len(known) - 1)
+    hit = known[pos] == cohort_ids
+    out[hit] = pos[hit]
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,13 +156,10 @@ class ServingSnapshot:
     weight: float
     stable: ServedModel | None
     candidate: ServedModel | None
-    #: learner_id -> row of the lists below (union of both models' learners).
-    rows: dict[str, int] = field(repr=False)
-    bucket: array = field(repr=False)
-    stable_code: array = field(repr=False)
-    candidate_code: array = field(repr=False)
-    stable_tails: tuple[bytes, ...] = field(repr=False)
-    candidate_tails: tuple[bytes, ...] = field(repr=False)
+    #: The models' own learners (union of both models').
+    learners: LearnerIndex = field(repr=False)
+    #: Learners with stored events that neither model has seen, scored from those events.
+    provisional: LearnerIndex = field(repr=False)
 
     @property
     def threshold(self) -> int:
@@ -124,47 +188,30 @@ class ServingSnapshot:
             union = pa.concat_arrays([parts[0], extra]) if len(extra) else parts[0]
         n = len(union)
 
-        def aligned(model: ServedModel | None) -> array:
+        def aligned(model: ServedModel | None) -> np.ndarray:
             out = np.full(n, -1, dtype=np.int16)
             if model is not None and n:
                 pos = pc.index_in(model.learner_ids, value_set=union).to_numpy(zero_copy_only=False)
                 out[pos.astype(np.int64)] = model.codes
-            return array("h", out.tobytes())
+            return out
 
-        bucket = buckets(union, salt).astype(np.uint16) if n else np.zeros(0, np.uint16)
         return cls(
             revision=revision,
             salt=salt,
             weight=weight,
             stable=stable,
             candidate=candidate,
-            rows=dict(zip(union.to_pylist(), range(n), strict=True)),
-            bucket=array("H", bucket.tobytes()),
-            stable_code=aligned(stable),
-            candidate_code=aligned(candidate),
-            stable_tails=tuple(_tail(stable, Role.STABLE, c) for c in range(len(stable.cohort_ids)))
-            if stable is not None
-            else (),
-            candidate_tails=tuple(
-                _tail(candidate, Role.CANDIDATE, c) for c in range(len(candidate.cohort_ids))
-            )
-            if candidate is not None
-            else (),
+            learners=LearnerIndex.build(
+                union, salt, stable, candidate, aligned(stable), aligned(candidate)
+            ),
+            provisional=LearnerIndex.empty(),
         )
 
     def with_weight(self, revision: int, weight: float) -> ServingSnapshot:
         """The same models and salt at another weight (no re-indexing)."""
         candidate_threshold(weight)
-        return ServingSnapshot(
-            revision=revision,
-            salt=self.salt,
-            weight=weight,
-            stable=self.stable,
-            candidate=self.candidate,
-            rows=self.rows,
-            bucket=self.bucket,
-            stable_code=self.stable_code,
-            candidate_code=self.candidate_code,
-            stable_tails=self.stable_tails,
-            candidate_tails=self.candidate_tails,
-        )
+        return replace(self, revision=revision, weight=weight)
+
+    def with_provisional(self, index: LearnerIndex) -> ServingSnapshot:
+        """The same snapshot with another set of provisionally scored learners."""
+        return replace(self, provisional=index)

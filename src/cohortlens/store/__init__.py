@@ -15,8 +15,10 @@ from cohortlens.store.base import (
     RolloutEvent,
     Routing,
     Store,
+    StoreBusyError,
 )
 from cohortlens.store.duckdb import LOCK_WAIT_ENV, DuckDBStore
+from cohortlens.store.shared import SerializedStore, SessionStore, TurnTakingStore
 
 if TYPE_CHECKING:
     from cohortlens.store.postgres import PostgresStore
@@ -66,6 +68,24 @@ def open_store(
     return DuckDBStore(url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait)
 
 
+def open_shared(
+    db: str | Path | None = None,
+    *,
+    wait_s: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> TurnTakingStore | SerializedStore:
+    """The store for a long-running process (the service, the rollout controller).
+
+    A DuckDB file is opened only for each unit of work (:class:`TurnTakingStore`), so short
+    commands can use the same file while the process runs; PostgreSQL and ``:memory:`` keep
+    one connection (:class:`SerializedStore`).
+    """
+    url = resolve_db(str(db) if db is not None else None)
+    if url.startswith(POSTGRES_SCHEMES) or url == ":memory:":
+        return SerializedStore(open_store(url, wait_s=wait_s, on_wait=on_wait))
+    return TurnTakingStore(url, wait_s=wait_s, on_wait=on_wait)
+
+
 __all__ = [
     "DB_ENV",
     "LOCK_WAIT_ENV",
@@ -75,7 +95,12 @@ __all__ = [
     "IngestSession",
     "RolloutEvent",
     "Routing",
+    "SerializedStore",
+    "SessionStore",
     "Store",
+    "StoreBusyError",
+    "TurnTakingStore",
+    "open_shared",
     "open_store",
     "resolve_db",
 ]

@@ -25,6 +25,10 @@ class ConflictError(StoreError):
     """An optimistic-concurrency check failed: the state moved on since it was read."""
 
 
+class StoreBusyError(StoreError):
+    """The embedded store stayed held by another process for the whole wait (retry later)."""
+
+
 @dataclass(frozen=True)
 class CommitCounts:
     """Rows of one source that reached the events table, and those already known."""
@@ -96,8 +100,12 @@ class IngestSession(Protocol):
         Returns per-source counts of inserted rows and duplicates.
         """
 
-    def commit(self, report: dict[str, object]) -> None:
-        """Keep ``report`` in the ingest log and commit the transaction."""
+    def commit(self, report: dict[str, object], *, spool_segment: str | None = None) -> None:
+        """Keep ``report`` in the ingest log and commit the transaction.
+
+        ``spool_segment`` names the spool segment this ingest applies; it is recorded in
+        ``spool_applied`` in the same transaction.
+        """
 
 
 class Store(Protocol):
@@ -251,8 +259,27 @@ class Store(Protocol):
         """Give up lease ``name`` if ``holder`` holds it."""
 
     # -- experiments -------------------------------------------------------------------------
-    def log_exposures(self, exposures: pa.Table) -> int:
-        """Append exposure records; returns rows added."""
+    def log_exposures(self, exposures: pa.Table, *, spool_segment: str | None = None) -> int:
+        """Append exposure records; returns rows added.
+
+        With ``spool_segment``, the segment is recorded in ``spool_applied`` in the same
+        transaction (a segment already recorded adds nothing and returns 0).
+        """
+
+    def spool_applied(self, segments: list[str]) -> set[str]:
+        """Which of ``segments`` the store has applied already."""
+
+    def max_ingest_id(self) -> int:
+        """The newest committed ingest (0 before the first)."""
+
+    def unassigned_learners(
+        self, model_ids: list[int], *, after_ingest_id: int = 0, limit: int | None = None
+    ) -> pa.Array:
+        """Learners with events from ingests after ``after_ingest_id`` that none of
+        ``model_ids`` has an assignment for (sorted; at most ``limit``)."""
+
+    def learner_events(self, learner_ids: pa.Array) -> pa.Table:
+        """All events of ``learner_ids``, sorted by (learner_id, ts, event_id)."""
 
     def read_exposures(self, experiment: str | None = None) -> pa.Table:
         """Exposure records in logging order."""

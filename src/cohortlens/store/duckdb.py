@@ -36,7 +36,7 @@ from cohortlens.events.validate import (
     validation_params,
 )
 from cohortlens.store._state_sql import SharedState
-from cohortlens.store.base import CommitCounts, ConflictError
+from cohortlens.store.base import CommitCounts, ConflictError, StoreBusyError
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
@@ -107,7 +107,7 @@ def connect(
                 raise StoreError(f"cannot open the DuckDB store {path}: {exc}") from exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StoreError(
+                raise StoreBusyError(
                     f"the DuckDB store {path} is held by {lock_holder(exc)}; waited {budget:g} s "
                     f"(set ${LOCK_WAIT_ENV} to wait longer, or use PostgreSQL for many writers)"
                 ) from None
@@ -181,12 +181,14 @@ class DuckDBStore(SharedState):
         create: bool = True,
         wait_s: float | None = None,
         on_wait: Callable[[str], None] | None = None,
+        migrate: bool = True,
     ) -> None:
         """Open (and, unless ``read_only``, migrate) the file ``path``.
 
         ``create=False`` refuses a file that does not exist (commands that only read, or need
         earlier results, never leave an empty store behind a typo). ``wait_s`` and ``on_wait``:
-        see :func:`connect`.
+        see :func:`connect`. ``migrate=False`` only checks the schema version (a process that
+        reopens a file it has migrated already).
         """
         self.url = str(path)
         if (not create or read_only) and self.url != ":memory:" and not Path(self.url).exists():
@@ -195,11 +197,15 @@ class DuckDBStore(SharedState):
                 "(check --db / $COHORTLENS_DB, or run `cohortlens ingest` first)"
             )
         self._con = connect(self.url, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
-        _exec(self._con, "SET TimeZone = 'UTC'")
-        if not read_only:
-            self._migrate()
-        elif self.schema_version() > max(MIGRATIONS):
-            self._too_new()
+        try:
+            _exec(self._con, "SET TimeZone = 'UTC'")
+            if not read_only and (migrate or self.schema_version() < max(MIGRATIONS)):
+                self._migrate()
+            elif self.schema_version() > max(MIGRATIONS):
+                self._too_new()
+        except BaseException:
+            self._con.close()
+            raise
 
     # -- schema -----------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -375,21 +381,74 @@ class DuckDBStore(SharedState):
         ).to_arrow_table()
 
     # -- experiments --------------------------------------------------------------------------
-    def log_exposures(self, exposures: pa.Table) -> int:
-        """Append exposure records (``experiments.assignment.EXPOSURE_SCHEMA``); returns rows added."""
-        if exposures.num_rows == 0:
+    def log_exposures(self, exposures: pa.Table, *, spool_segment: str | None = None) -> int:
+        """Append exposure records (``experiments.assignment.EXPOSURE_SCHEMA``); returns rows added.
+
+        With ``spool_segment``, the rows and the segment's ``spool_applied`` entry are written
+        in one transaction; a segment applied before adds nothing (returns 0).
+        """
+        if exposures.num_rows == 0 and spool_segment is None:
             return 0
         con = self._con
         con.register("_exposures", exposures)
         try:
-            _exec(
-                con,
-                "INSERT INTO exposures SELECT learner_id, experiment, variant, layer, bucket, "
-                "hash_version, exposed_at FROM _exposures",
-            )
+            with self._transaction():
+                if spool_segment is not None and self.spool_applied([spool_segment]):
+                    return 0
+                _exec(
+                    con,
+                    "INSERT INTO exposures SELECT learner_id, experiment, variant, layer, bucket, "
+                    "hash_version, exposed_at FROM _exposures",
+                )
+                if spool_segment is not None:
+                    _mark_applied(con, spool_segment, "exposures", exposures.num_rows)
         finally:
             con.unregister("_exposures")
         return exposures.num_rows
+
+    def spool_applied(self, segments: list[str]) -> set[str]:
+        """Which of ``segments`` this store has applied already."""
+        if not segments:
+            return set()
+        rows = _exec(
+            self._con,
+            "SELECT segment FROM spool_applied WHERE segment IN (SELECT unnest(?))",
+            [list(segments)],
+        )
+        return {str(r[0]) for r in rows}
+
+    # -- learners the served models have not seen ---------------------------------------------
+    def max_ingest_id(self) -> int:
+        """The newest committed ingest (0 before the first)."""
+        return int(_exec(self._con, "SELECT coalesce(max(ingest_id), 0) FROM ingest_log")[0][0])
+
+    def unassigned_learners(
+        self, model_ids: list[int], *, after_ingest_id: int = 0, limit: int | None = None
+    ) -> pa.Array:
+        """Learners with events from ingests after ``after_ingest_id`` that none of
+        ``model_ids`` assigned (sorted; at most ``limit``)."""
+        lim = f" LIMIT {int(limit)}" if limit is not None else ""
+        table = self._con.sql(
+            "SELECT DISTINCT learner_id FROM events WHERE ingest_id > ? AND learner_id NOT IN "
+            "(SELECT learner_id FROM assignments WHERE model_id IN (SELECT unnest(?))) "
+            f"ORDER BY learner_id{lim}",
+            params=[int(after_ingest_id), [int(m) for m in model_ids]],
+        ).to_arrow_table()
+        return table.column("learner_id").combine_chunks().cast(pa.string())
+
+    def learner_events(self, learner_ids: pa.Array) -> pa.Table:
+        """All events of ``learner_ids``, sorted by (learner_id, ts, event_id)."""
+        con = self._con
+        con.register("_wanted", pa.table({"learner_id": learner_ids.cast(pa.string())}))
+        try:
+            table = con.sql(
+                f"SELECT {_EVENT_COLUMNS} FROM events "
+                "WHERE learner_id IN (SELECT learner_id FROM _wanted) "
+                "ORDER BY learner_id, ts, event_id"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_wanted")
+        return table.cast(EVENT_SCHEMA)
 
     def read_exposures(self, experiment: str | None = None) -> pa.Table:
         """Exposure records, optionally of one experiment, in logging order."""
@@ -457,6 +516,15 @@ class DuckDBStore(SharedState):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _mark_applied(con: duckdb.DuckDBPyConnection, segment: str, kind: str, rows: int) -> None:
+    """Record a spool segment as applied (inside the caller's transaction)."""
+    _exec(
+        con,
+        "INSERT INTO spool_applied VALUES (?, ?, ?, ?)",
+        [segment, kind, int(rows), datetime.now(UTC)],
+    )
 
 
 class _DuckDBIngest:
@@ -642,10 +710,12 @@ class _DuckDBIngest:
             for src, n in self._staged.items()
         }
 
-    def commit(self, report: dict[str, object]) -> None:
-        """Log the ingest with its ``report`` and commit the transaction."""
+    def commit(self, report: dict[str, object], *, spool_segment: str | None = None) -> None:
+        """Log the ingest with its ``report`` (and the spool segment it applies) and commit."""
         totals = report.get("totals", {})
         assert isinstance(totals, dict)
+        if spool_segment is not None:
+            _mark_applied(self._con, spool_segment, "events", int(totals.get("rows_read", 0)))
         _exec(
             self._con,
             "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?)",

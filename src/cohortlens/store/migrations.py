@@ -140,6 +140,17 @@ DUCKDB: dict[int, list[str]] = {
             expires_at TIMESTAMPTZ NOT NULL
         )""",
     ],
+    5: [
+        # Segments of a service's on-disk spool (exposures, posted events) applied to the
+        # store: written in the transaction that applies the segment, so a segment is applied
+        # exactly once even when the service dies between commit and deleting the file.
+        """CREATE TABLE spool_applied (
+            segment VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            rows BIGINT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL
+        )""",
+    ],
 }
 
 #: PostgreSQL migrations (same versions and meaning). Identifier-like text is ``COLLATE "C"``
@@ -283,5 +294,13 @@ POSTGRES: dict[int, list[str]] = {
         # Replicas must never see two stable models, whatever the writers do.
         "CREATE UNIQUE INDEX cohort_models_one_active ON cohort_models (status) "
         "WHERE status = 'active'",
+    ],
+    5: [
+        """CREATE TABLE spool_applied (
+            segment TEXT COLLATE "C" PRIMARY KEY,
+            kind TEXT NOT NULL,
+            rows BIGINT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL
+        )""",
     ],
 }

@@ -409,14 +409,63 @@ class PostgresStore(SharedState):
         return self._table(q, [int(model_id)], _ASSIGNMENT_SCHEMA)
 
     # -- experiments --------------------------------------------------------------------------
-    def log_exposures(self, exposures: pa.Table) -> int:
-        """Append exposure records (``EXPOSURE_SCHEMA``) with one COPY; returns rows added."""
-        if exposures.num_rows == 0:
+    def log_exposures(self, exposures: pa.Table, *, spool_segment: str | None = None) -> int:
+        """Append exposure records (``EXPOSURE_SCHEMA``) with one COPY; returns rows added.
+
+        With ``spool_segment``, the rows and the segment's ``spool_applied`` entry are written
+        in one transaction; a segment applied before adds nothing (returns 0).
+        """
+        if exposures.num_rows == 0 and spool_segment is None:
             return 0
         table = exposures.select(list(_EXPOSURE_COLUMNS))
         with self._transaction():
-            copy_in(self._conn, f"exposures ({', '.join(_EXPOSURE_COLUMNS)})", table)
+            if spool_segment is not None:
+                claimed = self._conn.execute(
+                    "INSERT INTO spool_applied VALUES (%s, 'exposures', %s, %s) "
+                    "ON CONFLICT (segment) DO NOTHING RETURNING segment",
+                    [spool_segment, exposures.num_rows, datetime.now(UTC)],
+                ).fetchall()
+                if not claimed:
+                    return 0
+            if exposures.num_rows:
+                copy_in(self._conn, f"exposures ({', '.join(_EXPOSURE_COLUMNS)})", table)
         return exposures.num_rows
+
+    def spool_applied(self, segments: list[str]) -> set[str]:
+        """Which of ``segments`` this store has applied already."""
+        if not segments:
+            return set()
+        rows = self._q("SELECT segment FROM spool_applied WHERE segment = ANY(?)", [segments])
+        return {str(r[0]) for r in rows}
+
+    # -- learners the served models have not seen ---------------------------------------------
+    def max_ingest_id(self) -> int:
+        """The newest committed ingest (0 before the first)."""
+        return int(self._q("SELECT coalesce(max(ingest_id), 0) FROM ingest_log")[0][0])
+
+    def unassigned_learners(
+        self, model_ids: list[int], *, after_ingest_id: int = 0, limit: int | None = None
+    ) -> pa.Array:
+        """Learners with events from ingests after ``after_ingest_id`` that none of
+        ``model_ids`` assigned (sorted; at most ``limit``)."""
+        lim = f" LIMIT {int(limit)}" if limit is not None else ""
+        rows = self._q(
+            "SELECT DISTINCT e.learner_id FROM events e WHERE e.ingest_id > ? AND NOT EXISTS "
+            "(SELECT 1 FROM assignments a WHERE a.model_id = ANY(?) "
+            f"AND a.learner_id = e.learner_id) ORDER BY e.learner_id{lim}",
+            [int(after_ingest_id), [int(m) for m in model_ids]],
+        )
+        return pa.array([str(r[0]) for r in rows], pa.string())
+
+    def learner_events(self, learner_ids: pa.Array) -> pa.Table:
+        """All events of ``learner_ids``, sorted by (learner_id, ts, event_id)."""
+        ids = [str(x) for x in learner_ids.to_pylist()]
+        return self._table(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE learner_id = ANY(%s) "
+            "ORDER BY learner_id, ts, event_id",
+            [ids],
+            EVENT_SCHEMA,
+        )
 
     def read_exposures(self, experiment: str | None = None) -> pa.Table:
         """Exposure records, optionally of one experiment, in logging order."""
@@ -546,10 +595,15 @@ class _PostgresIngest:
             for src, n in self._staged.items()
         }
 
-    def commit(self, report: dict[str, object]) -> None:
-        """Log the ingest with its ``report`` and commit the transaction."""
+    def commit(self, report: dict[str, object], *, spool_segment: str | None = None) -> None:
+        """Log the ingest with its ``report`` (and the spool segment it applies) and commit."""
         totals = report.get("totals", {})
         assert isinstance(totals, dict)
+        if spool_segment is not None:
+            self._conn.execute(
+                "INSERT INTO spool_applied VALUES (%s, 'events', %s, %s)",
+                [spool_segment, int(totals.get("rows_read", 0)), datetime.now(UTC)],
+            )
         self._conn.execute(
             "INSERT INTO ingest_log VALUES (%s, %s, %s, %s, %s, %s, %s)",
             [
