@@ -250,7 +250,13 @@ class CohortService:
         if not len(fresh):
             self._scanned_ingest = max(self._scanned_ingest, newest)
             return False
-        stats = self.global_stats()
+        try:
+            stats = self.global_stats()
+        except UnavailableError as exc:  # a model fitted without stored statistics
+            if newest > self._scanned_ingest:
+                log.warning("learners the model has not seen cannot be scored: %s", exc)
+            self._scanned_ingest = max(self._scanned_ingest, newest)
+            return False
         ids, stable_c, cand_c = [], [], []
         for start in range(0, len(fresh), PROVISIONAL_CHUNK):
             chunk = fresh.slice(start, PROVISIONAL_CHUNK)
