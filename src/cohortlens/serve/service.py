@@ -126,6 +126,7 @@ class CohortService:
         self._scanned_ingest = 0  # newest ingest searched for learners the models lack
         self._provisional_ids = pa.array([], pa.string())
         self._store_busy_since: float | None = None
+        self._seen_token: tuple[int, ...] | None = None
         self.snapshot: ServingSnapshot | None = None
         self.ready = False
 
@@ -181,12 +182,17 @@ class CohortService:
         """
         with self._refresh_lock:
             first = self.snapshot is None
+            token = self.store.change_token()
+            if not force and not first and token is not None and token == self._seen_token:
+                return False  # nobody wrote the file since the last poll: no need to open it
             changed = self.with_store(
                 lambda st: self._load_routing(st, force=force),
                 read_only=not first,
                 wait_s=wait_s,
             )
-            return self._update_provisional(wait_s=wait_s) or changed
+            provisional = self._update_provisional(wait_s=wait_s)
+            self._seen_token = token
+            return provisional or changed
 
     def _load_routing(self, store: Any, *, force: bool) -> bool:
         revision = store.routing_revision()

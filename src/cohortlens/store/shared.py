@@ -64,6 +64,9 @@ class SessionStore(Protocol):
     ) -> Any:  # a context manager yielding a Store
         """One unit of work on the store; nested sessions reuse the outer one."""
 
+    def change_token(self) -> tuple[int, ...] | None:
+        """Changes whenever the store may have changed; None when that cannot be told."""
+
     def close(self) -> None:
         """Release whatever the process holds."""
 
@@ -147,6 +150,19 @@ class TurnTakingStore:
         with self.session() as store, store.ingest_session() as ingest:
             yield ingest
 
+    def change_token(self) -> tuple[int, ...] | None:
+        """A value that changes whenever any process writes the file (its and its WAL's
+        modification time and size): a poll that sees the same token has nothing to read."""
+        token: list[int] = []
+        for path in (Path(self.url), Path(self.url + ".wal")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                token += [0, 0]
+            else:
+                token += [st.st_mtime_ns, st.st_size]
+        return tuple(token)
+
     @property
     def connection(self) -> Any:
         """Refused: a turn-taking store holds no connection between units of work."""
@@ -191,6 +207,10 @@ class SerializedStore:
                 return attr(*args, **kwargs)
 
         return call
+
+    def change_token(self) -> None:
+        """None: no cheap way to tell; every poll reads."""
+        return None
 
     def close(self) -> None:
         """Close the store."""
