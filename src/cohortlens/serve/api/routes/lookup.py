@@ -1,0 +1,189 @@
+"""Look-ups: one learner's cohort, the stable model's cohort cards, the stored models.
+
+:func:`answer_lookup` is the single implementation of ``GET /v1/learners/{learner_id}/cohort``:
+the edge fast path (:mod:`cohortlens.serve.edge`) calls it for every look-up, and the FastAPI
+route below (which also documents the route in the OpenAPI document) calls the same function
+when the application runs without the edge.
+
+The learner id is read from the raw, still percent-encoded path (``scope["raw_path"]``) and
+decoded once, so ids holding ``/``, ``?``, ``#``, ``%``, spaces or any Unicode work when
+URL-encoded (``a%2Fb`` is the learner ``a/b``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from cohortlens.serve import schemas as s
+from cohortlens.serve.api.auth import READ_REFUSED
+from cohortlens.serve.api.deps import ReadAccess, ServiceDep
+from cohortlens.serve.api.errors import responses
+from cohortlens.serve.service import (
+    MAX_LEARNER_ID_CHARS,
+    UnavailableError,
+    error_body,
+    routing_to_dict,
+)
+
+#: The documented route template (the metrics' ``route`` label).
+LOOKUP_ROUTE = "/v1/learners/{learner_id}/cohort"
+_PREFIX = b"/v1/learners/"
+_SUFFIX = b"/cohort"
+
+Scope = MutableMapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """One look-up's response (status and JSON body) and what the metrics record."""
+
+    status: int
+    body: bytes
+    role: str = "none"
+    version: str = "none"
+    #: The decoded learner id, when the path held a valid one.
+    learner_id: str | None = None
+
+
+def raw_path(scope: Scope) -> bytes:
+    """The request path as sent (percent-encoding kept); rebuilt from ``path`` when the
+    server gives no ``raw_path``."""
+    raw = scope.get("raw_path")
+    return raw if raw else quote(scope["path"]).encode()
+
+
+def is_lookup_path(raw: bytes) -> bool:
+    """Whether a raw path is ``/v1/learners/<segment>/cohort``."""
+    return (
+        len(raw) >= len(_PREFIX) + len(_SUFFIX)
+        and raw.startswith(_PREFIX)
+        and raw.endswith(_SUFFIX)
+    )
+
+
+def _invalid_id(message: str) -> LookupAnswer:
+    return LookupAnswer(
+        422, error_body("invalid_request", f"learner_id: {message}", field="path.learner_id")
+    )
+
+
+async def answer_lookup(state: Any, scope: Scope) -> LookupAnswer:
+    """Check the API key, decode the learner id from the raw path and look it up.
+
+    ``state`` is the application's ``app.state`` (``credentials`` and ``service``).
+    """
+    if not state.credentials.read_ok(scope["headers"]):
+        return LookupAnswer(401, error_body("unauthorized", READ_REFUSED))
+    svc = state.service
+    if svc is None:
+        return LookupAnswer(503, error_body("unavailable", "the service is starting"))
+    segment = raw_path(scope)[len(_PREFIX) : -len(_SUFFIX)]
+    if b"/" in segment:
+        return LookupAnswer(
+            404,
+            error_body(
+                "not_found",
+                "no such route; a learner id containing '/' must be URL-encoded (%2F)",
+            ),
+        )
+    try:
+        learner_id = unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _invalid_id(f"not UTF-8 once percent-decoded (byte {exc.start})")
+    found = svc.lookup(learner_id)
+    if found.delay_s:
+        await asyncio.sleep(found.delay_s)
+    return LookupAnswer(found.status, found.body, found.role, found.version, learner_id)
+
+
+router = APIRouter(tags=["cohorts"])
+
+
+@router.get(
+    "/v1/learners/{learner_id:path}/cohort",
+    response_model=s.LearnerCohort,
+    responses=responses(401, 404, 422, 503),
+    summary="The cohort of one learner",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "learner_id",
+                "in": "path",
+                "required": True,
+                "description": "The learner id, URL-encoded (a learner `a/b` is `a%2Fb`).",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_LEARNER_ID_CHARS,
+                    "title": "Learner Id",
+                },
+            }
+        ]
+    },
+)
+async def learner_cohort(request: Request) -> Response:
+    """Served by the edge in a running service; this route answers when the FastAPI
+    application runs on its own (the same :func:`answer_lookup`)."""
+    found = await answer_lookup(request.app.state, request.scope)
+    request.scope["cohortlens.role"] = found.role
+    request.scope["cohortlens.version"] = found.version
+    headers = {"WWW-Authenticate": "Bearer"} if found.status == 401 else None
+    return Response(
+        found.body, status_code=found.status, media_type="application/json", headers=headers
+    )
+
+
+reads = APIRouter(dependencies=[ReadAccess])
+
+
+@reads.get(
+    "/v1/cohorts",
+    responses=responses(401, 503),
+    tags=["cohorts"],
+    summary="Cohort cards of the stable model",
+)
+async def cohort_cards(svc: ServiceDep) -> dict[str, Any]:
+    from cohortlens.cohorts.cards import model_cards
+
+    snap = svc.snapshot
+    if snap is None or snap.stable is None:
+        raise UnavailableError("no active cohort model")
+    return model_cards(snap.stable.model, snap.stable.model_id)
+
+
+@reads.get(
+    "/v1/models",
+    response_model=s.ModelsResponse,
+    responses=responses(401, 503),
+    tags=["models"],
+    summary="Stored models and the routing in force",
+)
+async def list_models(svc: ServiceDep) -> dict[str, Any]:
+    routing, models = await run_in_threadpool(
+        svc.with_store, lambda st: (st.routing(), st.models())
+    )
+    roles = {routing.stable_model_id: "stable", routing.candidate_model_id: "candidate"}
+    return {
+        "routing": routing_to_dict(routing),
+        "models": [
+            {
+                "model_id": m["model_id"],
+                "created_at": m["created_at"].isoformat() if m["created_at"] else None,
+                "feature_run_id": m["feature_run_id"],
+                "status": m["status"],
+                "role": roles.get(m["model_id"], "none"),
+            }
+            for m in models
+        ],
+    }
+
+
+router.include_router(reads)
