@@ -67,7 +67,7 @@ def _reason(req: s.ReasonRequest | None) -> str | None:
     return req.reason if req is not None else None
 
 
-@router.get("/routing", response_model=s.RoutingInfo)
+@router.get("/routing", response_model=s.RoutingInfo, summary="The routing record")
 async def get_routing(svc: ServiceDep) -> dict[str, Any]:
     return await run_in_threadpool(svc.routing_dict)
 

@@ -15,8 +15,8 @@ router = APIRouter(tags=["experiments"], dependencies=[ReadAccess])
 
 
 @router.get(
-    # ``:path`` so that a URL-encoded '/' in an experiment name (``a%2Fb``) still matches
-    "/v1/experiments/{key:path}/assignment",
+    # ``:anything`` (see routes/__init__.py) so that any decoded name matches, "/" included
+    "/v1/experiments/{key:anything}/assignment",
     response_model=s.ExperimentAssignment,
     responses=responses(401, 404, 422),
     summary="A learner's variant (deterministic; the exposure is logged)",

@@ -104,14 +104,18 @@ async def answer_lookup(state: Any, scope: Scope) -> LookupAnswer:
     return LookupAnswer(found.status, found.body, found.role, found.version, learner_id)
 
 
-router = APIRouter(tags=["cohorts"])
+router = APIRouter()
 
 
 @router.get(
-    "/v1/learners/{learner_id:path}/cohort",
+    "/v1/learners/{learner_id:anything}/cohort",
     response_model=s.LearnerCohort,
     responses=responses(401, 404, 422, 503),
+    tags=["cohorts"],
     summary="The cohort of one learner",
+    description="The learner's cohort under the routing in force, and the model that "
+    "answered. The id is one URL-encoded path segment: `/`, `?`, `#`, `%`, spaces and "
+    "non-ASCII characters percent-encoded (UTF-8), `.` and `..` as `%2E` and `%2E%2E`.",
     openapi_extra={
         "parameters": [
             {
@@ -130,8 +134,8 @@ router = APIRouter(tags=["cohorts"])
     },
 )
 async def learner_cohort(request: Request) -> Response:
-    """Served by the edge in a running service; this route answers when the FastAPI
-    application runs on its own (the same :func:`answer_lookup`)."""
+    # In a running service the edge answers every look-up; this route answers when the
+    # FastAPI application runs without it, through the same answer_lookup.
     found = await answer_lookup(request.app.state, request.scope)
     request.scope["cohortlens.role"] = found.role
     request.scope["cohortlens.version"] = found.version
