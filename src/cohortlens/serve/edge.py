@@ -8,6 +8,7 @@ routing, dependency and validation machinery. Every other request goes to FastAP
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from cohortlens.serve.api.auth import Credentials
 from cohortlens.serve.api.routes.lookup import (
     LOOKUP_ROUTE,
     answer_lookup,
@@ -50,6 +52,7 @@ class Edge:
         self.app = app
         self.settings = settings
         self.state = app.state
+        self.credentials: Credentials = app.state.credentials
 
     @property
     def fastapi(self) -> FastAPI:
@@ -61,9 +64,11 @@ class Edge:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        if scope["method"] == "GET" and is_lookup_path(raw_path(scope)):
-            await self._lookup(scope, send, start)
-            return
+        if scope["method"] == "GET":
+            raw = raw_path(scope)
+            if is_lookup_path(raw):
+                await self._lookup(scope, raw, send, start)
+                return
         status = 500
         started = False
 
@@ -130,21 +135,22 @@ class Edge:
 
         return limited
 
-    async def _lookup(self, scope: Scope, send: Send, start: float) -> None:
-        found = await answer_lookup(self.state, scope)
+    async def _lookup(self, scope: Scope, raw: bytes, send: Send, start: float) -> None:
+        svc: CohortService | None = self.state.service
+        found, learner_id = answer_lookup(self.credentials, svc, raw, scope["headers"])
+        if found.delay_s:
+            await asyncio.sleep(found.delay_s)
         await _send_json(send, found.status, found.body)
         elapsed = time.perf_counter() - start
-        svc: CohortService | None = self.state.service
         if svc is not None:
             svc.metrics.observe(
                 LOOKUP_ROUTE, "GET", found.status, found.role, found.version, elapsed
             )
         if self.settings.access_log:
-            lid = found.learner_id
-            if lid is None:
+            if learner_id is None:
                 who = "-"
             else:
-                who = lid if self.settings.log_learner_ids else learner_hash(lid)
+                who = learner_id if self.settings.log_learner_ids else learner_hash(learner_id)
             access_log.info(
                 "GET %s %d %.2fms learner=%s", LOOKUP_ROUTE, found.status, elapsed * 1e3, who
             )

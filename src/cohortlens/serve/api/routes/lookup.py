@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -23,11 +22,13 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cohortlens.serve import schemas as s
-from cohortlens.serve.api.auth import READ_REFUSED
+from cohortlens.serve.api.auth import READ_REFUSED, Credentials, Headers
 from cohortlens.serve.api.deps import ReadAccess, ServiceDep
 from cohortlens.serve.api.errors import responses
 from cohortlens.serve.service import (
     MAX_LEARNER_ID_CHARS,
+    CohortService,
+    Lookup,
     UnavailableError,
     error_body,
     routing_to_dict,
@@ -41,16 +42,8 @@ _SUFFIX = b"/cohort"
 Scope = MutableMapping[str, Any]
 
 
-@dataclass(frozen=True)
-class LookupAnswer:
-    """One look-up's response (status and JSON body) and what the metrics record."""
-
-    status: int
-    body: bytes
-    role: str = "none"
-    version: str = "none"
-    #: The decoded learner id, when the path held a valid one.
-    learner_id: str | None = None
+def _refused(status: int, body: bytes) -> tuple[Lookup, None]:
+    return Lookup(status, body, "none", "none"), None
 
 
 def raw_path(scope: Scope) -> bytes:
@@ -69,25 +62,23 @@ def is_lookup_path(raw: bytes) -> bool:
     )
 
 
-def _invalid_id(message: str) -> LookupAnswer:
-    return LookupAnswer(
-        422, error_body("invalid_request", f"learner_id: {message}", field="path.learner_id")
-    )
+def answer_lookup(
+    credentials: Credentials, svc: CohortService | None, raw: bytes, headers: Headers
+) -> tuple[Lookup, str | None]:
+    """Check the API key, decode the learner id from the raw path ``raw`` (one for which
+    :func:`is_lookup_path` holds) and look it up; ``svc`` is None while the process starts.
 
-
-async def answer_lookup(state: Any, scope: Scope) -> LookupAnswer:
-    """Check the API key, decode the learner id from the raw path and look it up.
-
-    ``state`` is the application's ``app.state`` (``credentials`` and ``service``).
+    Returns the answer (status, JSON body, routed role and version, and the ``delay_s`` the
+    caller waits before answering: injected candidate latency) and the decoded learner id
+    (None when the path held none). Synchronous and allocation-light: the hot path.
     """
-    if not state.credentials.read_ok(scope["headers"]):
-        return LookupAnswer(401, error_body("unauthorized", READ_REFUSED))
-    svc = state.service
+    if credentials.api_key is not None and not credentials.read_ok(headers):
+        return _refused(401, error_body("unauthorized", READ_REFUSED))
     if svc is None:
-        return LookupAnswer(503, error_body("unavailable", "the service is starting"))
-    segment = raw_path(scope)[len(_PREFIX) : -len(_SUFFIX)]
+        return _refused(503, error_body("unavailable", "the service is starting"))
+    segment = raw[len(_PREFIX) : -len(_SUFFIX)]
     if b"/" in segment:
-        return LookupAnswer(
+        return _refused(
             404,
             error_body(
                 "not_found",
@@ -95,13 +86,17 @@ async def answer_lookup(state: Any, scope: Scope) -> LookupAnswer:
             ),
         )
     try:
-        learner_id = unquote_to_bytes(segment).decode("utf-8")
+        learner_id = (unquote_to_bytes(segment) if b"%" in segment else segment).decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _invalid_id(f"not UTF-8 once percent-decoded (byte {exc.start})")
-    found = svc.lookup(learner_id)
-    if found.delay_s:
-        await asyncio.sleep(found.delay_s)
-    return LookupAnswer(found.status, found.body, found.role, found.version, learner_id)
+        return _refused(
+            422,
+            error_body(
+                "invalid_request",
+                f"learner_id: not UTF-8 once percent-decoded (byte {exc.start})",
+                field="path.learner_id",
+            ),
+        )
+    return svc.lookup(learner_id), learner_id
 
 
 router = APIRouter()
@@ -136,7 +131,10 @@ router = APIRouter()
 async def learner_cohort(request: Request) -> Response:
     # In a running service the edge answers every look-up; this route answers when the
     # FastAPI application runs without it, through the same answer_lookup.
-    found = await answer_lookup(request.app.state, request.scope)
+    state, scope = request.app.state, request.scope
+    found, _ = answer_lookup(state.credentials, state.service, raw_path(scope), scope["headers"])
+    if found.delay_s:
+        await asyncio.sleep(found.delay_s)
     request.scope["cohortlens.role"] = found.role
     request.scope["cohortlens.version"] = found.version
     headers = {"WWW-Authenticate": "Bearer"} if found.status == 401 else None
