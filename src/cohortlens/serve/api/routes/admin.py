@@ -30,19 +30,20 @@ ModelId = Annotated[int, FastAPIPath(ge=1, le=2**53)]
 #: An optional ``{"reason": ...}``: no body, an empty body and ``{}`` all mean "no reason".
 OptionalReason = Annotated[s.ReasonRequest | None, Body()]
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[AdminAccess],
-    responses=responses(401, 404, 409, 422, 503),
-)
+
+def _admin_router() -> APIRouter:
+    """Under ``/v1/admin``: the admin token, the ``admin`` tag, the shared error codes."""
+    return APIRouter(
+        prefix="/v1/admin",
+        tags=["admin"],
+        dependencies=[AdminAccess],
+        responses=responses(401, 404, 409, 422, 503),
+    )
+
+
+router = _admin_router()
 #: ``PUT /v1/admin/faults``, mounted only with ``--enable-fault-injection``.
-faults_router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[AdminAccess],
-    responses=responses(401, 404, 409, 422, 503),
-)
+faults_router = _admin_router()
 
 
 async def _apply(svc: CohortService, fn: Callable[[Any], Any]) -> dict[str, Any]:
