@@ -42,20 +42,28 @@ class PageResult:
     """What one page load produced."""
 
     console_errors: list[str] = field(default_factory=list)
+    #: Every URL the page requested (documents, scripts, styles, images, fetches), except
+    #: those the browser blocked before sending (see ``blocked``).
+    requests: list[str] = field(default_factory=list)
+    #: URLs the browser refused to request, with the reason (``csp``, ``mixed-content``, ...).
+    blocked: list[tuple[str, str]] = field(default_factory=list)
     evaluated: Any = None
     screenshot_png: bytes = b""
     width: int = 0
     height: int = 0
 
 
-def load_page(url: str, script: str, width: int = 1366, height: int = 768) -> PageResult:
+def load_page(
+    url: str, script: str, width: int = 1366, height: int = 768, *, flags: tuple[str, ...] = ()
+) -> PageResult:
     """Open ``url`` at a laptop-sized viewport, run ``script`` (an expression returning a
-    JSON-serializable value), then capture the whole page as PNG."""
+    JSON-serializable value), then capture the whole page as PNG. ``flags`` are extra
+    Chromium switches."""
     from websockets.sync.client import connect
 
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen(
-            [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [str(CHROMIUM), *FLAGS, *flags, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -133,7 +141,7 @@ def _drive(ws: Any, url: str, script: str, width: int, height: int) -> PageResul
     s.session_id = s.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
         "sessionId"
     ]
-    for domain in ("Page", "Runtime", "Log"):
+    for domain in ("Page", "Runtime", "Log", "Network"):
         s.call(f"{domain}.enable")
     s.call(
         "Emulation.setDeviceMetricsOverride",
@@ -155,6 +163,17 @@ def _drive(ws: Any, url: str, script: str, width: int, height: int) -> PageResul
         },
     )["data"]
     errors = []
+    urls = {
+        e["params"]["requestId"]: str(e["params"]["request"]["url"])
+        for e in s.events
+        if e["method"] == "Network.requestWillBeSent"
+    }
+    blocked = {
+        e["params"]["requestId"]: str(e["params"]["blockedReason"])
+        for e in s.events
+        if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason")
+    }
+    requests = [url for rid, url in urls.items() if rid not in blocked]
     for e in s.events:
         p = e.get("params", {})
         if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
@@ -163,7 +182,15 @@ def _drive(ws: Any, url: str, script: str, width: int, height: int) -> PageResul
             errors.append(str(p.get("exceptionDetails", {}).get("text")))
         elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             errors.append(str(p["entry"].get("text")))
-    return PageResult(errors, evaluated, base64.b64decode(shot), w, h)
+    return PageResult(
+        errors,
+        requests,
+        [(urls.get(rid, "?"), why) for rid, why in blocked.items()],
+        evaluated,
+        base64.b64decode(shot),
+        w,
+        h,
+    )
 
 
 # ---------------------------------------------------------------------- PNG decoding

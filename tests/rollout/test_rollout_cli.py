@@ -104,7 +104,7 @@ def test_operator_commands_drive_a_rollout(tmp_path: Path, db: str, metrics_url:
     st = json.loads(cli("status", "ship-2", "--db", db, "--json").stdout)
     assert st["status"]["phase"] == "Paused"
     assert st["status"]["step_index"] == 1
-    assert st["routing"]["candidate_weight"] == 0.05
+    assert st["routing"]["candidate_weight_percent"] == 5.0
     assert cli("status", "ship-2", "--db", db).exit_code == 0
     listing = json.loads(cli("status", "--db", db, "--json").stdout)
     assert [r["name"] for r in listing] == ["ship-2"]

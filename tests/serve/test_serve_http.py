@@ -276,7 +276,7 @@ def test_health_ready_metrics_openapi(server: Server) -> None:
 def test_admin_requires_the_bearer_token(server: Server) -> None:
     with server.client() as c:
         assert c.get("/v1/admin/routing").status_code == 401
-        r = c.put("/v1/admin/routing/weight", json={"weight": 0.5})
+        r = c.put("/v1/admin/routing/weight", json={"weight_percent": 50})
         assert r.status_code == 401
         assert r.headers["www-authenticate"] == "Bearer"
         wrong = {"Authorization": "Bearer " + ADMIN_TOKEN[:-1] + "x"}
@@ -313,8 +313,11 @@ def test_routing_weight_candidate_failure_and_promotion(built: Built, tmp_path: 
         salt = r.json()["salt"]
         on_candidate: dict[float, set[str]] = {}
         for weight in (0.1, 0.5):
-            r = a.put("/v1/admin/routing/weight", json={"weight": weight, "reason": "test"})
-            assert r.json()["candidate_weight"] == weight
+            r = a.put(
+                "/v1/admin/routing/weight",
+                json={"weight_percent": weight * 100, "reason": "test"},
+            )
+            assert r.json()["candidate_weight_percent"] == weight * 100
             got = {lid: c.get(f"/v1/learners/{lid}/cohort").json() for lid in ids[:300]}
             on_candidate[weight] = {k for k, v in got.items() if v["model_role"] == "candidate"}
             assert on_candidate[weight] == {
@@ -326,7 +329,9 @@ def test_routing_weight_candidate_failure_and_promotion(built: Built, tmp_path: 
                 if k in on_candidate[weight]
             )
         assert on_candidate[0.1] <= on_candidate[0.5]
-        stale = a.put("/v1/admin/routing/weight", json={"weight": 0.2, "expected_revision": 0})
+        stale = a.put(
+            "/v1/admin/routing/weight", json={"weight_percent": 20, "expected_revision": 0}
+        )
         assert stale.status_code == 409
         # Faults: every candidate look-up fails over to the stable model and is counted.
         assert a.put("/v1/admin/faults", json={"candidate_error_rate": 1.0}).status_code == 200

@@ -50,7 +50,7 @@ def test_two_replicas_share_routing_and_exposures(
         salt = admin.put(
             "/v1/admin/routing/candidate", json={"model_id": built.candidate_id}
         ).json()["salt"]
-        routing = admin.put("/v1/admin/routing/weight", json={"weight": 0.5}).json()
+        routing = admin.put("/v1/admin/routing/weight", json={"weight_percent": 50}).json()
         changed_at = time.monotonic()
         expected = {lid for lid in ids if bucket_of(lid, salt) < 5000}
         assert expected

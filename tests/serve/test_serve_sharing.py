@@ -173,7 +173,7 @@ def test_rollout_controller_and_service_share_the_file(
     assert r.returncode == 0, r.stderr
     with server.client() as c:
         eventually(
-            lambda: c.get("/v1/models").json()["routing"]["candidate_weight"] == 0.3,
+            lambda: c.get("/v1/models").json()["routing"]["candidate_weight_percent"] == 30,
             "the service sees the weight the controller set",
         )
         ids = [str(x) for x in built.stable.column("learner_id").to_pylist()[:300]]

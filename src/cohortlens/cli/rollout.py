@@ -231,7 +231,7 @@ def status(
     if routing is not None:
         out.print(
             f"  routing   stable {routing['stable_model_id']}, candidate "
-            f"{routing['candidate_model_id']} at {_pct(routing['candidate_weight'])} "
+            f"{routing['candidate_model_id']} at {routing['candidate_weight_percent']:g} % "
             f"(revision {routing['revision']})"
         )
     if st.analysis is not None:
@@ -261,7 +261,7 @@ def _routing_or_none(store: Any) -> dict[str, Any] | None:
     return {
         "stable_model_id": r.stable_model_id,
         "candidate_model_id": r.candidate_model_id,
-        "candidate_weight": r.candidate_weight,
+        "candidate_weight_percent": round(r.candidate_weight * 100.0, 6),
         "release_id": r.release_id,
         "revision": r.revision,
     }

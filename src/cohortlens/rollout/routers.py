@@ -4,7 +4,8 @@
   service replicas poll ``routing_revision()`` and apply a change within their poll
   interval. Use it when replicas share a PostgreSQL store.
 * :class:`AdminApiRouter` calls the service's admin HTTP API, for a single server that owns
-  its DuckDB file (no other process may open it).
+  its DuckDB file (no other process may open it). The API speaks percent
+  (``weight_percent``); the router converts to and from the controller's fractions.
 
 Both take ``expected_revision`` on weight changes, so a controller never overwrites a
 routing change it has not seen (:class:`~cohortlens.store.base.ConflictError`).
@@ -135,7 +136,7 @@ class AdminApiRouter:
         return RoutingView(
             stable_model_id=data.get("stable_model_id"),
             candidate_model_id=data.get("candidate_model_id"),
-            candidate_weight=float(data["candidate_weight"]),
+            candidate_weight=float(data["candidate_weight_percent"]) / 100.0,
             salt=str(data["salt"]),
             release_id=int(data["release_id"]),
             revision=int(data["revision"]),
@@ -154,11 +155,16 @@ class AdminApiRouter:
     def set_weight(
         self, weight: float, *, reason: str, expected_revision: int | None
     ) -> RoutingView:
-        """``PUT /v1/admin/routing/weight`` (409 when ``expected_revision`` is stale)."""
+        """``PUT /v1/admin/routing/weight`` with the fraction ``weight`` as percent (409 when
+        ``expected_revision`` is stale)."""
         return self._call(
             "PUT",
             "/v1/admin/routing/weight",
-            {"weight": weight, "expected_revision": expected_revision, "reason": reason},
+            {
+                "weight_percent": round(weight * 100.0, 6),
+                "expected_revision": expected_revision,
+                "reason": reason,
+            },
         )
 
     def promote(self, *, reason: str, expected_revision: int | None) -> RoutingView:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    create_model,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 #: A JSON scalar a feature or event field may hold.
 Scalar = float | int | str | bool | None
@@ -191,7 +200,9 @@ class RoutingInfo(BaseModel):
 
     stable_model_id: int | None
     candidate_model_id: int | None
-    candidate_weight: float
+    candidate_weight_percent: float = Field(
+        description="Percent of learners routed to the candidate (0-100)."
+    )
     salt: str
     release_id: int
     revision: int
@@ -208,13 +219,32 @@ class ModelsResponse(BaseModel):
 
 
 class WeightRequest(BaseModel):
-    """Set the candidate's share of learners."""
+    """Set the candidate's share of learners, in percent (as the rollout spec's ``set_weight``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    weight: float = Field(ge=0.0, le=1.0)
+    # Not in the schema: the unit-less name of older clients, refused with a message that
+    # says which unit to send instead of a bare "extra inputs are not permitted" (declared
+    # first, so that it is the error the 422 names).
+    weight: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+    weight_percent: float = Field(
+        ge=0.0,
+        le=100.0,
+        allow_inf_nan=False,
+        description="Percent of learners routed to the candidate: 10 means 10 % "
+        "(resolution 0.01 %, one routing bucket).",
+        examples=[1, 10, 100],
+    )
     expected_revision: int | None = Field(default=None, ge=0, le=2**53)
     reason: str | None = Field(default=None, max_length=500)
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _unit_named(cls, value: object) -> object:
+        raise ValueError(
+            f"got weight={value!r}; weights are percent and the field is weight_percent "
+            '(0-100): {"weight_percent": 10} routes 10 % of learners to the candidate'
+        )
 
 
 class CandidateRequest(BaseModel):
@@ -248,3 +278,7 @@ class Status(BaseModel):
 
     status: str
     detail: str | None = None
+    store: Literal["busy"] | None = Field(
+        default=None,
+        description="busy: another process holds the embedded store; the loaded state answers.",
+    )

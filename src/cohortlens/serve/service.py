@@ -3,8 +3,9 @@
 :class:`CohortService` owns the store (a session store: an embedded DuckDB file is opened only
 for each unit of work, so other processes share it; :mod:`cohortlens.store.shared`), the
 current :class:`~cohortlens.serve.snapshot.ServingSnapshot`, the metrics, the exposure buffer,
-the spool (:mod:`cohortlens.serve.spool`) and the fault-injection switches. The HTTP layer
-(:mod:`cohortlens.serve.app`) and the single-look-up fast path both call it.
+the spool (:mod:`cohortlens.serve.spool`) and the fault-injection switches. The HTTP routes
+(:mod:`cohortlens.serve.api`) and the single-look-up fast path (:mod:`cohortlens.serve.edge`)
+both call it.
 """
 
 from __future__ import annotations
@@ -839,7 +840,8 @@ def routing_to_dict(routing: Any) -> dict[str, Any]:
     return {
         "stable_model_id": routing.stable_model_id,
         "candidate_model_id": routing.candidate_model_id,
-        "candidate_weight": routing.candidate_weight,
+        # percent, like every weight a person reads or types (the store keeps the fraction)
+        "candidate_weight_percent": round(routing.candidate_weight * 100.0, 6),
         "salt": routing.salt,
         "release_id": routing.release_id,
         "revision": routing.revision,
