@@ -230,7 +230,7 @@ def test_degenerate_report_renders() -> None:
     from cohortlens.experiments import ExperimentStats
 
     data = ExperimentStats(
-        units={"control": 1, "treatment": 0},
+        units={"control": 1, "treatment": 2},
         metrics={"m": {"control": SufficientStats.from_arrays([1.0])}},
     )
     report = analyze([MetricSpec("m", MetricKind.MEAN)], data)

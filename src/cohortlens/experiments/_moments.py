@@ -6,6 +6,7 @@ The analysis runs this for every comparison, so it avoids NumPy's per-call overh
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,6 +39,41 @@ def raw_sums(s: SufficientStats) -> tuple[Vector, Matrix]:
         x, xx, xy = s.sum_x, s.sum_xx, s.sum_xy
         return [y, x], [[yy, xy], [xy, xx]]
     return [y], [[yy]]
+
+
+_CROSS_FIELD = {("y", "d"): "sum_yd", ("y", "x"): "sum_xy", ("d", "x"): "sum_xd"}
+#: Relative slack for the consistency checks of :func:`impossible` (rounding of float sums).
+IMPOSSIBLE_RTOL = 1e-9
+
+
+def impossible(n: int, sums: Vector, cross: Matrix, names: tuple[str, ...]) -> str | None:
+    """Why these sums cannot come from real data (a negative variance or a covariance
+    beyond Cauchy–Schwarz), or ``None``. Rounding of float sums is tolerated."""
+    centred = [
+        [cross[i][j] - sums[i] * sums[j] / n for j in range(len(sums))] for i in range(len(sums))
+    ]
+    for i, name in enumerate(names):
+        scale = max(abs(cross[i][i]), sums[i] * sums[i] / n, _TINY)
+        if centred[i][i] < -IMPOSSIBLE_RTOL * scale:
+            return (
+                f"sum_{name}{name} == {cross[i][i]!r} < (sum_{name})^2 / n == "
+                f"{sums[i] * sums[i] / n!r}: the variance of {name} would be negative"
+            )
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            vi, vj = max(centred[i][i], 0.0), max(centred[j][j], 0.0)
+            cij = centred[i][j]
+            slack = IMPOSSIBLE_RTOL * max(
+                abs(cross[i][i]), abs(cross[j][j]), abs(cross[i][j]), _TINY
+            )
+            if abs(cij) > math.sqrt(vi) * math.sqrt(vj) + slack:
+                a, b = names[i], names[j]
+                field = _CROSS_FIELD.get((a, b), f"sum_{a}{b}")
+                return (
+                    f"the covariance of {a} and {b} implied by {field} exceeds "
+                    f"sqrt(var({a}) * var({b})) (Cauchy-Schwarz)"
+                )
+    return None
 
 
 def moments(n: int, sums: Vector, cross: Matrix, ddof: int) -> tuple[Vector, Matrix]:

@@ -35,8 +35,8 @@ from cohortlens.experiments.multiplicity import adjust_bh, adjust_holm
 from cohortlens.experiments.results import EffectEstimate, ExperimentReport, SequentialLook
 from cohortlens.experiments.sequential import (
     SequentialParams,
-    always_valid_pvalue_scalar,
-    boundary_multiplier_scalar,
+    multiplier_scalar,
+    pvalue_scalar,
     running_interval,
     running_pvalue,
 )
@@ -67,8 +67,13 @@ def compare(
     variant: str = "treatment",
     control_name: str = "control",
     role: MetricRole = MetricRole.PRIMARY,
+    config: AnalysisConfig | None = None,
 ) -> EffectEstimate:
     """Compare one treatment arm with the control arm for one metric.
+
+    ``config`` carries every convention (alternative, relative scale, quantile, pooled
+    variance, Yates, CUPED baseline); without it, ``alpha``, ``binary_test`` and
+    ``sequential`` build the default configuration.
 
     Degenerate data (an empty arm, one unit, zero variance, zero baseline or denominator)
     returns an estimate whose :attr:`~EffectEstimate.status` says what is missing.
@@ -78,23 +83,64 @@ def compare(
             ``kind`` (a ratio needs ``d``; binary and mean metrics must not have it), or
             ``alpha`` is outside (0, 1).
     """
-    fields_ = _compare_fields(control, treatment, MetricKind(kind), alpha, binary_test, sequential)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha == {alpha}, must be in (0, 1)")
+    cfg = config or AnalysisConfig(alpha=alpha, binary_test=binary_test, sequential=sequential)
+    fields_ = _compare_fields(control, treatment, MetricKind(kind), cfg)
     return EffectEstimate(
         metric=metric, role=role, variant=variant, control=control_name, **fields_
     )
+
+
+def _test_name(kind: MetricKind, cfg: AnalysisConfig, use_t: bool, covariate: bool) -> str:
+    """The ``test`` field: stable names for the defaults, suffixes for the options."""
+    if kind is MetricKind.MEAN:
+        name = ("student_t" if cfg.equal_var else "welch_t") if use_t else "z"
+    elif kind is MetricKind.RATIO:
+        name = "t_delta" if use_t else "z_delta"
+    else:
+        pooled = cfg.binary_test == "pooled" and not covariate
+        name = ("t" if use_t else "z") + ("_pooled" if pooled else "_unpooled")
+        if cfg.yates and not covariate:
+            name += "_yates"
+    return name
+
+
+def _tails(statistic: float, df: float, use_t: bool, alternative: str) -> float:
+    """p-value of ``statistic`` under N(0, 1) or t(df) for the alternative."""
+    if use_t and math.isfinite(df):
+        cdf = float(special.stdtr(df, statistic))
+        sf = float(special.stdtr(df, -statistic))
+    else:
+        cdf, sf = float(special.ndtr(statistic)), float(special.ndtr(-statistic))
+    if alternative == "greater":
+        return sf
+    if alternative == "less":
+        return cdf
+    return min(1.0, 2.0 * min(cdf, sf))
+
+
+def _quantile(alpha: float, df: float, use_t: bool, alternative: str) -> float:
+    level = 1.0 - (alpha / 2.0 if alternative == "two-sided" else alpha)
+    if use_t and math.isfinite(df):
+        return float(special.stdtrit(df, level))
+    return float(special.ndtri(level))
+
+
+def _interval(center: float, half: float, alternative: str) -> tuple[float, float]:
+    lower = -math.inf if alternative == "less" else center - half
+    upper = math.inf if alternative == "greater" else center + half
+    return lower, upper
 
 
 def _compare_fields(
     control: SufficientStats,
     treatment: SufficientStats,
     kind: MetricKind,
-    alpha: float,
-    binary_test: BinaryTest,
-    sequential: SequentialParams | None,
+    cfg: AnalysisConfig,
 ) -> dict[str, Any]:
     """The numeric fields of :class:`EffectEstimate` (names and role excluded)."""
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha == {alpha}, must be in (0, 1)")
+    alpha, alt = cfg.alpha, cfg.alternative
     if control.columns != treatment.columns:
         raise ValueError(
             f"control has columns {control.columns}, treatment has {treatment.columns}"
@@ -104,17 +150,17 @@ def _compare_fields(
             f"{kind.value} metric: statistics with columns {control.columns} do not fit"
         )
     ratio = control.has_ratio
-    test = {MetricKind.MEAN: "welch_t", MetricKind.RATIO: "z_delta"}.get(kind, f"z_{binary_test}")
-    if kind is MetricKind.BINARY and control.has_covariate:
-        test = "z_unpooled"
+    use_t = cfg.use_t if cfg.use_t is not None else kind is MetricKind.MEAN
     f_c, f_t = _point(control, ratio), _point(treatment, ratio)
     out: dict[str, Any] = {
         "kind": kind,
         "status": AnalysisStatus.OK,
-        "test": test,
+        "test": _test_name(kind, cfg, use_t, control.has_covariate),
         "n_control": control.n,
         "n_treatment": treatment.n,
         "alpha": alpha,
+        "alternative": alt,
+        "rel_scale": cfg.rel_scale,
         "mean_control": f_c,
         "mean_treatment": f_t,
     }
@@ -134,20 +180,30 @@ def _compare_fields(
     var0 = _moments.quad(grad_c, cov_c) / control.n + _moments.quad(grad_t, cov_t) / treatment.n
     theta, delta = 0.0, f_t - f_c
     adj_c, adj_t = grad_c, grad_t
+    x_pool = 0.0
     if control.has_covariate:
         # θ from the two arms pooled: sums add.
-        k = len(sums_c)
+        width = len(sums_c)
+        pooled_sums = [sums_c[i] + sums_t[i] for i in range(width)]
         theta = _moments.theta(
             control.n + treatment.n,
-            [sums_c[i] + sums_t[i] for i in range(k)],
-            [[cross_c[i][j] + cross_t[i][j] for j in range(k)] for i in range(k)],
+            pooled_sums,
+            [[cross_c[i][j] + cross_t[i][j] for j in range(width)] for i in range(width)],
             ddof,
             ratio,
         )
+        x_pool = pooled_sums[-1] / (control.n + treatment.n)
         adj_c, adj_t = [*grad_c[:-1], -theta], [*grad_t[:-1], -theta]
         delta -= theta * (mu_t[-1] - mu_c[-1])
-    v_c = _moments.quad(adj_c, cov_c) / control.n
-    v_t = _moments.quad(adj_t, cov_t) / treatment.n
+    unit_c = _moments.quad(adj_c, cov_c)
+    unit_t = _moments.quad(adj_t, cov_t)
+    v_c, v_t = unit_c / control.n, unit_t / treatment.n
+    if cfg.equal_var:
+        pooled_unit = ((control.n - 1) * unit_c + (treatment.n - 1) * unit_t) / (
+            control.n + treatment.n - 2
+        )
+        v_c, v_t = pooled_unit / control.n, pooled_unit / treatment.n
+        df = float(control.n + treatment.n - 2)
     var = v_c + v_t
     out |= {
         "cuped_applied": theta != 0.0,
@@ -158,55 +214,102 @@ def _compare_fields(
     if not var > 0.0:
         return out | _points(delta, f_c, AnalysisStatus.ZERO_VARIANCE)
     se = math.sqrt(var)
+    if not cfg.equal_var:
+        df = var**2 / (v_t**2 / (treatment.n - 1) + v_c**2 / (control.n - 1))
+    if not use_t:
+        df = math.inf
 
     statistic = delta / se
-    if kind is MetricKind.MEAN:
-        df = var**2 / (v_t**2 / (treatment.n - 1) + v_c**2 / (control.n - 1))
-        quantile = float(special.stdtrit(df, 1.0 - alpha / 2.0))
-        pvalue = 2.0 * float(special.stdtr(df, -abs(statistic)))
-    else:
-        df = math.inf
-        quantile = float(special.ndtri(1.0 - alpha / 2.0))
-        if test == "z_pooled":
+    if kind is MetricKind.BINARY and not control.has_covariate:
+        se0 = se
+        if cfg.binary_test == "pooled":
             pooled_p = (control.sum_y + treatment.sum_y) / (control.n + treatment.n)
             se0 = math.sqrt(pooled_p * (1.0 - pooled_p) * (1.0 / control.n + 1.0 / treatment.n))
-            statistic = delta / se0
-        pvalue = 2.0 * float(special.ndtr(-abs(statistic)))
+        shifted = delta
+        if cfg.yates:
+            cc = 0.5 * (1.0 / control.n + 1.0 / treatment.n)
+            if alt == "two-sided":
+                shifted = math.copysign(max(abs(delta) - cc, 0.0), delta)
+            else:
+                shifted = delta - cc if alt == "greater" else delta + cc
+        statistic = shifted / se0 if se0 > 0.0 else _NAN
+    quantile = _quantile(alpha, df, use_t, alt)
+    lower, upper = _interval(delta, quantile * se, alt)
     out |= {
         "effect_size": delta,
-        "effect_size_ci_lower": delta - quantile * se,
-        "effect_size_ci_upper": delta + quantile * se,
+        "effect_size_ci_lower": lower,
+        "effect_size_ci_upper": upper,
         "std_error": se,
         "statistic": statistic,
         "df": df,
-        "pvalue": min(pvalue, 1.0),
+        "pvalue": _tails(statistic, df, use_t, alt),
     }
-    rel = rel_se = _NAN
+    rel = rel_se = rel_stat = _NAN
+    log_scale = cfg.rel_scale == "log"
     if f_c == 0.0:
         out["status"] = AnalysisStatus.ZERO_BASELINE
     else:
-        rel = delta / f_c
-        # Delta method for Δ/f_c: gradient adj_t/f_c (treatment arm) and
-        # -(adj_c + Δ·grad_c/f_c)/f_c (control arm).
-        rel_grad_c = [a + delta * g / f_c for a, g in zip(adj_c, grad_c, strict=True)]
-        rel_var_parts = (v_t, _moments.quad(rel_grad_c, cov_c) / control.n)
-        rel_se = math.sqrt(max(sum(rel_var_parts), 0.0)) / abs(f_c)
+        adjusted_base = control.has_covariate and cfg.cuped_baseline == "adjusted"
+        base = f_c - theta * (mu_c[-1] - x_pool) if adjusted_base else f_c
+        rel = delta / base if base != 0.0 else _NAN
+        if adjusted_base:
+            # R = Δ / g_c, g_c the adjusted control metric: dR/d(control) ∝ (1 + R)·adj_c.
+            rel_grad_c = [(1.0 + rel) * a for a in adj_c]
+        else:
+            # R = Δ / f_c: dR/d(control) ∝ adj_c + k·grad_c, k = R (the delta method) or,
+            # GrowthBook's term, f_t/f_c - 1 (the unadjusted lift).
+            k = (f_t / f_c - 1.0) if cfg.cuped_rel_variance == "growthbook" else rel
+            rel_grad_c = [a + k * g for a, g in zip(adj_c, grad_c, strict=True)]
+        rel_unit_c = _moments.quad(rel_grad_c, cov_c)
+        if cfg.equal_var and unit_c > 0.0:
+            rel_unit_c *= (v_c * control.n) / unit_c
+        rel_var = v_t + rel_unit_c / control.n
+        if math.isfinite(rel) and rel_var > 0.0:
+            rel_se = math.sqrt(rel_var) / abs(base)
+            if log_scale:
+                if 1.0 + rel > 0.0:
+                    log_rel, log_se = math.log1p(rel), rel_se / (1.0 + rel)
+                    rel_stat = log_rel / log_se
+                    lo, hi = _interval(log_rel, quantile * log_se, alt)
+                    out |= {
+                        "rel_effect_size_ci_lower": math.expm1(lo),
+                        "rel_effect_size_ci_upper": math.expm1(hi),
+                    }
+            else:
+                rel_stat = rel / rel_se
+                lo, hi = _interval(rel, quantile * rel_se, alt)
+                out |= {"rel_effect_size_ci_lower": lo, "rel_effect_size_ci_upper": hi}
         out |= {
             "rel_effect_size": rel,
-            "rel_effect_size_ci_lower": rel - quantile * rel_se,
-            "rel_effect_size_ci_upper": rel + quantile * rel_se,
             "rel_std_error": rel_se,
+            "rel_statistic": rel_stat,
+            "rel_pvalue": _tails(rel_stat, df, use_t, alt) if math.isfinite(rel_stat) else _NAN,
         }
-    if sequential is not None:
+        if not math.isfinite(rel_stat):
+            out["status"] = AnalysisStatus.ZERO_BASELINE
+    if cfg.sequential is not None:
         n_units = control.n + treatment.n
-        mult = boundary_multiplier_scalar(n_units, sequential.tuning_n, alpha)
+        r2 = cfg.sequential.rho_squared(alpha, alt)
+        mult = multiplier_scalar(n_units, r2, alpha, alt)
+        lo, hi = _interval(delta, mult * se, alt)
         out |= {
-            "seq_ci_lower": delta - mult * se,
-            "seq_ci_upper": delta + mult * se,
-            "seq_rel_ci_lower": rel - mult * rel_se,
-            "seq_rel_ci_upper": rel + mult * rel_se,
-            "seq_pvalue": always_valid_pvalue_scalar(delta / se, n_units, sequential.tuning_n),
+            "seq_ci_lower": lo,
+            "seq_ci_upper": hi,
+            "seq_pvalue": pvalue_scalar(delta / se, n_units, r2, alt),
         }
+        if math.isfinite(rel_stat):
+            if log_scale:
+                log_rel = math.log1p(rel)
+                log_se = rel_se / (1.0 + rel)
+                lo, hi = _interval(log_rel, mult * log_se, alt)
+                lo, hi = math.expm1(lo), math.expm1(hi)
+            else:
+                lo, hi = _interval(rel, mult * rel_se, alt)
+            out |= {
+                "seq_rel_ci_lower": lo,
+                "seq_rel_ci_upper": hi,
+                "seq_rel_pvalue": pvalue_scalar(rel_stat, n_units, r2, alt),
+            }
     return out
 
 
@@ -238,6 +341,17 @@ def analyze(
     cumulative = _accumulate(periods)
     pooled = cumulative[-1]
     variants = pooled.variants
+    with_units = [v for v in variants if pooled.units.get(v, 0) > 0]
+    if len(with_units) < 2:
+        raise ExperimentInputError(
+            "an experiment needs at least two arms with units; "
+            + (
+                f"only {', '.join(repr(v) for v in with_units)} has units"
+                if with_units
+                else "no variant has units"
+            )
+            + (f" (variants listed: {', '.join(variants)})" if variants else "")
+        )
     control = _pick_control(variants, config.control)
     treatments = [v for v in variants if v != control]
     srm = check_srm(pooled.units, config.expected_weights, alpha=config.srm_alpha)
@@ -279,6 +393,7 @@ def analyze(
         effects=effects,
         sequential=config.sequential,
         looks=tuple(looks),
+        decision=config.decision,
     )
 
 
@@ -335,7 +450,7 @@ def _compare_in(
     """Fields of one comparison in one snapshot; misfit statistics become input errors."""
     c, t = _arm(snapshot, spec, control), _arm(snapshot, spec, variant)
     try:
-        row = _compare_fields(c, t, spec.kind, config.alpha, config.binary_test, config.sequential)
+        row = _compare_fields(c, t, spec.kind, config)
     except ValueError as exc:
         raise ExperimentInputError(f"metric {spec.name!r}: {exc}") from exc
     return row | {"metric": spec.name, "role": spec.role, "variant": variant, "control": control}
@@ -360,6 +475,7 @@ def _sequential_path(
     lo, hi = running_interval(col("seq_ci_lower"), col("seq_ci_upper"))
     rlo, rhi = running_interval(col("seq_rel_ci_lower"), col("seq_rel_ci_upper"))
     p = running_pvalue(col("seq_pvalue"))
+    rel_p = running_pvalue(col("seq_rel_pvalue"))
     looks = [
         SequentialLook(
             label=snap.label or str(i + 1),
@@ -383,6 +499,7 @@ def _sequential_path(
             "seq_rel_ci_lower": float(rlo[-1]),
             "seq_rel_ci_upper": float(rhi[-1]),
             "seq_pvalue": float(p[-1]),
+            "seq_rel_pvalue": float(rel_p[-1]),
         }
     return looks
 
@@ -423,7 +540,7 @@ def _adjust(rows: list[dict[str, Any]]) -> None:
     primary = [r for r in rows if r["role"] is MetricRole.PRIMARY]
     if not primary:
         return
-    for key in ("pvalue", "seq_pvalue"):
+    for key in ("pvalue", "seq_pvalue", "rel_pvalue", "seq_rel_pvalue"):
         p = np.array([r.get(key, _NAN) for r in primary])
         holm, bh = adjust_holm(p), adjust_bh(p)
         for j, r in enumerate(primary):
@@ -436,6 +553,8 @@ def _judge(
 ) -> None:
     """Verdict from the decision p-value (always-valid when sequential, corrected if primary)."""
     key = "seq_pvalue" if config.sequential is not None else "pvalue"
+    if config.decision == "relative":
+        key = key.replace("pvalue", "rel_pvalue")
     if spec.role is MetricRole.PRIMARY and config.correction != "none":
         key = f"{key}_{config.correction}"
     p = row.get(key, _NAN)

@@ -9,11 +9,21 @@ from enum import StrEnum
 from typing import Literal
 
 from cohortlens.experiments.multiplicity import Correction
-from cohortlens.experiments.sequential import SequentialParams
+from cohortlens.experiments.sequential import Alternative, SequentialParams
 from cohortlens.experiments.srm import DEFAULT_SRM_ALPHA
 
 #: How the p-value of a binary metric is computed (the CI is always unpooled Wald).
 BinaryTest = Literal["unpooled", "pooled"]
+#: Scale of the relative-lift CI and test: symmetric on ``Δ/f_c`` or on ``log(1 + Δ/f_c)``.
+RelativeScale = Literal["linear", "log"]
+#: Which p-value decides the verdict: the absolute-lift test or the relative-lift test.
+DecisionScale = Literal["absolute", "relative"]
+#: Denominator of the CUPED relative lift: the raw control metric or the CUPED-adjusted one.
+CupedBaseline = Literal["unadjusted", "adjusted"]
+#: Control-arm variance term of the CUPED relative lift (see docs/EXPERIMENTS.md).
+CupedRelVariance = Literal["delta", "growthbook"]
+
+_ALTERNATIVES = ("two-sided", "greater", "less")
 
 
 class MetricKind(StrEnum):
@@ -103,6 +113,21 @@ class AnalysisConfig:
         sequential: always-valid settings; ``None`` for a fixed-horizon analysis only.
         impact_units: learners the business impact is projected onto (``None``: the
             experiment's own units).
+        alternative: ``two-sided`` (default), ``greater`` (treatment > control) or ``less``,
+            for the tests, the CIs (one-sided CIs are half-open) and the sequential results.
+        rel_scale: ``linear`` (default; GrowthBook, Eppo): relative CI symmetric on
+            ``Δ/f_c``; ``log`` (tea-tasting): symmetric on ``log(1 + Δ/f_c)``, asymmetric on
+            the lift. The relative p-value always tests on the same scale as its CI.
+        decision: which p-value decides verdicts: ``absolute`` (default) or ``relative``.
+        use_t: quantile of tests and CIs: ``None`` (default) = Student t with Welch df for
+            mean metrics and normal for binary and ratio metrics; ``True`` = t for every
+            kind (GrowthBook); ``False`` = normal for every kind (Eppo, Spotify's ZTest).
+        equal_var: pooled-variance (Student) t test and CI instead of Welch's.
+        yates: continuity correction of the binary z-test (tea-tasting's default).
+        cuped_baseline: the control metric a CUPED relative lift divides by.
+        cuped_rel_variance: the control term of the CUPED relative-lift variance: ``delta``
+            (the full delta method at the adjusted lift) or ``growthbook`` (GrowthBook's
+            term, which scales by the unadjusted treatment mean).
     """
 
     control: str | None = None
@@ -113,9 +138,28 @@ class AnalysisConfig:
     binary_test: BinaryTest = "unpooled"
     sequential: SequentialParams | None = None
     impact_units: int | None = None
+    alternative: Alternative = "two-sided"
+    rel_scale: RelativeScale = "linear"
+    decision: DecisionScale = "absolute"
+    use_t: bool | None = None
+    equal_var: bool = False
+    yates: bool = False
+    cuped_baseline: CupedBaseline = "unadjusted"
+    cuped_rel_variance: CupedRelVariance = "delta"
 
     def __post_init__(self) -> None:
         problems = []
+        for name, allowed in (
+            ("alternative", _ALTERNATIVES),
+            ("rel_scale", ("linear", "log")),
+            ("decision", ("absolute", "relative")),
+            ("cuped_baseline", ("unadjusted", "adjusted")),
+            ("cuped_rel_variance", ("delta", "growthbook")),
+        ):
+            if getattr(self, name) not in allowed:
+                problems.append(
+                    f"{name} == {getattr(self, name)!r}, must be one of {', '.join(allowed)}"
+                )
         if not (0.0 < self.alpha < 1.0 and math.isfinite(self.alpha)):
             problems.append(f"alpha == {self.alpha}, must be in (0, 1)")
         if not 0.0 < self.srm_alpha < 1.0:
@@ -130,4 +174,14 @@ class AnalysisConfig:
             raise ValueError("; ".join(problems))
 
 
-__all__ = ["AnalysisConfig", "BinaryTest", "MetricKind", "MetricRole", "MetricSpec"]
+__all__ = [
+    "AnalysisConfig",
+    "BinaryTest",
+    "CupedBaseline",
+    "CupedRelVariance",
+    "DecisionScale",
+    "MetricKind",
+    "MetricRole",
+    "MetricSpec",
+    "RelativeScale",
+]

@@ -83,10 +83,18 @@ class SufficientStats:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} == {value}, must be >= 0 (it is a sum of squares)")
+        for f in fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{f.name} == {value}, must be finite")
         if self.n == 0 and any(
             getattr(self, f.name) not in (None, 0, 0.0) for f in fields(self)[1:]
         ):
             raise ValueError("an empty arm (n == 0) must have all sums equal to 0")
+        if self.n > 0:
+            problem = _moments.impossible(self.n, *_moments.raw_sums(self), self.columns)
+            if problem:
+                raise ValueError(f"impossible sums: {problem}")
 
     # ------------------------------------------------------------------ shape
     @property
