@@ -200,3 +200,26 @@ def test_cli_single_arm_exit_2_and_no_report(tmp_path: Path) -> None:
     assert "at least two arms" in result.output
     assert "trust checks passed" not in result.output
     assert not report.exists()
+
+
+def test_cli_nonfinite_reports_count_and_rows_then_drops(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    rows = ["variant,revenue"] + [
+        f"{'control' if i % 2 else 'treatment'},{'nan' if i in (4, 9) else i}" for i in range(1, 21)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "s.json"
+    args = ["reduce", str(path), "--metric", "revenue:mean", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "'revenue' has 2 non-finite value(s)" in result.output
+    assert "row(s) 4, 9" in result.output
+    assert "--drop-nonfinite" in result.output
+    assert not out.exists()
+    result = runner.invoke(app, [*args, "--drop-nonfinite", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "revenue 2" in result.stderr
+    doc = json.loads(out.read_text())
+    arms = doc["periods"][0]["stats"]["revenue"]
+    assert arms["control"]["n"] + arms["treatment"]["n"] == 18
+    assert doc["periods"][0]["units"] == {"control": 10, "treatment": 10}

@@ -68,6 +68,14 @@ TimeColOption = Annotated[
     str | None,
     typer.Option("--time-col", help="Period column (e.g. day) for sequential looks over time."),
 ]
+DropOption = Annotated[
+    bool,
+    typer.Option(
+        "--drop-nonfinite",
+        help="Leave learners with a NaN/inf value out of that metric (and say how many) "
+        "instead of failing.",
+    ),
+]
 
 
 _errors = handle_errors(ValueError, OSError)
@@ -119,6 +127,31 @@ def analyze(
         ),
     ] = 10_000,
     time_col: TimeColOption = None,
+    drop_nonfinite: DropOption = False,
+    alternative: Annotated[
+        str, typer.Option(help="two-sided | greater | less (tests, CIs, sequential).")
+    ] = "two-sided",
+    rel_scale: Annotated[
+        str, typer.Option(help="linear | log: scale of the relative CI and its test.")
+    ] = "linear",
+    decision: Annotated[
+        str, typer.Option(help="absolute | relative: which test decides verdicts.")
+    ] = "absolute",
+    quantile: Annotated[
+        str, typer.Option(help="auto (t for means, normal otherwise) | t | normal.")
+    ] = "auto",
+    equal_var: Annotated[
+        bool, typer.Option("--equal-var", help="Pooled-variance (Student) t instead of Welch.")
+    ] = False,
+    yates: Annotated[
+        bool, typer.Option("--yates", help="Continuity correction of the binary z-test.")
+    ] = False,
+    cuped_baseline: Annotated[
+        str, typer.Option(help="unadjusted | adjusted control mean for CUPED relative lifts.")
+    ] = "unadjusted",
+    cuped_rel_variance: Annotated[
+        str, typer.Option(help="delta | growthbook: control term of the CUPED relative variance.")
+    ] = "delta",
     population: Annotated[
         int | None,
         typer.Option(
@@ -141,7 +174,17 @@ def analyze(
     from cohortlens.experiments.spec import AnalysisConfig
 
     specs, periods, file_control, file_weights = _load(
-        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col, db
+        data,
+        variant_col,
+        metric,
+        guardrail,
+        covariate,
+        cap,
+        lower_is_better,
+        time_col,
+        db,
+        drop_nonfinite=drop_nonfinite,
+        quiet=as_json,
     )
     if correction not in ("holm", "bh", "none"):
         raise ExperimentInputError(f"--correction {correction!r}: expected holm, bh or none")
@@ -156,6 +199,18 @@ def analyze(
         binary_test=binary_test,  # type: ignore[arg-type]
         sequential=SequentialParams(tuning_n=tune_n) if sequential else None,
         impact_units=population,
+        alternative=_choice(alternative, "--alternative", ("two-sided", "greater", "less")),  # type: ignore[arg-type]
+        rel_scale=_choice(rel_scale, "--rel-scale", ("linear", "log")),  # type: ignore[arg-type]
+        decision=_choice(decision, "--decision", ("absolute", "relative")),  # type: ignore[arg-type]
+        use_t={"auto": None, "t": True, "normal": False}[
+            _choice(quantile, "--quantile", ("auto", "t", "normal"))
+        ],
+        equal_var=equal_var,
+        yates=yates,
+        cuped_baseline=_choice(cuped_baseline, "--cuped-baseline", ("unadjusted", "adjusted")),  # type: ignore[arg-type]
+        cuped_rel_variance=_choice(  # type: ignore[arg-type]
+            cuped_rel_variance, "--cuped-rel-variance", ("delta", "growthbook")
+        ),
     )
     result = run(specs, periods, config)
     if report is not None:
@@ -184,6 +239,7 @@ def reduce(
     cap: CapOption = None,
     lower_is_better: LowerOption = None,
     time_col: TimeColOption = None,
+    drop_nonfinite: DropOption = False,
     control: Annotated[
         str | None, typer.Option(help="Control variant to record in the file.")
     ] = None,
@@ -204,7 +260,17 @@ def reduce(
             f"{data}: already a statistics file; reduce reads per-learner CSV/Parquet"
         )
     specs, periods, _, _ = _load(
-        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col, db
+        data,
+        variant_col,
+        metric,
+        guardrail,
+        covariate,
+        cap,
+        lower_is_better,
+        time_col,
+        db,
+        drop_nonfinite=drop_nonfinite,
+        quiet=as_json,
     )
     content = StatsFile(
         metrics=tuple(specs),
@@ -515,9 +581,12 @@ def _load(
     lower_is_better: list[str] | None,
     time_col: str | None,
     db: str | None = None,
+    *,
+    drop_nonfinite: bool = False,
+    quiet: bool = False,
 ) -> tuple[list[MetricSpec], list[Any], str | None, dict[str, float] | None]:
     """Metrics and statistics from a JSON statistics file or per-learner data."""
-    from cohortlens.experiments.reduce import reduce_to_stats
+    from cohortlens.experiments.reduce import reduce_data
     from cohortlens.experiments.serialize import read_stats_json
 
     lower = set(lower_is_better or [])
@@ -559,8 +628,19 @@ def _load(
             source = store.experiment_outcomes(name)
         if source.num_rows == 0:
             raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")
-    periods = reduce_to_stats(source, variant_col=variant_col, metrics=specs, period_col=time_col)
-    return specs, periods, None, None
+    reduction = reduce_data(
+        source,
+        variant_col=variant_col,
+        metrics=specs,
+        period_col=time_col,
+        drop_nonfinite=drop_nonfinite,
+    )
+    if reduction.nonfinite_dropped:
+        err.print(
+            "dropped non-finite values (learners left out of that metric): "
+            + ", ".join(f"{c} {n:,}" for c, n in reduction.nonfinite_dropped.items())
+        )
+    return specs, reduction.periods, None, None
 
 
 def _parse_metric(
@@ -704,8 +784,10 @@ def _print_report(result: Any) -> None:
         )
     elif result.status is ReportStatus.GUARDRAIL_FAILED:
         out.print("[bold red]GUARDRAIL FAILED[/]")
-    else:
+    elif math.isfinite(srm.pvalue):
         out.print(f"[green]trust checks passed[/] (SRM p = {_fmt(srm.pvalue)})")
+    else:
+        out.print("[yellow]SRM not testable[/] (fewer than two arms with a design weight)")
     out.print("units: " + ", ".join(f"{k} {v:,}" for k, v in result.units.items()))
     seq = result.sequential is not None
     colors = {"improvement": "green", "regression": "red", "withheld": "yellow"}
@@ -728,7 +810,7 @@ def _print_report(result: Any) -> None:
             f"[{_fmt(e.rel_effect_size_ci_lower, True)}, {_fmt(e.rel_effect_size_ci_upper, True)}]"
         )
         adj = {"holm": e.pvalue_holm, "bh": e.pvalue_bh}.get(result.correction, e.pvalue)
-        p_line = f"  p {_fmt(e.pvalue)}"
+        p_line = f"  p {_fmt(e.pvalue)} (rel p {_fmt(e.rel_pvalue)})"
         if e.role is MetricRole.PRIMARY and result.correction != "none":
             p_line += f" ({result.correction} {_fmt(adj)})"
         if seq:
