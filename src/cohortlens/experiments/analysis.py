@@ -198,6 +198,7 @@ def _compare_fields(
     unit_c = _moments.quad(adj_c, cov_c)
     unit_t = _moments.quad(adj_t, cov_t)
     v_c, v_t = unit_c / control.n, unit_t / treatment.n
+    raw_v_t = v_t
     if cfg.equal_var:
         pooled_unit = ((control.n - 1) * unit_c + (treatment.n - 1) * unit_t) / (
             control.n + treatment.n - 2
@@ -260,30 +261,46 @@ def _compare_fields(
             # GrowthBook's term, f_t/f_c - 1 (the unadjusted lift).
             k = (f_t / f_c - 1.0) if cfg.cuped_rel_variance == "growthbook" else rel
             rel_grad_c = [a + k * g for a, g in zip(adj_c, grad_c, strict=True)]
-        rel_unit_c = _moments.quad(rel_grad_c, cov_c)
-        if cfg.equal_var and unit_c > 0.0:
-            rel_unit_c *= (v_c * control.n) / unit_c
-        rel_var = v_t + rel_unit_c / control.n
-        if math.isfinite(rel) and rel_var > 0.0:
-            rel_se = math.sqrt(rel_var) / abs(base)
-            if log_scale:
-                if 1.0 + rel > 0.0:
-                    log_rel, log_se = math.log1p(rel), rel_se / (1.0 + rel)
-                    rel_stat = log_rel / log_se
-                    lo, hi = _interval(log_rel, quantile * log_se, alt)
-                    out |= {
-                        "rel_effect_size_ci_lower": math.expm1(lo),
-                        "rel_effect_size_ci_upper": math.expm1(hi),
-                    }
+        rel_v_c = _moments.quad(rel_grad_c, cov_c) / control.n
+        rel_df = df
+        if math.isfinite(rel) and (not log_scale or 1.0 + rel > 0.0):
+            # Per-arm variance terms of the relative lift on the scale of its CI: divided by
+            # base² (linear), or by the treatment level² (log: log(1 + R) = log g_t - log g_c).
+            scale2 = (base * (1.0 + rel)) ** 2 if log_scale else base**2
+            comp_t, comp_c = raw_v_t / scale2, rel_v_c / scale2
+            if cfg.equal_var:
+                n_all = control.n + treatment.n
+                pooled = (
+                    (control.n - 1) * comp_c * control.n + (treatment.n - 1) * comp_t * treatment.n
+                ) / (n_all - 2)
+                scale_var = pooled * (1.0 / control.n + 1.0 / treatment.n)
             else:
-                rel_stat = rel / rel_se
-                lo, hi = _interval(rel, quantile * rel_se, alt)
+                scale_var = comp_t + comp_c
+                if log_scale and use_t and scale_var > 0.0:
+                    # tea-tasting: Welch df of the log-scale terms (linear: the absolute df,
+                    # as GrowthBook).
+                    rel_df = scale_var**2 / (
+                        comp_t**2 / (treatment.n - 1) + comp_c**2 / (control.n - 1)
+                    )
+            if scale_var > 0.0:
+                scale_se = math.sqrt(scale_var)
+                rel_q = _quantile(alpha, rel_df, use_t, alt)
+                rel_stat = (math.log1p(rel) if log_scale else rel) / scale_se
+                if log_scale:
+                    rel_se = scale_se * (1.0 + rel)
+                    lo, hi = _interval(math.log1p(rel), rel_q * scale_se, alt)
+                    lo, hi = math.expm1(lo), math.expm1(hi)
+                else:
+                    rel_se = scale_se
+                    lo, hi = _interval(rel, rel_q * scale_se, alt)
                 out |= {"rel_effect_size_ci_lower": lo, "rel_effect_size_ci_upper": hi}
         out |= {
             "rel_effect_size": rel,
             "rel_std_error": rel_se,
             "rel_statistic": rel_stat,
-            "rel_pvalue": _tails(rel_stat, df, use_t, alt) if math.isfinite(rel_stat) else _NAN,
+            "rel_pvalue": _tails(rel_stat, rel_df, use_t, alt)
+            if math.isfinite(rel_stat)
+            else _NAN,
         }
         if not math.isfinite(rel_stat):
             out["status"] = AnalysisStatus.ZERO_BASELINE

@@ -191,6 +191,74 @@ def minimum_detectable_effect(design: PowerDesign, n_control: int) -> PowerResul
     return _result(design, float(delta), n_control, float(n_control))
 
 
+def cohens_h(p1: float, p2: float) -> float:
+    """Cohen's effect size for two proportions: ``2·asin(√p1) − 2·asin(√p2)``."""
+    for name, p in (("p1", p1), ("p2", p2)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} == {p}, must be in [0, 1]")
+    return 2.0 * math.asin(math.sqrt(p1)) - 2.0 * math.asin(math.sqrt(p2))
+
+
+def power_standardized(
+    effect_size: float,
+    n_control: float,
+    *,
+    ratio: float = 1.0,
+    alpha: float = 0.05,
+    alternative: str = "two-sided",
+    distribution: str = "t",
+) -> float:
+    """Power of the two-sample test for a standardised effect (Cohen's d, or h).
+
+    ``distribution="t"``: the pooled-variance t test, exactly (noncentral t with
+    ``n_c + n_t − 2`` df; R's ``pwr.t2n.test``, statsmodels' ``TTestIndPower``);
+    ``"normal"``: the z test (``pwr.2p.test`` with Cohen's h, ``NormalIndPower``).
+    ``greater`` tests ``effect > 0``; both tails count for ``two-sided``.
+    """
+    if not n_control > 1 or not ratio > 0:
+        raise ValueError(f"n_control == {n_control}, ratio == {ratio}: need n_control > 1, ratio > 0")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative == {alternative!r}, must be two-sided, greater or less")
+    n_t = ratio * n_control
+    nc = effect_size * math.sqrt(n_control * n_t / (n_control + n_t))
+    two = alternative == "two-sided"
+    level = 1.0 - (alpha / 2.0 if two else alpha)
+    if distribution == "t":
+        df = n_control + n_t - 2.0
+        crit = float(special.stdtrit(df, level))
+        upper = float(special.nctdtr(df, nc, crit))  # P(T <= crit)
+        lower = float(special.nctdtr(df, nc, -crit))  # P(T <= -crit)
+        p_up, p_down = 1.0 - upper, lower
+    elif distribution == "normal":
+        crit = float(special.ndtri(level))
+        p_up, p_down = float(special.ndtr(nc - crit)), float(special.ndtr(-nc - crit))
+    else:
+        raise ValueError(f"distribution == {distribution!r}, must be 't' or 'normal'")
+    if two:
+        return p_up + p_down
+    return p_up if alternative == "greater" else p_down
+
+
+def sample_size_multi_arm(
+    design: PowerDesign,
+    n_treatments: int,
+    effect: float | None = None,
+    *,
+    rel_effect: float | None = None,
+) -> PowerResult:
+    """Learners per arm for ``n_treatments`` arms each compared with control, with the
+    level split Bonferroni-style (``α / n_treatments`` per comparison) so the
+    family-wise error stays at ``design.alpha``; ``n_total`` of the result counts one
+    treatment arm (multiply ``n_treatment`` by ``n_treatments`` for the experiment)."""
+    if n_treatments < 1:
+        raise ValueError(f"n_treatments == {n_treatments}, must be >= 1")
+    from dataclasses import replace
+
+    return sample_size(
+        replace(design, alpha=design.alpha / n_treatments), effect, rel_effect=rel_effect
+    )
+
+
 def ratio_linearized_std(stats: SufficientStats) -> float:
     """Per-learner std of a ratio metric's linearisation ``(y − R·d)/d̄`` (for :class:`PowerDesign`).
 
@@ -257,6 +325,9 @@ def _result(design: PowerDesign, delta: float, n_c: int, n_exact: float) -> Powe
 __all__ = [
     "PowerDesign",
     "PowerResult",
+    "cohens_h",
+    "power_standardized",
+    "sample_size_multi_arm",
     "minimum_detectable_effect",
     "power",
     "ratio_linearized_std",

@@ -194,7 +194,7 @@ def _nonfinite_counts(
     rows: list[tuple[Any, ...]], metrics: Sequence[MetricSpec], layout: list[list[tuple[str, int]]]
 ) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for m, fields_ in zip(metrics, layout, strict=True):
+    for _metric, fields_ in zip(metrics, layout, strict=True):
         for name, i in fields_:
             if name.startswith("_nf:"):
                 col = name.removeprefix("_nf:")
