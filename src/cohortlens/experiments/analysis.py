@@ -298,9 +298,7 @@ def _compare_fields(
             "rel_effect_size": rel,
             "rel_std_error": rel_se,
             "rel_statistic": rel_stat,
-            "rel_pvalue": _tails(rel_stat, rel_df, use_t, alt)
-            if math.isfinite(rel_stat)
-            else _NAN,
+            "rel_pvalue": _tails(rel_stat, rel_df, use_t, alt) if math.isfinite(rel_stat) else _NAN,
         }
         if not math.isfinite(rel_stat):
             out["status"] = AnalysisStatus.ZERO_BASELINE

@@ -476,7 +476,7 @@ def _gb_buckets(ids: pa.Array, salt: str, version: str) -> npt.NDArray[np.int32]
     out = np.empty(len(values), dtype=np.int32)
     for i, learner in enumerate(values):  # the SDK-compatible path; not the default
         h = gb_hash(salt, learner, v)
-        out[i] = int(round((h or 0.0) * N_BUCKETS))
+        out[i] = round((h or 0.0) * N_BUCKETS)
     return out
 
 
@@ -528,11 +528,6 @@ __all__ = [
     "EXPOSURE_SCHEMA",
     "HASH_VERSION",
     "HASH_VERSIONS",
-    "fnv1a32",
-    "gb_bucket_ranges",
-    "gb_choose_variation",
-    "gb_hash",
-    "gb_in_namespace",
     "N_BUCKETS",
     "AssignmentStatus",
     "ExperimentDesign",
@@ -543,5 +538,10 @@ __all__ = [
     "buckets",
     "check_layer",
     "exposure_records",
+    "fnv1a32",
+    "gb_bucket_ranges",
+    "gb_choose_variation",
+    "gb_hash",
+    "gb_in_namespace",
     "hash64",
 ]

@@ -25,7 +25,9 @@ _SCIPY_ALT = {"two-sided": "two-sided", "greater": "greater", "less": "less"}
 
 def _check(successes: int, n: int, name: str) -> None:
     if n <= 0 or not 0 <= successes <= n:
-        raise ValueError(f"{name}: successes == {successes}, n == {n}; need 0 <= successes <= n, n > 0")
+        raise ValueError(
+            f"{name}: successes == {successes}, n == {n}; need 0 <= successes <= n, n > 0"
+        )
 
 
 def _table(sc: int, nc: int, st: int, nt: int) -> list[list[int]]:

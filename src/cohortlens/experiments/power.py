@@ -216,7 +216,9 @@ def power_standardized(
     ``greater`` tests ``effect > 0``; both tails count for ``two-sided``.
     """
     if not n_control > 1 or not ratio > 0:
-        raise ValueError(f"n_control == {n_control}, ratio == {ratio}: need n_control > 1, ratio > 0")
+        raise ValueError(
+            f"n_control == {n_control}, ratio == {ratio}: need n_control > 1, ratio > 0"
+        )
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"alternative == {alternative!r}, must be two-sided, greater or less")
     n_t = ratio * n_control
@@ -326,10 +328,10 @@ __all__ = [
     "PowerDesign",
     "PowerResult",
     "cohens_h",
-    "power_standardized",
-    "sample_size_multi_arm",
     "minimum_detectable_effect",
     "power",
+    "power_standardized",
     "ratio_linearized_std",
     "sample_size",
+    "sample_size_multi_arm",
 ]
