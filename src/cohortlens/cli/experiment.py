@@ -165,6 +165,24 @@ def analyze(
         str | None,
         typer.Option("--db", help="Store for store:EXPERIMENT (default $COHORTLENS_DB)."),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Analyse per segment of this pre-exposure column (store:EXPERIMENT: 'cohort' "
+            "= the cohort under the model active at exposure time).",
+        ),
+    ] = None,
+    segment_correction: Annotated[
+        str, typer.Option(help="Correction across segments: bh | by | holm | bonferroni | none.")
+    ] = "bh",
+    segments_preregistered: Annotated[
+        bool,
+        typer.Option(
+            "--segments-preregistered",
+            help="The segmentation was declared before the experiment (no post-hoc warning).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Analyse an experiment: lifts with CIs, p-values, CUPED, SRM, guardrails, verdicts."""
@@ -173,6 +191,7 @@ def analyze(
     from cohortlens.experiments.sequential import SequentialParams
     from cohortlens.experiments.spec import AnalysisConfig
 
+    segments: dict[str, Any] = {}
     specs, periods, file_control, file_weights = _load(
         data,
         variant_col,
@@ -185,6 +204,8 @@ def analyze(
         db,
         drop_nonfinite=drop_nonfinite,
         quiet=as_json,
+        by=by,
+        segments_out=segments,
     )
     if correction not in ("holm", "bh", "none"):
         raise ExperimentInputError(f"--correction {correction!r}: expected holm, bh or none")
@@ -212,6 +233,30 @@ def analyze(
             cuped_rel_variance, "--cuped-rel-variance", ("delta", "growthbook")
         ),
     )
+    if by is not None:
+        from cohortlens.experiments.report import render_segments_html
+        from cohortlens.experiments.segments import analyze_segments
+
+        seg = analyze_segments(
+            specs,
+            segments,
+            config,
+            by=by,
+            segment_correction=segment_correction,
+            preregistered=segments_preregistered,
+        )
+        if report is not None:
+            report.write_text(
+                render_segments_html(seg, title=f"Experiment report by {by}: {data.name}"),
+                encoding="utf-8",
+            )
+        if as_json:
+            _print_json(seg.to_dict() | ({"report": str(report)} if report else {}))
+            return
+        _print_segments(seg)
+        if report is not None:
+            out.print(f"wrote {report}")
+        return
     result = run(specs, periods, config)
     if report is not None:
         report.write_text(
@@ -584,6 +629,8 @@ def _load(
     *,
     drop_nonfinite: bool = False,
     quiet: bool = False,
+    by: str | None = None,
+    segments_out: dict[str, Any] | None = None,
 ) -> tuple[list[MetricSpec], list[Any], str | None, dict[str, float] | None]:
     """Metrics and statistics from a JSON statistics file or per-learner data."""
     from cohortlens.experiments.reduce import reduce_data
@@ -591,6 +638,10 @@ def _load(
 
     lower = set(lower_is_better or [])
     if data.suffix.lower() == ".json":
+        if by is not None:
+            raise ExperimentInputError(
+                f"{data}: --by needs per-learner data (a statistics file has no segments)"
+            )
         if metric or guardrail or covariate or cap or time_col:
             raise ExperimentInputError(
                 f"{data}: a statistics file defines its metrics; --metric, --guardrail, "
@@ -626,15 +677,30 @@ def _load(
         name = str(data).removeprefix("store:")
         with open_for_command(db, read_only=True) as store:
             source = store.experiment_outcomes(name)
-        if source.num_rows == 0:
-            raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")
+            if source.num_rows == 0:
+                raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")
+            if by == "cohort" and "cohort" not in source.column_names:
+                from cohortlens.experiments.segments import cohort_at_exposure
+
+                history = store.routing_history()
+                model_ids = {h["routing"].get("stable_model_id") for h in history}
+                active = store.active_model()
+                fallback = active[0] if active else None
+                model_ids |= {fallback}
+                assignments = {
+                    int(m): store.read_assignments(int(m)) for m in model_ids if m is not None
+                }
+                source = cohort_at_exposure(source, history, assignments, fallback)
     reduction = reduce_data(
         source,
         variant_col=variant_col,
         metrics=specs,
         period_col=time_col,
+        segment_col=by,
         drop_nonfinite=drop_nonfinite,
     )
+    if segments_out is not None:
+        segments_out.update(reduction.segments)
     if reduction.nonfinite_dropped:
         err.print(
             "dropped non-finite values (learners left out of that metric): "
@@ -773,6 +839,30 @@ def _fmt(v: float, pct: bool = False) -> str:
     if abs(v) >= 1e4:
         return f"{v:,.0f}"
     return f"{v:.4g}"
+
+
+def _print_segments(seg: Any) -> None:
+    if seg.warning:
+        out.print(f"[yellow]warning:[/] {seg.warning}")
+    out.print(f"[bold]total[/] (sum of {len(seg.segments)} segments by {seg.by})")
+    _print_report(seg.total)
+    for name, rep in seg.segments.items():
+        out.print(
+            f"\n[bold]segment {seg.by}={name}[/] "
+            f"(SRM p Holm-adjusted across segments {_fmt(seg.srm_pvalues_holm[name])})"
+        )
+        for e in rep.effects:
+            out.print(
+                f"  {e.metric} · {e.variant}: lift {_fmt(e.effect_size)} "
+                f"[{_fmt(e.effect_size_ci_lower)}, {_fmt(e.effect_size_ci_upper)}] "
+                f"p {_fmt(e.pvalue)} ({seg.segment_correction} across segments "
+                f"{_fmt(e.segment_pvalue)}) {e.verdict.value}"
+            )
+    for h in seg.heterogeneity:
+        out.print(
+            f"heterogeneity {h.metric} · {h.variant}: Cochran's Q {_fmt(h.q)} "
+            f"(df {h.df}), p {_fmt(h.pvalue)}, I² {_fmt(h.i_squared, True)}"
+        )
 
 
 def _print_report(result: Any) -> None:

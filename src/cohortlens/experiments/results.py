@@ -53,6 +53,8 @@ class EffectEstimate:
         pvalue_holm, pvalue_bh, seq_pvalue_holm, seq_pvalue_bh, rel_pvalue_holm, ...:
             p-values adjusted over the report's primary comparisons (NaN for guardrails,
             which are not corrected).
+        segment_pvalue: in a per-segment report, the decision p-value corrected across
+            segments (NaN otherwise).
         verdict: improvement / regression / no_significant_change / withheld / not_computed.
         guardrail_failed: for guardrails, whether it regressed significantly (``None`` for
             primary metrics and when conclusions are withheld or not computed).
@@ -109,6 +111,7 @@ class EffectEstimate:
     rel_pvalue_bh: float = _NAN
     seq_rel_pvalue_holm: float = _NAN
     seq_rel_pvalue_bh: float = _NAN
+    segment_pvalue: float = _NAN
     verdict: Verdict = Verdict.NOT_COMPUTED
     guardrail_failed: bool | None = None
     impact_ci_lower: float = _NAN

@@ -1,0 +1,414 @@
+"""Per-segment (per-cohort) analysis: one result per segment, corrected, with heterogeneity.
+
+A learning platform asks which intervention helps *which* learners. Given statistics per
+segment (a pre-exposure column such as the cohort active at exposure time):
+
+* every segment is analysed on its own (:func:`~cohortlens.experiments.analysis.analyze`),
+  with its own SRM check;
+* p-values of each (metric, treatment) are corrected **across segments** (Benjamini–Hochberg
+  by default, as Mixpanel does), and segment verdicts use the corrected p-values;
+* the segment SRM p-values are Holm-adjusted across segments before they are compared with
+  ``srm_alpha``: a split broken in one segment is then flagged, while k looks at k segments
+  do not multiply false alarms (Eppo documents the same concern for dimension SRM checks);
+* **heterogeneity**: Cochran's Q (inverse-variance weights, ``k − 1`` df) tests whether the
+  segment effects differ, with I², and pairwise z tests of differences (Holm-adjusted);
+* the total is analysed from the *sum* of the segments, so they add up exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from scipy import special
+
+from cohortlens.experiments.analysis import analyze
+from cohortlens.experiments.errors import ExperimentInputError, Verdict
+from cohortlens.experiments.multiplicity import adjust
+from cohortlens.experiments.results import ExperimentReport, _jsonable
+from cohortlens.experiments.spec import AnalysisConfig, MetricSpec
+from cohortlens.experiments.stats import ExperimentStats
+
+
+@dataclass(frozen=True)
+class Heterogeneity:
+    """Do the segment effects of one (metric, treatment) differ?
+
+    Attributes:
+        metric, variant: the comparison.
+        segments: the segments with a usable estimate (finite effect and standard error).
+        q: Cochran's Q; ``df``: segments − 1; ``pvalue``: upper chi-square tail.
+        i_squared: share of the variation across segments beyond chance, ``max(0, (Q−df)/Q)``.
+        pooled_effect: the inverse-variance weighted mean effect.
+        pairwise: ``(segment a, segment b, difference, z, p, p_holm)`` for every pair.
+    """
+
+    metric: str
+    variant: str
+    segments: tuple[str, ...]
+    q: float
+    df: int
+    pvalue: float
+    i_squared: float
+    pooled_effect: float
+    pairwise: tuple[tuple[str, str, float, float, float, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "metric": self.metric,
+            "variant": self.variant,
+            "segments": list(self.segments),
+            "q": _jsonable(self.q),
+            "df": self.df,
+            "pvalue": _jsonable(self.pvalue),
+            "i_squared": _jsonable(self.i_squared),
+            "pooled_effect": _jsonable(self.pooled_effect),
+            "pairwise": [
+                {
+                    "a": a,
+                    "b": b,
+                    "difference": _jsonable(d),
+                    "z": _jsonable(z),
+                    "pvalue": _jsonable(p),
+                    "pvalue_holm": _jsonable(ph),
+                }
+                for a, b, d, z, p, ph in self.pairwise
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    """The analysis of an experiment per segment.
+
+    Attributes:
+        by: the segment column.
+        total: the whole experiment (analysed from the sum of the segments).
+        segments: segment -> its report; verdicts use p-values corrected across segments.
+        segment_correction: the correction across segments (``bh`` by default).
+        srm_pvalues_holm: segment -> SRM p-value Holm-adjusted across segments.
+        heterogeneity: one record per (metric, treatment).
+        preregistered: whether the segmentation was declared before looking; when false
+            the report carries a warning that the segments may have been chosen after
+            seeing the data.
+    """
+
+    by: str
+    total: ExperimentReport
+    segments: Mapping[str, ExperimentReport]
+    segment_correction: str
+    srm_pvalues_holm: Mapping[str, float]
+    heterogeneity: tuple[Heterogeneity, ...]
+    preregistered: bool = False
+
+    @property
+    def warning(self) -> str | None:
+        """The post-hoc warning, or ``None`` when the segmentation was pre-registered."""
+        if self.preregistered:
+            return None
+        return (
+            f"Segments by {self.by!r} were not declared before the experiment: if they were "
+            "chosen after looking at the data, treat segment findings as hypotheses to "
+            "confirm in a new experiment."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the ``--json`` output of ``experiment analyze --by``)."""
+        return {
+            "by": self.by,
+            "segment_correction": self.segment_correction,
+            "preregistered": self.preregistered,
+            "warning": self.warning,
+            "total": self.total.to_dict(),
+            "segments": {k: r.to_dict() for k, r in self.segments.items()},
+            "srm_pvalues_holm": {k: _jsonable(v) for k, v in self.srm_pvalues_holm.items()},
+            "heterogeneity": [h.to_dict() for h in self.heterogeneity],
+        }
+
+
+def analyze_segments(
+    metrics: Sequence[MetricSpec],
+    segments: Mapping[str, Sequence[ExperimentStats]],
+    config: AnalysisConfig | None = None,
+    *,
+    by: str = "segment",
+    segment_correction: str = "bh",
+    preregistered: bool = False,
+) -> SegmentReport:
+    """Analyse every segment, correct across segments, test heterogeneity.
+
+    Segments whose statistics have fewer than two arms with units are analysed with
+    nothing to compare (their effects are ``not_computed``) rather than failing the whole
+    request; the total must have two arms.
+
+    Raises:
+        ExperimentInputError: no segments, or an unknown correction.
+    """
+    config = config or AnalysisConfig()
+    if not segments:
+        raise ExperimentInputError("no segments to analyse")
+    if segment_correction not in ("bh", "by", "holm", "bonferroni", "none"):
+        raise ExperimentInputError(
+            f"segment correction {segment_correction!r}: expected bh, by, holm, bonferroni or none"
+        )
+    total_periods = _sum_periods(list(segments.values()))
+    total = analyze(metrics, total_periods, config)
+    reports: dict[str, ExperimentReport] = {}
+    for name, periods in segments.items():
+        pooled = periods[0]
+        for p in periods[1:]:
+            pooled = pooled + p
+        if sum(1 for v in pooled.units.values() if v > 0) < 2:
+            reports[name] = _empty_report(total, metrics, name)
+            continue
+        reports[name] = analyze(metrics, list(periods), config)
+    names = list(reports)
+    srm_p = [reports[n].srm.pvalue for n in names]
+    srm_holm = dict(zip(names, adjust(srm_p, "holm").tolist(), strict=True))
+    key = "seq_pvalue" if config.sequential is not None else "pvalue"
+    if config.decision == "relative":
+        key = key.replace("pvalue", "rel_pvalue")
+    corrected = _correct_across(reports, key, segment_correction)
+    for n in names:
+        flagged = bool(srm_holm[n] < config.srm_alpha)
+        reports[n] = _rejudge(reports[n], corrected[n], config, flagged, srm_holm[n])
+    hetero = tuple(_heterogeneity(reports, e.metric, e.variant) for e in total.effects)
+    return SegmentReport(
+        by=by,
+        total=total,
+        segments=reports,
+        segment_correction=segment_correction,
+        srm_pvalues_holm=srm_holm,
+        heterogeneity=hetero,
+        preregistered=preregistered,
+    )
+
+
+def _sum_periods(per_segment: list[Sequence[ExperimentStats]]) -> list[ExperimentStats]:
+    by_label: dict[str, ExperimentStats] = {}
+    order: list[str] = []
+    for periods in per_segment:
+        for p in periods:
+            if p.label in by_label:
+                by_label[p.label] = replace(by_label[p.label] + p, label=p.label)
+            else:
+                by_label[p.label] = p
+                order.append(p.label)
+    return [by_label[k] for k in order]
+
+
+def _empty_report(
+    total: ExperimentReport, metrics: Sequence[MetricSpec], name: str
+) -> ExperimentReport:
+    blank: dict[str, Any] = dict.fromkeys(_NUMERIC, math.nan)
+    effects = tuple(
+        replace(
+            e,
+            status=e.status.__class__.EMPTY_ARM,
+            verdict=Verdict.NOT_COMPUTED,
+            n_control=0,
+            n_treatment=0,
+            guardrail_failed=None,
+            **blank,
+        )
+        for e in total.effects
+    )
+    srm = replace(total.srm, statistic=math.nan, pvalue=math.nan, flagged=False)
+    return replace(total, effects=effects, srm=srm, looks=(), units={})
+
+
+_NUMERIC = (
+    "mean_control",
+    "mean_treatment",
+    "effect_size",
+    "effect_size_ci_lower",
+    "effect_size_ci_upper",
+    "rel_effect_size",
+    "rel_effect_size_ci_lower",
+    "rel_effect_size_ci_upper",
+    "std_error",
+    "rel_std_error",
+    "statistic",
+    "df",
+    "pvalue",
+    "rel_statistic",
+    "rel_pvalue",
+    "seq_ci_lower",
+    "seq_ci_upper",
+    "seq_rel_ci_lower",
+    "seq_rel_ci_upper",
+    "seq_pvalue",
+    "seq_rel_pvalue",
+    "pvalue_holm",
+    "pvalue_bh",
+    "impact_ci_lower",
+    "impact_ci_upper",
+)
+
+
+def _correct_across(
+    reports: Mapping[str, ExperimentReport], key: str, method: str
+) -> dict[str, dict[tuple[str, str], float]]:
+    """Segment -> (metric, variant) -> p-value corrected across segments."""
+    out: dict[str, dict[tuple[str, str], float]] = {n: {} for n in reports}
+    names = list(reports)
+    pairs = {(e.metric, e.variant) for r in reports.values() for e in r.effects}
+    for metric, variant in pairs:
+        raw = []
+        for n in names:
+            match = [e for e in reports[n].effects if (e.metric, e.variant) == (metric, variant)]
+            raw.append(getattr(match[0], key) if match else math.nan)
+        adjusted = adjust(raw, method).tolist()
+        for n, p in zip(names, adjusted, strict=True):
+            out[n][(metric, variant)] = p
+    return out
+
+
+def _rejudge(
+    report: ExperimentReport,
+    corrected: Mapping[tuple[str, str], float],
+    config: AnalysisConfig,
+    srm_flagged: bool,
+    srm_holm: float,
+) -> ExperimentReport:
+    effects = []
+    for e in report.effects:
+        p = corrected.get((e.metric, e.variant), math.nan)
+        if math.isnan(p):
+            verdict = Verdict.NOT_COMPUTED
+        elif srm_flagged:
+            verdict = Verdict.WITHHELD
+        elif p < config.alpha:
+            verdict = Verdict.IMPROVEMENT if e.effect_size > 0 else Verdict.REGRESSION
+        else:
+            verdict = Verdict.NO_SIGNIFICANT_CHANGE
+        effects.append(replace(e, verdict=verdict, segment_pvalue=p))
+    status = report.status
+    if srm_flagged:
+        status = status.__class__.SRM_MISMATCH
+    srm = replace(report.srm, flagged=srm_flagged)
+    return replace(report, effects=tuple(effects), status=status, srm=srm)
+
+
+def _heterogeneity(
+    reports: Mapping[str, ExperimentReport], metric: str, variant: str
+) -> Heterogeneity:
+    rows = []
+    for n, r in reports.items():
+        for e in r.effects:
+            if (
+                (e.metric, e.variant) == (metric, variant)
+                and math.isfinite(e.effect_size)
+                and e.std_error > 0
+            ):
+                rows.append((n, e.effect_size, e.std_error))
+    k = len(rows)
+    if k < 2:
+        return Heterogeneity(
+            metric,
+            variant,
+            tuple(r[0] for r in rows),
+            math.nan,
+            max(k - 1, 0),
+            math.nan,
+            math.nan,
+            rows[0][1] if rows else math.nan,
+            (),
+        )
+    w = [1.0 / se**2 for _, _, se in rows]
+    pooled = sum(wi * e for wi, (_, e, _) in zip(w, rows, strict=True)) / sum(w)
+    q = sum(wi * (e - pooled) ** 2 for wi, (_, e, _) in zip(w, rows, strict=True))
+    df = k - 1
+    p = float(special.chdtrc(df, q))
+    i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
+    pairs = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            (a, ea, sa), (b, eb, sb) = rows[i], rows[j]
+            diff = eb - ea
+            z = diff / math.sqrt(sa**2 + sb**2)
+            pairs.append((a, b, diff, z, float(2.0 * special.ndtr(-abs(z)))))
+    holm = adjust([x[4] for x in pairs], "holm").tolist()
+    return Heterogeneity(
+        metric,
+        variant,
+        tuple(r[0] for r in rows),
+        q,
+        df,
+        p,
+        i2,
+        pooled,
+        tuple((*x, h) for x, h in zip(pairs, holm, strict=True)),
+    )
+
+
+def cohort_at_exposure(
+    outcomes: Any,
+    routing_history: Sequence[Mapping[str, Any]],
+    assignments: Mapping[int, Any],
+    fallback_model: int | None = None,
+) -> Any:
+    """Add a ``cohort`` column: each learner's cohort under the model active at exposure.
+
+    Args:
+        outcomes: Arrow table with ``learner_id`` and ``exposed_at`` (the store's
+            ``experiment_outcomes``).
+        routing_history: routing changes (``at``, ``routing.stable_model_id``), oldest first.
+        assignments: model id -> Arrow table (``learner_id``, ``cohort_id``, ``archetype``).
+        fallback_model: the model for exposures before the first routing change.
+
+    The cohort is ``"<cohort_id>:<archetype>"``; learners the model did not assign get
+    null (they form the ``(none)`` segment).
+    """
+    import duckdb
+    import pyarrow as pa
+
+    changes = pa.table(
+        {
+            "at": pa.array([r["at"] for r in routing_history], pa.timestamp("us", tz="UTC")),
+            "model_id": pa.array(
+                [r["routing"].get("stable_model_id") for r in routing_history], pa.int64()
+            ),
+        }
+    )
+    parts = [
+        t.select(["learner_id", "cohort_id", "archetype"]).append_column(
+            "model_id", pa.repeat(pa.scalar(int(m), pa.int64()), t.num_rows)
+        )
+        for m, t in assignments.items()
+    ]
+    assigned = (
+        pa.concat_tables(parts)
+        if parts
+        else pa.table(
+            {
+                "learner_id": pa.array([], pa.string()),
+                "cohort_id": pa.array([], pa.int32()),
+                "archetype": pa.array([], pa.string()),
+                "model_id": pa.array([], pa.int64()),
+            }
+        )
+    )
+    with duckdb.connect() as con:
+        con.register("o", outcomes)
+        con.register("c", changes)
+        con.register("a", assigned)
+        return con.sql(
+            f"""WITH m AS (
+                  SELECT o.*, coalesce((SELECT c.model_id FROM c WHERE c.at <= o.exposed_at
+                                        ORDER BY c.at DESC LIMIT 1), {fallback_model or "NULL"})
+                         AS cohort_model_id
+                  FROM o)
+               SELECT m.*, CASE WHEN a.cohort_id IS NULL THEN NULL
+                                ELSE CAST(a.cohort_id AS VARCHAR) || ':' || a.archetype END
+                           AS cohort
+               FROM m LEFT JOIN a ON a.model_id = m.cohort_model_id
+                                 AND a.learner_id = m.learner_id
+               ORDER BY m.learner_id"""
+        ).to_arrow_table()
+
+
+__all__ = ["Heterogeneity", "SegmentReport", "analyze_segments", "cohort_at_exposure"]

@@ -1,0 +1,115 @@
+"""Per-cohort analysis (issue 14 §3): segments, corrections, heterogeneity, the report."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from cohortlens.cli.experiment import app
+from cohortlens.experiments import MetricKind, MetricSpec
+from cohortlens.experiments.reduce import reduce_data
+from cohortlens.experiments.segments import analyze_segments, cohort_at_exposure
+
+runner = CliRunner()
+
+
+def _data(seed: int, effect_cohort: str | None, n: int = 40_000) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    cohort = rng.integers(0, 4, n).astype(str)
+    variant = np.where(rng.random(n) < 0.5, "control", "treatment")
+    lift = 0.08 * ((cohort == effect_cohort) & (variant == "treatment"))
+    completed = rng.random(n) < 0.3 + lift
+    revenue = rng.lognormal(1.0, 1.0, n) * (1 + lift)
+    cohort_col = np.where(rng.random(n) < 0.01, None, cohort)
+    return pa.table(
+        {"variant": variant, "cohort": cohort_col, "completed": completed, "revenue": revenue}
+    )
+
+
+SPECS = [MetricSpec("completed", MetricKind.BINARY), MetricSpec("revenue", MetricKind.MEAN)]
+
+
+def test_segments_add_up_to_the_total_exactly() -> None:
+    table = _data(1, "2")
+    r = reduce_data(table, variant_col="variant", metrics=SPECS, segment_col="cohort")
+    plain = reduce_data(table, variant_col="variant", metrics=SPECS).periods[0]
+    assert "(none)" in r.segments  # learners without a cohort are kept, not lost
+    total = r.periods[0]
+    assert total.units == plain.units
+    for m in ("completed", "revenue"):
+        for v in ("control", "treatment"):
+            seg_sum = sum(s[0].metrics[m][v].n for s in r.segments.values())
+            assert seg_sum == total.metrics[m][v].n == plain.metrics[m][v].n
+            assert total.metrics[m][v].sum_y == pytest.approx(plain.metrics[m][v].sum_y, rel=1e-12)
+    report = analyze_segments(SPECS, r.segments, by="cohort")
+    assert report.total.units == dict(total.units)
+
+
+def test_effect_in_one_cohort_is_found_and_heterogeneity_flags_it() -> None:
+    r = reduce_data(_data(2, "2"), variant_col="variant", metrics=SPECS, segment_col="cohort")
+    report = analyze_segments(SPECS[:1], r.segments, by="cohort")
+    flagged = {
+        n
+        for n, rep in report.segments.items()
+        if rep.effects[0].verdict.value != "no_significant_change"
+    }
+    assert flagged == {"2"}
+    assert report.heterogeneity[0].pvalue < 0.01
+    assert report.warning is not None
+    assert analyze_segments(SPECS[:1], r.segments, preregistered=True).warning is None
+
+
+def test_cli_by_cohort_json_and_report(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    pq.write_table(_data(3, "1", n=20_000), path)
+    html = tmp_path / "r.html"
+    args = ["analyze", str(path), "--metric", "completed:binary", "--by", "cohort"]
+    result = runner.invoke(app, [*args, "--report", str(html), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["by"] == "cohort"
+    assert doc["segment_correction"] == "bh"
+    assert set(doc["segments"]) == {"0", "1", "2", "3", "(none)"}
+    assert doc["warning"]
+    seg_units = sum(sum(s["units"].values()) for s in doc["segments"].values())
+    assert seg_units == sum(doc["total"]["units"].values()) == 20_000
+    text = html.read_text()
+    assert "were not declared before the experiment" in text
+    assert text.count("forest plot") >= 2
+    assert "cohort=1" in text
+    result = runner.invoke(app, [*args, "--segments-preregistered"])
+    assert result.exit_code == 0, result.output
+    assert "heterogeneity completed" in result.stdout
+    assert "were not declared" not in result.stdout
+
+
+def test_cohort_comes_from_the_model_active_at_exposure() -> None:
+    t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    outcomes = pa.table(
+        {
+            "learner_id": ["a", "b", "c"],
+            "exposed_at": pa.array(
+                [datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC), t0],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    history = [
+        {"at": t0, "routing": {"stable_model_id": 1}},
+        {"at": t1, "routing": {"stable_model_id": 2}},
+    ]
+    assignments = {
+        1: pa.table(
+            {"learner_id": ["a", "b", "c"], "cohort_id": [0, 0, 1], "archetype": ["x", "x", "y"]}
+        ),
+        2: pa.table({"learner_id": ["a", "b"], "cohort_id": [5, 6], "archetype": ["p", "q"]}),
+    }
+    out = cohort_at_exposure(outcomes, history, assignments, fallback_model=2)
+    assert out.column("cohort").to_pylist() == ["0:x", "6:q", "1:y"]
