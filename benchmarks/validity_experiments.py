@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -189,6 +190,10 @@ def main() -> None:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2, default=str)
+    missed = [k for k, v in results.items() if not v["pass"]]
+    if missed:
+        print(f"MISSED THE BAR: {', '.join(missed)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
