@@ -113,3 +113,50 @@ def test_cohort_comes_from_the_model_active_at_exposure() -> None:
     }
     out = cohort_at_exposure(outcomes, history, assignments, fallback_model=2)
     assert out.column("cohort").to_pylist() == ["0:x", "6:q", "1:y"]
+
+
+def test_segment_verdicts_respect_lower_is_better_and_guardrails() -> None:
+    """A significant drop of churn (lower is better) is an improvement in its segment; a
+    significant rise of a guardrail fails it there (the old code called both by the sign)."""
+    rng = np.random.default_rng(7)
+    n = 40_000
+    cohort = rng.integers(0, 3, n).astype(str)
+    variant = np.where(rng.random(n) < 0.5, "control", "treatment")
+    t = variant == "treatment"
+    churned = rng.random(n) < 0.3 - 0.08 * ((cohort == "0") & t)
+    errors = rng.random(n) < 0.1 + 0.08 * ((cohort == "1") & t)
+    table = pa.table({"variant": variant, "cohort": cohort, "churned": churned, "errors": errors})
+    specs = [
+        MetricSpec("churned", MetricKind.BINARY, lower_is_better=True),
+        MetricSpec("errors", MetricKind.BINARY, role="guardrail", lower_is_better=True),
+    ]
+    r = reduce_data(table, variant_col="variant", metrics=specs, segment_col="cohort")
+    report = analyze_segments(specs, r.segments, by="cohort")
+    churn = report.segments["0"].effect("churned")
+    assert churn.effect_size < 0
+    assert churn.verdict.value == "improvement"
+    guard = report.segments["1"].effect("errors")
+    assert guard.verdict.value == "regression"
+    assert guard.guardrail_failed is True
+    assert report.segments["1"].status.value == "guardrail_failed"
+    assert report.segments["2"].effect("errors").guardrail_failed is False
+
+
+def test_simulate_only_cohort_plants_the_effect_there(tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    args = ["simulate", "--learners", "3000", "--weeks", "1", "--effect", "0.5", "--json"]
+    result = runner.invoke(app, [*args, "--only-cohort", "crammer", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    by_cohort = doc["cohort_true_effects"]
+    assert set(by_cohort) == {"fast_specialist", "steady_generalist", "crammer", "disengaging"}
+    for name, effects in by_cohort.items():
+        if name == "crammer":
+            assert effects["revenue"] > 0
+        else:
+            assert set(effects.values()) == {0.0}, (name, effects)
+    truth = json.loads((tmp_path / "s.truth.json").read_text())
+    assert truth["cohort_true_effects"] == by_cohort
+    bad = runner.invoke(app, [*args, "--only-cohort", "crammers", "--out", str(out)])
+    assert bad.exit_code == 2
+    assert "unknown cohort(s) crammers" in bad.output

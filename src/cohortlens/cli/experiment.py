@@ -440,6 +440,13 @@ def simulate(
         list[str] | None,
         typer.Option(help="COHORT=SCALE: personalise the effect per cohort, repeatable."),
     ] = None,
+    only_cohort: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only-cohort",
+            help="Plant the effect in this cohort only (others get none), repeatable.",
+        ),
+    ] = None,
     aa: Annotated[bool, typer.Option("--aa", help="A/A mode: no treatment effect at all.")] = False,
     treatment_share: Annotated[float, typer.Option(help="Share of learners in treatment.")] = 0.5,
     days: Annotated[int, typer.Option(min=1, help="Enrolment days (the 'day' column).")] = 14,
@@ -463,9 +470,12 @@ def simulate(
         completion_logit_shift=completion_effect,
         churn_logit_shift=churn_effect,
         revenue_multiplier=revenue_effect,
-        cohort_effect_scale={
-            k: float(v) for k, v in _parse_pairs(cohort_scale or [], "--cohort-scale").items()
+        cohort_effect_scale=dict.fromkeys(only_cohort or [], 1.0)
+        | {
+            k: _float(v, f"--cohort-scale {k}")
+            for k, v in _parse_pairs(cohort_scale or [], "--cohort-scale").items()
         },
+        default_cohort_scale=0.0 if only_cohort else 1.0,
         treatment_share=treatment_share,
         aa=aa,
         n_days=days,
@@ -486,13 +496,18 @@ def simulate(
     else:
         pq.write_table(sim.data, out_path)
     truth_path = out_path.with_name(out_path.name.split(".")[0] + ".truth.json")
-    truth = {"params": _params_dict(params), "true_effects": dict(sim.true_effects)}
+    truth = {
+        "params": _params_dict(params),
+        "true_effects": dict(sim.true_effects),
+        "cohort_true_effects": {k: dict(v) for k, v in sim.cohort_true_effects.items()},
+    }
     truth_path.write_text(json.dumps(_finite(truth), indent=2) + "\n", encoding="utf-8")
     summary = {
         "out": str(out_path),
         "truth": str(truth_path),
         "learners": sim.data.num_rows,
         "true_effects": dict(sim.true_effects),
+        "cohort_true_effects": {k: dict(v) for k, v in sim.cohort_true_effects.items()},
     }
     if as_json:
         _print_json(summary)
@@ -504,8 +519,12 @@ def simulate(
         "analyse with: cohortlens experiment analyze "
         f"{out_path} --variant-col variant --metric completed:binary --guardrail churned:binary "
         "--lower-is-better churned --metric revenue:mean --covariate revenue=pre_revenue "
-        "--metric revenue_per_event:ratio:revenue/events --time-col day --sequential --tune-n "
-        f"{learners}"
+        "--metric revenue_per_event:ratio:revenue/events "
+        + (
+            "--by cohort"
+            if params.cohort_effect_scale or params.default_cohort_scale != 1.0
+            else f"--time-col day --sequential --tune-n {learners}"
+        )
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from cohortlens.experiments.spec import (
     MetricRole,
     MetricSpec,
 )
-from cohortlens.experiments.srm import check_srm
+from cohortlens.experiments.srm import SrmResult, check_srm
 from cohortlens.experiments.stats import ExperimentStats, SufficientStats
 
 #: Divisor offset of the per-unit variance for each metric kind (see module docstring).
@@ -347,6 +347,29 @@ def analyze(
             or statistics that do not fit their metric's kind.
     """
     config = config or AnalysisConfig()
+    return finish(analyze_rows(metrics, data, config), config)
+
+
+@dataclass
+class Analysis:
+    """An analysis before the verdicts: one dict of :class:`EffectEstimate` fields per
+    comparison (internal; :mod:`~cohortlens.experiments.segments` re-judges them)."""
+
+    specs: dict[str, MetricSpec]
+    rows: list[dict[str, Any]]
+    looks: list[SequentialLook]
+    control: str
+    variants: tuple[str, ...]
+    units: dict[str, int]
+    srm: SrmResult
+
+
+def analyze_rows(
+    metrics: Sequence[MetricSpec],
+    data: ExperimentStats | Sequence[ExperimentStats],
+    config: AnalysisConfig,
+) -> Analysis:
+    """Every comparison's numbers and the within-report Holm/BH p-values; no verdicts yet."""
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
         raise ExperimentInputError(f"metric names must be unique, got {', '.join(names)}")
@@ -386,11 +409,35 @@ def analyze(
             _add_impact(row, pooled, spec, control, population, config.sequential is not None)
             rows.append(row)
     _adjust(rows)
-    specs = dict(zip(names, metrics, strict=True))
-    for row in rows:
-        _judge(row, specs[row["metric"]], config, srm.flagged)
-    effects = tuple(EffectEstimate(**row) for row in rows)
+    return Analysis(
+        specs=dict(zip(names, metrics, strict=True)),
+        rows=rows,
+        looks=looks,
+        control=control,
+        variants=variants,
+        units=dict(pooled.units),
+        srm=srm,
+    )
 
+
+def finish(
+    analysis: Analysis,
+    config: AnalysisConfig,
+    *,
+    pvalue_key: str | None = None,
+    srm_flagged: bool | None = None,
+) -> ExperimentReport:
+    """Judge every comparison and build the report.
+
+    ``pvalue_key`` overrides the field that decides verdicts (segments: the p-value
+    corrected across segments); ``srm_flagged`` overrides the SRM flag.
+    """
+    srm = analysis.srm
+    if srm_flagged is not None and srm_flagged != srm.flagged:
+        srm = replace(srm, flagged=srm_flagged)
+    for row in analysis.rows:
+        _judge(row, analysis.specs[row["metric"]], config, srm.flagged, pvalue_key)
+    effects = tuple(EffectEstimate(**row) for row in analysis.rows)
     if srm.flagged:
         status = ReportStatus.SRM_MISMATCH
     elif any(e.guardrail_failed for e in effects):
@@ -399,17 +446,25 @@ def analyze(
         status = ReportStatus.OK
     return ExperimentReport(
         status=status,
-        control=control,
-        variants=variants,
-        units=dict(pooled.units),
+        control=analysis.control,
+        variants=analysis.variants,
+        units=analysis.units,
         alpha=config.alpha,
         correction=config.correction,
         srm=srm,
         effects=effects,
         sequential=config.sequential,
-        looks=tuple(looks),
+        looks=tuple(analysis.looks),
         decision=config.decision,
     )
+
+
+def decision_key(config: AnalysisConfig) -> str:
+    """The uncorrected p-value field that decides verdicts under ``config``."""
+    key = "seq_pvalue" if config.sequential is not None else "pvalue"
+    if config.decision == "relative":
+        key = key.replace("pvalue", "rel_pvalue")
+    return key
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -564,13 +619,17 @@ def _adjust(rows: list[dict[str, Any]]) -> None:
 
 
 def _judge(
-    row: dict[str, Any], spec: MetricSpec, config: AnalysisConfig, srm_flagged: bool
+    row: dict[str, Any],
+    spec: MetricSpec,
+    config: AnalysisConfig,
+    srm_flagged: bool,
+    pvalue_key: str | None = None,
 ) -> None:
     """Verdict from the decision p-value (always-valid when sequential, corrected if primary)."""
-    key = "seq_pvalue" if config.sequential is not None else "pvalue"
-    if config.decision == "relative":
-        key = key.replace("pvalue", "rel_pvalue")
-    if spec.role is MetricRole.PRIMARY and config.correction != "none":
+    key = decision_key(config)
+    if pvalue_key is not None:
+        key = pvalue_key
+    elif spec.role is MetricRole.PRIMARY and config.correction != "none":
         key = f"{key}_{config.correction}"
     p = row.get(key, _NAN)
     if math.isnan(p):

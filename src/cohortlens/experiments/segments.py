@@ -22,10 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from scipy import special
 
-from cohortlens.experiments.analysis import analyze
-from cohortlens.experiments.errors import ExperimentInputError, Verdict
+from cohortlens.experiments.analysis import Analysis, analyze, analyze_rows, decision_key, finish
+from cohortlens.experiments.errors import (
+    AnalysisStatus,
+    ExperimentInputError,
+    ReportStatus,
+    Verdict,
+)
 from cohortlens.experiments.multiplicity import adjust
 from cohortlens.experiments.results import ExperimentReport, _jsonable
 from cohortlens.experiments.spec import AnalysisConfig, MetricSpec
@@ -154,28 +160,30 @@ def analyze_segments(
         raise ExperimentInputError(
             f"segment correction {segment_correction!r}: expected bh, by, holm, bonferroni or none"
         )
-    total_periods = _sum_periods(list(segments.values()))
-    total = analyze(metrics, total_periods, config)
-    reports: dict[str, ExperimentReport] = {}
+    total = analyze(metrics, _sum_periods(list(segments.values())), config)
+    analyses: dict[str, Analysis] = {}
+    empty: dict[str, ExperimentReport] = {}
     for name, periods in segments.items():
-        pooled = periods[0]
-        for p in periods[1:]:
-            pooled = pooled + p
-        if sum(1 for v in pooled.units.values() if v > 0) < 2:
-            reports[name] = _empty_report(total, metrics, name)
-            continue
-        reports[name] = analyze(metrics, list(periods), config)
-    names = list(reports)
-    srm_p = [reports[n].srm.pvalue for n in names]
+        units: dict[str, int] = {}
+        for p in periods:
+            for v, c in p.units.items():
+                units[v] = units.get(v, 0) + c
+        if sum(1 for c in units.values() if c > 0) < 2:
+            empty[name] = _empty_report(total, name)
+        else:
+            analyses[name] = analyze_rows(metrics, list(periods), config)
+    names = list(segments)
+    srm_p = [analyses[n].srm.pvalue if n in analyses else empty[n].srm.pvalue for n in names]
     srm_holm = dict(zip(names, adjust(srm_p, "holm").tolist(), strict=True))
-    key = "seq_pvalue" if config.sequential is not None else "pvalue"
-    if config.decision == "relative":
-        key = key.replace("pvalue", "rel_pvalue")
-    corrected = _correct_across(reports, key, segment_correction)
+    _correct_across(analyses, decision_key(config), segment_correction)
+    reports: dict[str, ExperimentReport] = {}
     for n in names:
+        if n in empty:
+            reports[n] = empty[n]
+            continue
         flagged = bool(srm_holm[n] < config.srm_alpha)
-        reports[n] = _rejudge(reports[n], corrected[n], config, flagged, srm_holm[n])
-    hetero = tuple(_heterogeneity(reports, e.metric, e.variant) for e in total.effects)
+        reports[n] = finish(analyses[n], config, pvalue_key="segment_pvalue", srm_flagged=flagged)
+    hetero = _heterogeneity(reports, [(e.metric, e.variant) for e in total.effects])
     return SegmentReport(
         by=by,
         total=total,
@@ -200,14 +208,13 @@ def _sum_periods(per_segment: list[Sequence[ExperimentStats]]) -> list[Experimen
     return [by_label[k] for k in order]
 
 
-def _empty_report(
-    total: ExperimentReport, metrics: Sequence[MetricSpec], name: str
-) -> ExperimentReport:
+def _empty_report(total: ExperimentReport, name: str) -> ExperimentReport:
+    """A segment with fewer than two arms: nothing to compare (effects ``not_computed``)."""
     blank: dict[str, Any] = dict.fromkeys(_NUMERIC, math.nan)
     effects = tuple(
         replace(
             e,
-            status=e.status.__class__.EMPTY_ARM,
+            status=AnalysisStatus.EMPTY_ARM,
             verdict=Verdict.NOT_COMPUTED,
             n_control=0,
             n_treatment=0,
@@ -217,7 +224,7 @@ def _empty_report(
         for e in total.effects
     )
     srm = replace(total.srm, statistic=math.nan, pvalue=math.nan, flagged=False)
-    return replace(total, effects=effects, srm=srm, looks=(), units={})
+    return replace(total, effects=effects, srm=srm, looks=(), units={}, status=ReportStatus.OK)
 
 
 _NUMERIC = (
@@ -249,100 +256,58 @@ _NUMERIC = (
 )
 
 
-def _correct_across(
-    reports: Mapping[str, ExperimentReport], key: str, method: str
-) -> dict[str, dict[tuple[str, str], float]]:
-    """Segment -> (metric, variant) -> p-value corrected across segments."""
-    out: dict[str, dict[tuple[str, str], float]] = {n: {} for n in reports}
-    names = list(reports)
-    pairs = {(e.metric, e.variant) for r in reports.values() for e in r.effects}
-    for metric, variant in pairs:
-        raw = []
-        for n in names:
-            match = [e for e in reports[n].effects if (e.metric, e.variant) == (metric, variant)]
-            raw.append(getattr(match[0], key) if match else math.nan)
-        adjusted = adjust(raw, method).tolist()
-        for n, p in zip(names, adjusted, strict=True):
-            out[n][(metric, variant)] = p
-    return out
-
-
-def _rejudge(
-    report: ExperimentReport,
-    corrected: Mapping[tuple[str, str], float],
-    config: AnalysisConfig,
-    srm_flagged: bool,
-    srm_holm: float,
-) -> ExperimentReport:
-    effects = []
-    for e in report.effects:
-        p = corrected.get((e.metric, e.variant), math.nan)
-        if math.isnan(p):
-            verdict = Verdict.NOT_COMPUTED
-        elif srm_flagged:
-            verdict = Verdict.WITHHELD
-        elif p < config.alpha:
-            verdict = Verdict.IMPROVEMENT if e.effect_size > 0 else Verdict.REGRESSION
-        else:
-            verdict = Verdict.NO_SIGNIFICANT_CHANGE
-        effects.append(replace(e, verdict=verdict, segment_pvalue=p))
-    status = report.status
-    if srm_flagged:
-        status = status.__class__.SRM_MISMATCH
-    srm = replace(report.srm, flagged=srm_flagged)
-    return replace(report, effects=tuple(effects), status=status, srm=srm)
+def _correct_across(analyses: Mapping[str, Analysis], key: str, method: str) -> None:
+    """Set ``segment_pvalue`` on every row: ``key`` corrected across segments, per
+    (metric, treatment)."""
+    family: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for a in analyses.values():
+        for row in a.rows:
+            family.setdefault((row["metric"], row["variant"]), []).append(row)
+    for rows in family.values():
+        adjusted = adjust([r.get(key, math.nan) for r in rows], method).tolist()
+        for r, p in zip(rows, adjusted, strict=True):
+            r["segment_pvalue"] = p
 
 
 def _heterogeneity(
-    reports: Mapping[str, ExperimentReport], metric: str, variant: str
-) -> Heterogeneity:
-    rows = []
+    reports: Mapping[str, ExperimentReport], pairs: Sequence[tuple[str, str]]
+) -> tuple[Heterogeneity, ...]:
+    usable: dict[tuple[str, str], list[tuple[str, float, float]]] = {p: [] for p in pairs}
     for n, r in reports.items():
         for e in r.effects:
-            if (
-                (e.metric, e.variant) == (metric, variant)
-                and math.isfinite(e.effect_size)
-                and e.std_error > 0
-            ):
+            rows = usable.get((e.metric, e.variant))
+            if rows is not None and math.isfinite(e.effect_size) and e.std_error > 0:
                 rows.append((n, e.effect_size, e.std_error))
+    return tuple(_cochran(metric, variant, usable[(metric, variant)]) for metric, variant in pairs)
+
+
+def _cochran(metric: str, variant: str, rows: list[tuple[str, float, float]]) -> Heterogeneity:
+    """Cochran's Q, I² and Holm-adjusted pairwise z tests over the segment estimates."""
     k = len(rows)
+    names = tuple(r[0] for r in rows)
     if k < 2:
+        pooled_one = rows[0][1] if rows else math.nan
         return Heterogeneity(
-            metric,
-            variant,
-            tuple(r[0] for r in rows),
-            math.nan,
-            max(k - 1, 0),
-            math.nan,
-            math.nan,
-            rows[0][1] if rows else math.nan,
-            (),
+            metric, variant, names, math.nan, max(k - 1, 0), math.nan, math.nan, pooled_one, ()
         )
-    w = [1.0 / se**2 for _, _, se in rows]
-    pooled = sum(wi * e for wi, (_, e, _) in zip(w, rows, strict=True)) / sum(w)
-    q = sum(wi * (e - pooled) ** 2 for wi, (_, e, _) in zip(w, rows, strict=True))
+    est = np.array([r[1] for r in rows])
+    se = np.array([r[2] for r in rows])
+    w = 1.0 / se**2
+    pooled = float(w @ est / w.sum())
+    q = float(w @ (est - pooled) ** 2)
     df = k - 1
     p = float(special.chdtrc(df, q))
     i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
-    pairs = []
-    for i in range(k):
-        for j in range(i + 1, k):
-            (a, ea, sa), (b, eb, sb) = rows[i], rows[j]
-            diff = eb - ea
-            z = diff / math.sqrt(sa**2 + sb**2)
-            pairs.append((a, b, diff, z, float(2.0 * special.ndtr(-abs(z)))))
-    holm = adjust([x[4] for x in pairs], "holm").tolist()
-    return Heterogeneity(
-        metric,
-        variant,
-        tuple(r[0] for r in rows),
-        q,
-        df,
-        p,
-        i2,
-        pooled,
-        tuple((*x, h) for x, h in zip(pairs, holm, strict=True)),
+    i, j = np.triu_indices(k, 1)
+    diff = est[j] - est[i]
+    z = diff / np.sqrt(se[i] ** 2 + se[j] ** 2)
+    pz = 2.0 * special.ndtr(-np.abs(z))
+    holm = adjust(pz, "holm")
+    pairwise = tuple(
+        (names[a], names[b], float(d), float(zz), float(pp), float(h))
+        for a, b, d, zz, pp, h in zip(i.tolist(), j.tolist(), diff, z, pz, holm, strict=True)
     )
+    return Heterogeneity(metric, variant, names, q, df, p, i2, pooled, pairwise)
 
 
 def cohort_at_exposure(

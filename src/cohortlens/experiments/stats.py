@@ -119,11 +119,16 @@ class SufficientStats:
             return NotImplemented
         if self.columns != other.columns:
             raise ValueError(f"cannot add statistics over {self.columns} and {other.columns}")
-        values: dict[str, Any] = {}
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            values[f.name] = None if a is None else a + b
-        return SufficientStats(**values)
+        out = object.__new__(SufficientStats)
+        for name in _FIELD_NAMES:
+            a, b = getattr(self, name), getattr(other, name)
+            value = None if a is None else a + b
+            if value is not None and name != "n" and not math.isfinite(value):
+                raise ValueError(f"{name} overflows: {a!r} + {b!r}")
+            object.__setattr__(out, name, value)
+        # Sums of two valid records are valid (a pooled covariance is a sum of positive
+        # semi-definite terms), so the checks of __post_init__ are not repeated.
+        return out
 
     @classmethod
     def empty_like(cls, other: SufficientStats) -> SufficientStats:
@@ -223,6 +228,9 @@ class SufficientStats:
             raise ValueError(f"moments need n > ddof; n == {self.n}, ddof == {ddof}")
         mean, cov = _moments.moments(self.n, *_moments.raw_sums(self), ddof)
         return np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SufficientStats))
 
 
 @dataclass(frozen=True)
