@@ -17,12 +17,14 @@ segment (a pre-exposure column such as the cohort active at exposure time):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 from cohortlens.experiments.analysis import Analysis, analyze, analyze_rows, decision_key, finish
@@ -281,6 +283,13 @@ def _heterogeneity(
     return tuple(_cochran(metric, variant, usable[(metric, variant)]) for metric, variant in pairs)
 
 
+@functools.lru_cache(maxsize=64)
+def _pairs(k: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Index pairs ``i < j`` of ``k`` items (``np.triu_indices`` is slow for small k)."""
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    return np.array([a for a, _ in pairs], np.intp), np.array([b for _, b in pairs], np.intp)
+
+
 def _cochran(metric: str, variant: str, rows: list[tuple[str, float, float]]) -> Heterogeneity:
     """Cochran's Q, I² and Holm-adjusted pairwise z tests over the segment estimates."""
     k = len(rows)
@@ -298,14 +307,22 @@ def _cochran(metric: str, variant: str, rows: list[tuple[str, float, float]]) ->
     df = k - 1
     p = float(special.chdtrc(df, q))
     i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
-    i, j = np.triu_indices(k, 1)
+    i, j = _pairs(k)
     diff = est[j] - est[i]
     z = diff / np.sqrt(se[i] ** 2 + se[j] ** 2)
     pz = 2.0 * special.ndtr(-np.abs(z))
     holm = adjust(pz, "holm")
     pairwise = tuple(
-        (names[a], names[b], float(d), float(zz), float(pp), float(h))
-        for a, b, d, zz, pp, h in zip(i.tolist(), j.tolist(), diff, z, pz, holm, strict=True)
+        (names[a], names[b], d, zz, pp, h)
+        for a, b, d, zz, pp, h in zip(
+            i.tolist(),
+            j.tolist(),
+            diff.tolist(),
+            z.tolist(),
+            pz.tolist(),
+            holm.tolist(),
+            strict=True,
+        )
     )
     return Heterogeneity(metric, variant, names, q, df, p, i2, pooled, pairwise)
 
