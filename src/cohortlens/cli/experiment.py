@@ -19,7 +19,8 @@ from rich.table import Table
 
 from cohortlens.cli._errors import handle_errors
 from cohortlens.experiments.errors import ExperimentInputError, ReportStatus
-from cohortlens.experiments.spec import MetricKind, MetricRole, MetricSpec
+from cohortlens.experiments.kinds import MetricKind, kind_of
+from cohortlens.experiments.spec import MetricRole, MetricSpec
 
 app = typer.Typer(
     help="A/B experiments: analyze, power, simulate, reduce, assign.",
@@ -49,7 +50,11 @@ GuardrailOption = Annotated[
 ]
 CovariateOption = Annotated[
     list[str] | None,
-    typer.Option("--covariate", help="METRIC=COLUMN: pre-period covariate for CUPED."),
+    typer.Option(
+        "--covariate",
+        help="METRIC=COLUMN: pre-period covariate for CUPED; for a ratio metric also "
+        "METRIC=NUM/DEN, a pre-period ratio.",
+    ),
 ]
 CapOption = Annotated[
     list[str] | None,
@@ -79,6 +84,7 @@ DropOption = Annotated[
 
 
 _errors = handle_errors(ValueError, OSError)
+_KIND_NAMES = tuple(k.value for k in MetricKind)
 
 
 # ---------------------------------------------------------------------------- analyze
@@ -379,7 +385,7 @@ def power(
     if factor <= 0.0:
         raise ExperimentInputError("--cuped-correlation must be strictly between -1 and 1")
     design = PowerDesign(
-        kind=MetricKind(_choice(metric_type, "--type", ("binary", "mean", "ratio"))),
+        kind=MetricKind(_choice(metric_type, "--type", _KIND_NAMES)),
         baseline=baseline,
         std=std,
         alpha=alpha,
@@ -739,24 +745,32 @@ def _parse_metric(
     if len(parts) not in (2, 3) or not parts[0]:
         raise ExperimentInputError(f"--metric {text!r}: {usage}")
     name, kind_text = parts[0], parts[1]
-    if kind_text not in ("binary", "mean", "ratio"):
+    if kind_text not in _KIND_NAMES:
         raise ExperimentInputError(f"--metric {text!r}: unknown type {kind_text!r}; {usage}")
     kind = MetricKind(kind_text)
     numerator = denominator = None
-    if kind is MetricKind.RATIO:
+    if kind_of(kind).needs_denominator:
         num, sep, den = (parts[2] if len(parts) == 3 else "").partition("/")
         if not sep or not num or not den:
             raise ExperimentInputError(f"--metric {text!r}: a ratio needs NUM/DEN columns; {usage}")
         numerator, denominator = num, den
     elif len(parts) == 3:
         raise ExperimentInputError(f"--metric {text!r}: only ratio metrics take NUM/DEN; {usage}")
+    covariate, covariate_denominator = covariates.get(name), None
+    if covariate is not None and "/" in covariate:
+        covariate, _, covariate_denominator = covariate.partition("/")
+        if not covariate or not covariate_denominator:
+            raise ExperimentInputError(
+                f"--covariate {name}={covariates[name]}: expected COLUMN or NUM/DEN"
+            )
     try:
         return MetricSpec(
             name=name,
             kind=kind,
             numerator=numerator,
             denominator=denominator,
-            covariate=covariates.get(name),
+            covariate=covariate,
+            covariate_denominator=covariate_denominator,
             cap_quantile=caps.get(name),
             role=role,
             lower_is_better=name in lower,

@@ -1,5 +1,9 @@
 """Compare arms from sufficient statistics: lifts, CIs, p-values, CUPED, SRM, verdicts.
 
+Each comparison is computed by its metric kind (:mod:`~cohortlens.experiments.kinds`);
+this module assembles reports: every metric × treatment, the sequential path over periods,
+business impact, multiplicity corrections, SRM and verdicts.
+
 Conventions (the full list with formulas is in docs/EXPERIMENTS.md):
 
 * **Absolute lift** ``Δ = f_t - f_c`` where ``f`` is the arm's mean (binary, mean) or
@@ -22,36 +26,29 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import special
 
-from cohortlens.experiments import _moments
 from cohortlens.experiments.errors import (
-    AnalysisStatus,
     ExperimentInputError,
     ReportStatus,
     Verdict,
 )
+from cohortlens.experiments.kinds import MetricKind, kind_of
 from cohortlens.experiments.multiplicity import adjust_bh, adjust_holm
 from cohortlens.experiments.results import EffectEstimate, ExperimentReport, SequentialLook
 from cohortlens.experiments.sequential import (
     SequentialParams,
-    multiplier_scalar,
-    pvalue_scalar,
     running_interval,
     running_pvalue,
 )
 from cohortlens.experiments.spec import (
     AnalysisConfig,
     BinaryTest,
-    MetricKind,
     MetricRole,
     MetricSpec,
 )
 from cohortlens.experiments.srm import SrmResult, check_srm
 from cohortlens.experiments.stats import ExperimentStats, SufficientStats
 
-#: Divisor offset of the per-unit variance for each metric kind (see module docstring).
-_DDOF: dict[MetricKind, int] = {MetricKind.BINARY: 0, MetricKind.MEAN: 1, MetricKind.RATIO: 1}
 _NAN = math.nan
 
 
@@ -86,246 +83,10 @@ def compare(
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha == {alpha}, must be in (0, 1)")
     cfg = config or AnalysisConfig(alpha=alpha, binary_test=binary_test, sequential=sequential)
-    fields_ = _compare_fields(control, treatment, MetricKind(kind), cfg)
+    fields_ = kind_of(kind).analyze(control, treatment, cfg)
     return EffectEstimate(
         metric=metric, role=role, variant=variant, control=control_name, **fields_
     )
-
-
-def _test_name(kind: MetricKind, cfg: AnalysisConfig, use_t: bool, covariate: bool) -> str:
-    """The ``test`` field: stable names for the defaults, suffixes for the options."""
-    if kind is MetricKind.MEAN:
-        name = ("student_t" if cfg.equal_var else "welch_t") if use_t else "z"
-    elif kind is MetricKind.RATIO:
-        name = "t_delta" if use_t else "z_delta"
-    else:
-        pooled = cfg.binary_test == "pooled" and not covariate
-        name = ("t" if use_t else "z") + ("_pooled" if pooled else "_unpooled")
-        if cfg.yates and not covariate:
-            name += "_yates"
-    return name
-
-
-def _tails(statistic: float, df: float, use_t: bool, alternative: str) -> float:
-    """p-value of ``statistic`` under N(0, 1) or t(df) for the alternative."""
-    if use_t and math.isfinite(df):
-        cdf = float(special.stdtr(df, statistic))
-        sf = float(special.stdtr(df, -statistic))
-    else:
-        cdf, sf = float(special.ndtr(statistic)), float(special.ndtr(-statistic))
-    if alternative == "greater":
-        return sf
-    if alternative == "less":
-        return cdf
-    return min(1.0, 2.0 * min(cdf, sf))
-
-
-def _quantile(alpha: float, df: float, use_t: bool, alternative: str) -> float:
-    level = 1.0 - (alpha / 2.0 if alternative == "two-sided" else alpha)
-    if use_t and math.isfinite(df):
-        return float(special.stdtrit(df, level))
-    return float(special.ndtri(level))
-
-
-def _interval(center: float, half: float, alternative: str) -> tuple[float, float]:
-    lower = -math.inf if alternative == "less" else center - half
-    upper = math.inf if alternative == "greater" else center + half
-    return lower, upper
-
-
-def _compare_fields(
-    control: SufficientStats,
-    treatment: SufficientStats,
-    kind: MetricKind,
-    cfg: AnalysisConfig,
-) -> dict[str, Any]:
-    """The numeric fields of :class:`EffectEstimate` (names and role excluded)."""
-    alpha, alt = cfg.alpha, cfg.alternative
-    if control.columns != treatment.columns:
-        raise ValueError(
-            f"control has columns {control.columns}, treatment has {treatment.columns}"
-        )
-    if (kind is MetricKind.RATIO) != control.has_ratio:
-        raise ValueError(
-            f"{kind.value} metric: statistics with columns {control.columns} do not fit"
-        )
-    ratio = control.has_ratio
-    use_t = cfg.use_t if cfg.use_t is not None else kind is MetricKind.MEAN
-    f_c, f_t = _point(control, ratio), _point(treatment, ratio)
-    out: dict[str, Any] = {
-        "kind": kind,
-        "status": AnalysisStatus.OK,
-        "test": _test_name(kind, cfg, use_t, control.has_covariate),
-        "n_control": control.n,
-        "n_treatment": treatment.n,
-        "alpha": alpha,
-        "alternative": alt,
-        "rel_scale": cfg.rel_scale,
-        "mean_control": f_c,
-        "mean_treatment": f_t,
-    }
-    if control.n == 0 or treatment.n == 0:
-        return out | {"status": AnalysisStatus.EMPTY_ARM}
-    if math.isnan(f_c) or math.isnan(f_t):
-        return out | {"status": AnalysisStatus.ZERO_DENOMINATOR}
-    if control.n < 2 or treatment.n < 2:
-        return out | _points(f_t - f_c, f_c, AnalysisStatus.TOO_FEW_UNITS)
-
-    ddof = _DDOF[kind]
-    sums_c, cross_c = _moments.raw_sums(control)
-    sums_t, cross_t = _moments.raw_sums(treatment)
-    mu_c, cov_c = _moments.moments(control.n, sums_c, cross_c, ddof)
-    mu_t, cov_t = _moments.moments(treatment.n, sums_t, cross_t, ddof)
-    grad_c, grad_t = _moments.gradient(mu_c, ratio), _moments.gradient(mu_t, ratio)
-    var0 = _moments.quad(grad_c, cov_c) / control.n + _moments.quad(grad_t, cov_t) / treatment.n
-    theta, delta = 0.0, f_t - f_c
-    adj_c, adj_t = grad_c, grad_t
-    x_pool = 0.0
-    if control.has_covariate:
-        # θ from the two arms pooled: sums add.
-        width = len(sums_c)
-        pooled_sums = [sums_c[i] + sums_t[i] for i in range(width)]
-        theta = _moments.theta(
-            control.n + treatment.n,
-            pooled_sums,
-            [[cross_c[i][j] + cross_t[i][j] for j in range(width)] for i in range(width)],
-            ddof,
-            ratio,
-        )
-        x_pool = pooled_sums[-1] / (control.n + treatment.n)
-        adj_c, adj_t = [*grad_c[:-1], -theta], [*grad_t[:-1], -theta]
-        delta -= theta * (mu_t[-1] - mu_c[-1])
-    unit_c = _moments.quad(adj_c, cov_c)
-    unit_t = _moments.quad(adj_t, cov_t)
-    v_c, v_t = unit_c / control.n, unit_t / treatment.n
-    raw_v_t = v_t
-    if cfg.equal_var:
-        pooled_unit = ((control.n - 1) * unit_c + (treatment.n - 1) * unit_t) / (
-            control.n + treatment.n - 2
-        )
-        v_c, v_t = pooled_unit / control.n, pooled_unit / treatment.n
-        df = float(control.n + treatment.n - 2)
-    var = v_c + v_t
-    out |= {
-        "cuped_applied": theta != 0.0,
-        "cuped_theta": theta,
-        "std_error_unadjusted": math.sqrt(max(var0, 0.0)),
-        "variance_reduction": (1.0 - var / var0) if (theta != 0.0 and var0 > 0.0) else _NAN,
-    }
-    if not var > 0.0:
-        return out | _points(delta, f_c, AnalysisStatus.ZERO_VARIANCE)
-    se = math.sqrt(var)
-    if not cfg.equal_var:
-        df = var**2 / (v_t**2 / (treatment.n - 1) + v_c**2 / (control.n - 1))
-    if not use_t:
-        df = math.inf
-
-    statistic = delta / se
-    if kind is MetricKind.BINARY and not control.has_covariate:
-        se0 = se
-        if cfg.binary_test == "pooled":
-            pooled_p = (control.sum_y + treatment.sum_y) / (control.n + treatment.n)
-            se0 = math.sqrt(pooled_p * (1.0 - pooled_p) * (1.0 / control.n + 1.0 / treatment.n))
-        shifted = delta
-        if cfg.yates:
-            cc = 0.5 * (1.0 / control.n + 1.0 / treatment.n)
-            if alt == "two-sided":
-                shifted = math.copysign(max(abs(delta) - cc, 0.0), delta)
-            else:
-                shifted = delta - cc if alt == "greater" else delta + cc
-        statistic = shifted / se0 if se0 > 0.0 else _NAN
-    quantile = _quantile(alpha, df, use_t, alt)
-    lower, upper = _interval(delta, quantile * se, alt)
-    out |= {
-        "effect_size": delta,
-        "effect_size_ci_lower": lower,
-        "effect_size_ci_upper": upper,
-        "std_error": se,
-        "statistic": statistic,
-        "df": df,
-        "pvalue": _tails(statistic, df, use_t, alt),
-    }
-    rel = rel_se = rel_stat = _NAN
-    log_scale = cfg.rel_scale == "log"
-    if f_c == 0.0:
-        out["status"] = AnalysisStatus.ZERO_BASELINE
-    else:
-        adjusted_base = control.has_covariate and cfg.cuped_baseline == "adjusted"
-        base = f_c - theta * (mu_c[-1] - x_pool) if adjusted_base else f_c
-        rel = delta / base if base != 0.0 else _NAN
-        if adjusted_base:
-            # R = Δ / g_c, g_c the adjusted control metric: dR/d(control) ∝ (1 + R)·adj_c.
-            rel_grad_c = [(1.0 + rel) * a for a in adj_c]
-        else:
-            # R = Δ / f_c: dR/d(control) ∝ adj_c + k·grad_c, k = R (the delta method) or,
-            # GrowthBook's term, f_t/f_c - 1 (the unadjusted lift).
-            k = (f_t / f_c - 1.0) if cfg.cuped_rel_variance == "growthbook" else rel
-            rel_grad_c = [a + k * g for a, g in zip(adj_c, grad_c, strict=True)]
-        rel_v_c = _moments.quad(rel_grad_c, cov_c) / control.n
-        rel_df = df
-        if math.isfinite(rel) and (not log_scale or 1.0 + rel > 0.0):
-            # Per-arm variance terms of the relative lift on the scale of its CI: divided by
-            # base² (linear), or by the treatment level² (log: log(1 + R) = log g_t - log g_c).
-            scale2 = (base * (1.0 + rel)) ** 2 if log_scale else base**2
-            comp_t, comp_c = raw_v_t / scale2, rel_v_c / scale2
-            if cfg.equal_var:
-                n_all = control.n + treatment.n
-                pooled = (
-                    (control.n - 1) * comp_c * control.n + (treatment.n - 1) * comp_t * treatment.n
-                ) / (n_all - 2)
-                scale_var = pooled * (1.0 / control.n + 1.0 / treatment.n)
-            else:
-                scale_var = comp_t + comp_c
-                if log_scale and use_t and scale_var > 0.0:
-                    # tea-tasting: Welch df of the log-scale terms (linear: the absolute df,
-                    # as GrowthBook).
-                    rel_df = scale_var**2 / (
-                        comp_t**2 / (treatment.n - 1) + comp_c**2 / (control.n - 1)
-                    )
-            if scale_var > 0.0:
-                scale_se = math.sqrt(scale_var)
-                rel_q = _quantile(alpha, rel_df, use_t, alt)
-                rel_stat = (math.log1p(rel) if log_scale else rel) / scale_se
-                if log_scale:
-                    rel_se = scale_se * (1.0 + rel)
-                    lo, hi = _interval(math.log1p(rel), rel_q * scale_se, alt)
-                    lo, hi = math.expm1(lo), math.expm1(hi)
-                else:
-                    rel_se = scale_se
-                    lo, hi = _interval(rel, rel_q * scale_se, alt)
-                out |= {"rel_effect_size_ci_lower": lo, "rel_effect_size_ci_upper": hi}
-        out |= {
-            "rel_effect_size": rel,
-            "rel_std_error": rel_se,
-            "rel_statistic": rel_stat,
-            "rel_pvalue": _tails(rel_stat, rel_df, use_t, alt) if math.isfinite(rel_stat) else _NAN,
-        }
-        if not math.isfinite(rel_stat):
-            out["status"] = AnalysisStatus.ZERO_BASELINE
-    if cfg.sequential is not None:
-        n_units = control.n + treatment.n
-        r2 = cfg.sequential.rho_squared(alpha, alt)
-        mult = multiplier_scalar(n_units, r2, alpha, alt)
-        lo, hi = _interval(delta, mult * se, alt)
-        out |= {
-            "seq_ci_lower": lo,
-            "seq_ci_upper": hi,
-            "seq_pvalue": pvalue_scalar(delta / se, n_units, r2, alt),
-        }
-        if math.isfinite(rel_stat):
-            if log_scale:
-                log_rel = math.log1p(rel)
-                log_se = rel_se / (1.0 + rel)
-                lo, hi = _interval(log_rel, mult * log_se, alt)
-                lo, hi = math.expm1(lo), math.expm1(hi)
-            else:
-                lo, hi = _interval(rel, mult * rel_se, alt)
-            out |= {
-                "seq_rel_ci_lower": lo,
-                "seq_rel_ci_upper": hi,
-                "seq_rel_pvalue": pvalue_scalar(rel_stat, n_units, r2, alt),
-            }
-    return out
 
 
 def analyze(
@@ -470,22 +231,6 @@ def decision_key(config: AnalysisConfig) -> str:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _point(stats: SufficientStats, ratio: bool) -> float:
-    """The arm's metric: mean of y, or Σy/Σd for ratios (NaN when undefined)."""
-    if stats.n == 0:
-        return _NAN
-    if ratio:
-        assert stats.sum_d is not None
-        return stats.sum_y / stats.sum_d if stats.sum_d != 0.0 else _NAN
-    return stats.sum_y / stats.n
-
-
-def _points(delta: float, f_c: float, status: AnalysisStatus) -> dict[str, Any]:
-    """Point estimates only (no inference), for degenerate data."""
-    rel = delta / f_c if f_c != 0.0 else _NAN
-    return {"effect_size": delta, "rel_effect_size": rel, "status": status}
-
-
 def _pick_control(variants: tuple[str, ...], wanted: str | None) -> str:
     if wanted is not None:
         if wanted not in variants:
@@ -520,7 +265,7 @@ def _compare_in(
     """Fields of one comparison in one snapshot; misfit statistics become input errors."""
     c, t = _arm(snapshot, spec, control), _arm(snapshot, spec, variant)
     try:
-        row = _compare_fields(c, t, spec.kind, config)
+        row = kind_of(spec.kind).analyze(c, t, config)
     except ValueError as exc:
         raise ExperimentInputError(f"metric {spec.name!r}: {exc}") from exc
     return row | {"metric": spec.name, "role": spec.role, "variant": variant, "control": control}
@@ -589,19 +334,13 @@ def _add_impact(
         else ("effect_size_ci_lower", "effect_size_ci_upper")
     )
     lo, hi = row.get(keys[0], _NAN), row.get(keys[1], _NAN)
-    scale = float(population)
-    if spec.kind is MetricKind.RATIO:
-        c = _arm(pooled, spec, control)
-        scale *= (c.sum_d or 0.0) / c.n if c.n else _NAN
+    per_learner, unit = kind_of(spec.kind).impact(spec, _arm(pooled, spec, control))
+    scale = float(population) * per_learner
     row |= {
         "impact_ci_lower": lo * scale,
         "impact_ci_upper": hi * scale,
         "impact_units": population,
-        "impact_unit": {
-            MetricKind.BINARY: f"{spec.name} (count)",
-            MetricKind.MEAN: f"{spec.name} (total)",
-            MetricKind.RATIO: f"{spec.value_column} (total)",
-        }[spec.kind],
+        "impact_unit": unit,
     }
 
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from scipy import optimize, special
 
-from cohortlens.experiments.spec import BinaryTest, MetricKind
+from cohortlens.experiments.kinds import MetricKind, kind_of
+from cohortlens.experiments.spec import BinaryTest
 from cohortlens.experiments.stats import SufficientStats
 
 
@@ -58,12 +59,7 @@ class PowerDesign:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", MetricKind(self.kind))
-        problems = []
-        if self.kind is MetricKind.BINARY:
-            if not 0.0 < self.baseline < 1.0:
-                problems.append(f"baseline == {self.baseline}, a binary rate must be in (0, 1)")
-        elif self.std is None or not self.std > 0.0:
-            problems.append(f"std == {self.std}, must be > 0 for {self.kind.value} metrics")
+        problems = kind_of(self.kind).power_problems(self.baseline, self.std)
         if not 0.0 < self.alpha < 1.0:
             problems.append(f"alpha == {self.alpha}, must be in (0, 1)")
         if not 0.0 < self.power < 1.0:
@@ -176,11 +172,7 @@ def minimum_detectable_effect(design: PowerDesign, n_control: int) -> PowerResul
     if n_control < 2:
         raise ValueError(f"n_control == {n_control}, must be >= 2")
     target = design.power
-    if design.kind is MetricKind.BINARY:
-        upper = (1.0 - design.baseline) * (1.0 - 1e-12)
-    else:
-        assert design.std is not None
-        upper = 100.0 * design.std
+    upper = kind_of(design.kind).power_upper(design.baseline, design.std)
     if power(design, upper, n_control) < target:
         raise ValueError(
             f"no effect up to {upper:g} reaches power {target} with {n_control} learners per arm"
@@ -286,29 +278,15 @@ def _effect(design: PowerDesign, effect: float | None, rel_effect: float | None)
     delta = effect if effect is not None else design.baseline * float(rel_effect or 0.0)
     if delta == 0.0 or not math.isfinite(delta):
         raise ValueError(f"effect == {delta}, must be finite and non-zero")
-    if design.kind is MetricKind.BINARY and not 0.0 < design.baseline + delta < 1.0:
-        raise ValueError(f"treatment rate {design.baseline + delta} is outside (0, 1)")
+    problem = kind_of(design.kind).power_effect_problem(design.baseline, delta)
+    if problem:
+        raise ValueError(problem)
     return float(delta)
 
 
 def _unit_sds(design: PowerDesign, effect: float) -> tuple[float, float]:
-    """sqrt(n_c)·se under the null and under the alternative."""
-    k, f = design.ratio, design.variance_factor
-    if design.kind is MetricKind.BINARY:
-        p_c = design.baseline
-        p_t = p_c + effect
-        if not 0.0 <= p_t <= 1.0:
-            raise ValueError(f"treatment rate {p_t} is outside [0, 1]")
-        alt = math.sqrt(f * (p_c * (1 - p_c) + p_t * (1 - p_t) / k))
-        if design.binary_test == "pooled":
-            p_pool = (p_c + k * p_t) / (1 + k)
-            null = math.sqrt(f * p_pool * (1 - p_pool) * (1 + 1 / k))
-        else:
-            null = alt
-        return null, alt
-    assert design.std is not None
-    sd = math.sqrt(f * design.std**2 * (1 + 1 / k))
-    return sd, sd
+    """sqrt(n_c)·se under the null and under the alternative (the kind's variances)."""
+    return kind_of(design.kind).power_unit_sds(design, effect)
 
 
 def _result(design: PowerDesign, delta: float, n_c: int, n_exact: float) -> PowerResult:

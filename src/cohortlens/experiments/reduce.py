@@ -28,8 +28,10 @@ from typing import Any, TypeAlias
 import duckdb
 import pyarrow as pa
 
+from cohortlens.experiments import _moments
 from cohortlens.experiments.errors import ExperimentInputError
-from cohortlens.experiments.spec import MetricKind, MetricSpec
+from cohortlens.experiments.kinds import kind_of
+from cohortlens.experiments.spec import MetricSpec
 from cohortlens.experiments.stats import ExperimentStats, SufficientStats
 
 Source: TypeAlias = str | Path | pa.Table
@@ -268,7 +270,7 @@ def check_columns(
     """Raise :class:`ExperimentInputError` naming every column the metrics need but lack."""
     needed = [variant_col] + ([period_col] if period_col else [])
     for m in metrics:
-        needed += [m.value_column] + [c for c in (m.denominator, m.covariate) if c]
+        needed += list(kind_of(m.kind).columns(m).values())
     missing = sorted({c for c in needed if c not in available})
     if missing:
         raise ExperimentInputError(
@@ -283,7 +285,7 @@ def metric_caps(
     wanted: dict[str, float] = {}
     for m in metrics:
         if m.cap_quantile is not None:
-            for col in (m.value_column, m.covariate):
+            for col in (m.value_column, m.covariate):  # never a denominator
                 if col is not None:
                     if col in wanted and wanted[col] != m.cap_quantile:
                         raise ExperimentInputError(
@@ -342,42 +344,38 @@ def aggregate_sql(
     outer.append("count(*)")
     layout: list[list[tuple[str, int]]] = []
     for i, m in enumerate(metrics):
+        kind = kind_of(m.kind)
+        cols = kind.columns(m)
         capped = m.cap_quantile is not None
-        raw_y = value(m.value_column, capped)
-        raw_d = value(m.denominator, False) if m.denominator else None
-        included = f"{raw_y} IS NOT NULL" + (f" AND {raw_d} IS NOT NULL" if raw_d else "")
-        checked = [c for c in (m.value_column, m.denominator, m.covariate) if c]
+        raw = {
+            # The value and the covariate are capped; denominators never are.
+            role: value(col, capped and role in ("y", "x"))
+            for role, col in cols.items()
+        }
+        included = " AND ".join(f"{raw[r]} IS NOT NULL" for r in ("y", "d") if r in raw)
+        covariates = {c for r, c in cols.items() if r in ("x", "w")}
+        checked = list(dict.fromkeys(cols.values()))
         if nonfinite == "drop":
             included += "".join(
                 f" AND ({_quote(c)} IS NULL OR {finite(c)})"
-                if c == m.covariate
+                if c in covariates
                 else f" AND {finite(c)}"
                 for c in checked
             )
-        y, d, x = f"_y{i}", f"_d{i}", f"_x{i}"
-        inner.append(f"CASE WHEN {included} THEN {raw_y} END AS {y}")
-        if raw_d:
-            inner.append(f"CASE WHEN {included} THEN {raw_d} END AS {d}")
-        if m.covariate:
-            raw_x = f"COALESCE({value(m.covariate, capped)}, 0.0)"
-            inner.append(f"CASE WHEN {included} THEN {raw_x} END AS {x}")
-        parts = [("n", f"count({y})"), ("sum_y", f"sum({y})"), ("sum_yy", f"sum({y} * {y})")]
-        if raw_d:
-            parts += [
-                ("sum_d", f"sum({d})"),
-                ("sum_dd", f"sum({d} * {d})"),
-                ("sum_yd", f"sum({y} * {d})"),
-            ]
-        if m.covariate:
-            parts += [
-                ("sum_x", f"sum({x})"),
-                ("sum_xx", f"sum({x} * {x})"),
-                ("sum_xy", f"sum({x} * {y})"),
-            ]
-            if raw_d:
-                parts.append(("sum_xd", f"sum({x} * {d})"))
-        if m.kind is MetricKind.BINARY:
-            parts += [("_min", f"min({y})"), ("_max", f"max({y})")]
+        names = {role: f"_{role}{i}" for role in cols}
+        for role, expr in raw.items():
+            # A null covariate counts as 0 (no pre-period activity).
+            expr = f"COALESCE({expr}, 0.0)" if role in ("x", "w") else expr
+            inner.append(f"CASE WHEN {included} THEN {expr} END AS {names[role]}")
+        y = names["y"]
+        parts = [("n", f"count({y})")]
+        roles = list(cols)
+        for j, a in enumerate(roles):
+            parts.append((f"sum_{a}", f"sum({names[a]})"))
+            for b in roles[j:]:
+                field = _moments.cross_field(a, b)
+                parts.append((field, f"sum({names[a]} * {names[b]})"))
+        parts += kind.value_checks(y)
         if nonfinite is not None:
             for j, c in enumerate(checked):
                 flag = f"_nf{i}_{j}"
@@ -451,21 +449,15 @@ def stats_from_rows(
 
 
 def _record(metric: MetricSpec, values: dict[str, Any]) -> SufficientStats:
+    kind = kind_of(metric.kind)
     n = int(values.pop("n"))
-    lo, hi = values.pop("_min", None), values.pop("_max", None)
-    for key in [k for k in values if k.startswith("_nf:")]:
-        del values[key]
-    if metric.kind is MetricKind.BINARY and n and (lo < 0.0 or hi > 1.0):
-        raise ExperimentInputError(
-            f"binary metric {metric.name!r} has values outside [0, 1] (min {lo}, max {hi})"
-        )
+    extra = {k: values.pop(k) for k in [k for k in values if k.startswith("_")]}
     sums = {k: (0.0 if v is None else float(v)) for k, v in values.items()}
     if not all(math.isfinite(v) for v in sums.values()):
         raise ExperimentInputError(f"metric {metric.name!r} has NaN or infinite values")
-    if metric.kind is MetricKind.BINARY and sums["sum_yy"] != sums["sum_y"]:
-        # Σy² == Σy holds exactly for 0/1 values only (fractions in (0, 1) pass the range check).
-        raise ExperimentInputError(f"binary metric {metric.name!r} has values other than 0 and 1")
-    return SufficientStats(n=n, **sums)
+    stats = SufficientStats(n=n, **sums)
+    kind.check_reduced(metric.name, stats, extra)
+    return stats
 
 
 __all__ = ["NO_SEGMENT", "Reduction", "reduce_data", "reduce_to_stats"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from cohortlens.experiments.kinds import MetricKind, kind_of
 from cohortlens.experiments.multiplicity import Correction
 from cohortlens.experiments.sequential import Alternative, SequentialParams
 from cohortlens.experiments.srm import DEFAULT_SRM_ALPHA
@@ -22,19 +23,10 @@ DecisionScale = Literal["absolute", "relative"]
 CupedBaseline = Literal["unadjusted", "adjusted"]
 #: Control-arm variance term of the CUPED relative lift (see docs/EXPERIMENTS.md).
 CupedRelVariance = Literal["delta", "growthbook"]
+#: How the CUPED coefficient is estimated: from the arms pooled, or summed over arms.
+CupedTheta = Literal["pooled", "arms"]
 
 _ALTERNATIVES = ("two-sided", "greater", "less")
-
-
-class MetricKind(StrEnum):
-    """Metric families; each has its own variance and test (docs/EXPERIMENTS.md)."""
-
-    #: 0/1 per learner (completion, churn): z-test, variance ``p(1-p)``.
-    BINARY = "binary"
-    #: Any number per learner (revenue): Welch t-test.
-    MEAN = "mean"
-    #: ``Σnumerator / Σdenominator`` (revenue per session): delta method, z-test.
-    RATIO = "ratio"
 
 
 class MetricRole(StrEnum):
@@ -51,11 +43,15 @@ class MetricSpec:
 
     Attributes:
         name: the metric's name in reports and statistics files.
-        kind: binary, mean or ratio.
+        kind: binary, mean or ratio (:mod:`~cohortlens.experiments.kinds`).
         numerator: the per-learner column holding the value (ratio: the numerator);
             defaults to ``name``.
         denominator: ratio metrics only: the per-learner column of the denominator.
-        covariate: per-learner pre-period column used for CUPED (``None``: no adjustment).
+        covariate: per-learner pre-period column used for CUPED (``None``: no adjustment);
+            with ``covariate_denominator``, the numerator of a pre-period ratio.
+        covariate_denominator: ratio metrics only: the per-learner pre-period denominator,
+            so the covariate is the ratio ``Σcovariate / Σcovariate_denominator`` (CUPED of a
+            ratio by its pre-period ratio, as GrowthBook and tea-tasting).
         cap_quantile: mean and ratio metrics: cap the value (and the covariate) at this
             quantile, computed over all arms together (e.g. 0.99); ``None``: no capping.
         role: primary (default) or guardrail.
@@ -70,24 +66,20 @@ class MetricSpec:
     cap_quantile: float | None = None
     role: MetricRole = MetricRole.PRIMARY
     lower_is_better: bool = False
+    covariate_denominator: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a metric needs a non-empty name")
         object.__setattr__(self, "kind", MetricKind(self.kind))
         object.__setattr__(self, "role", MetricRole(self.role))
-        if (self.kind is MetricKind.RATIO) != (self.denominator is not None):
+        problems = kind_of(self.kind).spec_problems(self)
+        if problems:
+            raise ValueError(f"metric {self.name!r}: {'; '.join(problems)}")
+        if self.cap_quantile is not None and not 0.0 < self.cap_quantile < 1.0:
             raise ValueError(
-                f"metric {self.name!r}: a denominator is required for ratio metrics "
-                "and only for them"
+                f"metric {self.name!r}: cap_quantile == {self.cap_quantile}, must be in (0, 1)"
             )
-        if self.cap_quantile is not None:
-            if self.kind is MetricKind.BINARY:
-                raise ValueError(f"metric {self.name!r}: binary metrics cannot be capped")
-            if not 0.0 < self.cap_quantile < 1.0:
-                raise ValueError(
-                    f"metric {self.name!r}: cap_quantile == {self.cap_quantile}, must be in (0, 1)"
-                )
 
     @property
     def value_column(self) -> str:
@@ -128,6 +120,9 @@ class AnalysisConfig:
         cuped_rel_variance: the control term of the CUPED relative-lift variance: ``delta``
             (the full delta method at the adjusted lift) or ``growthbook`` (GrowthBook's
             term, which scales by the unadjusted treatment mean).
+        cuped_theta: ``pooled`` (default): θ from the arms' moments pooled (GrowthBook for
+            plain covariates, tea-tasting for all); ``arms``: the per-arm covariances and
+            variances summed (GrowthBook's regression-adjusted ratio statistic).
     """
 
     control: str | None = None
@@ -146,6 +141,7 @@ class AnalysisConfig:
     yates: bool = False
     cuped_baseline: CupedBaseline = "unadjusted"
     cuped_rel_variance: CupedRelVariance = "delta"
+    cuped_theta: CupedTheta = "pooled"
 
     def __post_init__(self) -> None:
         problems = []
@@ -155,6 +151,7 @@ class AnalysisConfig:
             ("decision", ("absolute", "relative")),
             ("cuped_baseline", ("unadjusted", "adjusted")),
             ("cuped_rel_variance", ("delta", "growthbook")),
+            ("cuped_theta", ("pooled", "arms")),
         ):
             if getattr(self, name) not in allowed:
                 problems.append(
@@ -179,6 +176,7 @@ __all__ = [
     "BinaryTest",
     "CupedBaseline",
     "CupedRelVariance",
+    "CupedTheta",
     "DecisionScale",
     "MetricKind",
     "MetricRole",
