@@ -292,14 +292,14 @@ def fdr_bar(false_experiments: int, n_experiments: int, alpha: float = 0.05) -> 
     segments makes it exactly ``alpha`` (Simes), so an estimate from ``n`` experiments
     scatters around ``alpha``. The bar is a one-sided exact binomial test of
     ``FDR <= alpha`` at level 0.01: fail when ``P(X >= count | alpha) < 0.01``. The
-    estimate and its 95 % Clopper–Pearson interval are reported with it.
+    estimate and its two-sided 95 % Clopper–Pearson interval are reported with it.
     """
     test = sps.binomtest(false_experiments, n_experiments, alpha, alternative="greater")
-    ci = test.proportion_ci(0.95)
+    ci = sps.binomtest(false_experiments, n_experiments, alpha).proportion_ci(0.95)
     return {
         "fdr": false_experiments / n_experiments,
         "ci95": [ci.low, ci.high],
-        "pvalue_fdr_above_alpha": test.pvalue,
+        "pvalue_fdr_above_alpha": float(test.pvalue),
         "max_count_passing": int(sps.binom.isf(0.01, n_experiments, alpha)),
         "pass": bool(test.pvalue >= 0.01),
     }

@@ -261,6 +261,14 @@ def cuped_narrowing(
     }
 
 
+def _mean_se(total: float, total_sq: float, n: int) -> float:
+    """Standard error of a mean from the sum and the sum of squares of ``n`` values."""
+    if n < 2:
+        return math.nan
+    var = max(total_sq - total * total / n, 0.0) / (n - 1)
+    return math.sqrt(var / n)
+
+
 #: Per-arm learners of the 8 default cohorts of :func:`segment_false_discoveries` (unequal,
 #: as real cohorts are).
 DEFAULT_SEGMENT_SIZES: tuple[int, ...] = (600, 900, 1200, 1500, 1800, 2400, 3000, 4000)
@@ -286,7 +294,8 @@ def segment_false_discoveries(
     relative lift of the treatment (completion rate and revenue × ``1 + lift``); the other
     segments are A/A. Per metric, a *discovery* is a segment whose verdict is significant;
     a *false* one is in a segment without an effect. Returns, per metric, the
-    false-discovery rate (mean over experiments of false / max(discoveries, 1)), the number
+    false-discovery rate (mean over experiments of false / max(discoveries, 1), with its
+    standard error), the number
     of experiments with at least one false discovery, the power (share of effect segments
     discovered), and the rate of heterogeneity tests with p < ``alpha``.
     """
@@ -307,6 +316,7 @@ def segment_false_discoveries(
     rng = np.random.default_rng(seed)
     names = [f"cohort{s}" for s in range(k_seg)]
     fdp = {m.name: 0.0 for m in specs}
+    fdp_sq = {m.name: 0.0 for m in specs}
     any_false = dict.fromkeys(fdp, 0)
     found = dict.fromkeys(fdp, 0)
     hetero = dict.fromkeys(fdp, 0)
@@ -352,7 +362,9 @@ def segment_false_discoveries(
                     in (Verdict.IMPROVEMENT, Verdict.REGRESSION)
                 ]
                 false = sum(1 for s in hits if s not in effects)
-                fdp[m.name] += false / max(len(hits), 1)
+                share = false / max(len(hits), 1)
+                fdp[m.name] += share
+                fdp_sq[m.name] += share * share
                 any_false[m.name] += false > 0
                 found[m.name] += sum(1 for s in hits if s in effects)
                 hetero[m.name] += bool(report.heterogeneity[j].pvalue < alpha)
@@ -362,6 +374,7 @@ def segment_false_discoveries(
             "metric": m.name,
             "kind": m.kind.value,
             "false_discovery_rate": fdp[m.name] / n_experiments,
+            "false_discovery_rate_se": _mean_se(fdp[m.name], fdp_sq[m.name], n_experiments),
             "experiments_with_false_discovery": any_false[m.name],
             "power": found[m.name] / (n_experiments * len(effects)) if effects else math.nan,
             "heterogeneity_rejection_rate": hetero[m.name] / n_experiments,

@@ -313,10 +313,9 @@ def _cochran(metric: str, variant: str, rows: list[tuple[str, float, float]]) ->
     pz = 2.0 * special.ndtr(-np.abs(z))
     holm = adjust(pz, "holm")
     pairwise = tuple(
-        (names[a], names[b], d, zz, pp, h)
-        for a, b, d, zz, pp, h in zip(
-            i.tolist(),
-            j.tolist(),
+        zip(
+            [names[a] for a in i.tolist()],
+            [names[b] for b in j.tolist()],
             diff.tolist(),
             z.tolist(),
             pz.tolist(),
