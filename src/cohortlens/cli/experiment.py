@@ -424,6 +424,55 @@ def power(
     out.print(table)
 
 
+# ---------------------------------------------------------------------------- group sequential
+
+
+@app.command("group-sequential")
+@_errors
+def group_sequential(
+    looks: Annotated[
+        str,
+        typer.Option(
+            help="Information fractions of the looks, e.g. 0.25,0.5,0.75,1 (share of the "
+            "planned learners)."
+        ),
+    ],
+    alpha: Annotated[
+        float, typer.Option(help="Level (one-sided, or two-sided with --sides 2).")
+    ] = 0.025,
+    spending: Annotated[
+        str, typer.Option(help="obrien-fleming | pocock | power | hsd (Lan-DeMets spending).")
+    ] = "obrien-fleming",
+    sides: Annotated[int, typer.Option(help="1 (one-sided) or 2 (symmetric two-sided).")] = 1,
+    param: Annotated[
+        float | None, typer.Option(help="rho of power spending, gamma of hsd spending.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Boundaries per look of a group-sequential design (alpha spending)."""
+    from cohortlens.experiments.group_sequential import group_sequential_design
+
+    fractions = [_float(x.strip(), "--looks") for x in looks.split(",") if x.strip()]
+    design = group_sequential_design(fractions, alpha, spending, sides=sides, param=param)
+    if as_json:
+        _print_json(design.to_dict())
+        return
+    table = Table(
+        title=f"{spending} spending, alpha {alpha:g}, {'two' if sides == 2 else 'one'}-sided"
+    )
+    for col in ("look", "information", "alpha spent", "bound (z)", "nominal p"):
+        table.add_column(col, justify="right")
+    for row in design.to_dict()["looks"]:
+        table.add_row(
+            str(row["look"]),
+            f"{row['information_fraction']:.4g}",
+            f"{row['alpha_spent']:.6g}",
+            f"{row['bound']:.4f}",
+            f"{row['stage_level']:.6g}",
+        )
+    out.print(table)
+
+
 # ---------------------------------------------------------------------------- simulate
 
 

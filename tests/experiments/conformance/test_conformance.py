@@ -1,4 +1,5 @@
-"""Conformance: cohortlens against the anchors' own published test cases (issue 14).
+"""Conformance: cohortlens against the anchors' own published test cases (issue 14), and
+rpact's for group-sequential boundaries.
 
 The cases (numbers only, with citations) live in ``cases.json`` beside this file; each is
 checked at the anchor's own tolerance. Where an anchor's convention differs, the case sets
@@ -26,6 +27,7 @@ from cohortlens.experiments.assignment import (
     gb_in_namespace,
 )
 from cohortlens.experiments.exact import katz_interval, newcombe_interval
+from cohortlens.experiments.group_sequential import group_sequential_design
 from cohortlens.experiments.multiplicity import adjust
 from cohortlens.experiments.power import PowerDesign, power, power_standardized
 from cohortlens.experiments.sequential import rho_for
@@ -44,6 +46,7 @@ CATEGORIES = {
     "power",
     "multiple-comparisons",
     "assignment",
+    "group-sequential",
 }
 
 
@@ -161,6 +164,9 @@ def _run(case: dict[str, Any]) -> dict[str, Any]:
         return {"variation": gb_choose_variation(case["n"], [tuple(r) for r in case["ranges"]])}
     if op == "gb_in_namespace":
         return {"in_namespace": gb_in_namespace(case["user"], tuple(case["namespace"]))}
+    if op == "gs_design":
+        d = group_sequential_design(**case["args"])
+        return {"bounds": list(d.bounds), "alpha_spent": list(d.alpha_spent)}
     if op == "design_paused":
         design = ExperimentDesign(
             "no-coverage",
