@@ -121,6 +121,8 @@ def gradient(mean: Vector, has_ratio: bool) -> Vector:
 
 def quad(g: Vector, cov: Matrix) -> float:
     """``gᵀ · cov · g``."""
+    if len(g) == 1:
+        return g[0] * (cov[0][0] * g[0])
     total = 0.0
     for gi, row in zip(g, cov, strict=True):
         if gi != 0.0:

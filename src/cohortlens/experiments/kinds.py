@@ -141,15 +141,14 @@ class Kind:
         Raises:
             ValueError: the two records summarise different columns, or do not fit the kind.
         """
-        if control.columns != treatment.columns:
-            raise ValueError(
-                f"control has columns {control.columns}, treatment has {treatment.columns}"
-            )
+        columns = control.columns
+        if columns != treatment.columns:
+            raise ValueError(f"control has columns {columns}, treatment has {treatment.columns}")
         if not self.fits(control):
             raise ValueError(
-                f"{self.kind.value} metric: statistics with columns {control.columns} do not fit"
+                f"{self.kind.value} metric: statistics with columns {columns} do not fit"
             )
-        return _delta_method(self, control, treatment, cfg)
+        return _delta_method(self, control, treatment, cfg, _layout(columns))
 
     # ------------------------------------------------------------------ power
     def power_problems(self, baseline: float, std: float | None) -> list[str]:
@@ -355,6 +354,17 @@ class _Layout:
         return sums[self.x] / (sums[self.w] if self.w is not None else n)
 
 
+_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+
+
+def _layout(columns: tuple[str, ...]) -> _Layout:
+    """The (cached) layout of a record's columns."""
+    found = _LAYOUTS.get(columns)
+    if found is None:
+        found = _LAYOUTS[columns] = _Layout(columns)
+    return found
+
+
 def cuped_theta_of(
     kind: Kind,
     arms: list[tuple[int, list[float], list[list[float]]]],
@@ -404,11 +414,14 @@ def _undefined(mean: list[float], layout: _Layout) -> bool:
 
 
 def _delta_method(
-    kind: Kind, control: SufficientStats, treatment: SufficientStats, cfg: AnalysisConfig
+    kind: Kind,
+    control: SufficientStats,
+    treatment: SufficientStats,
+    cfg: AnalysisConfig,
+    layout: _Layout,
 ) -> dict[str, Any]:
     """Lifts, CIs and tests by the delta method on each arm's moments (arms independent)."""
     alpha, alt = cfg.alpha, cfg.alternative
-    layout = _Layout(control.columns)
     covariate = layout.x is not None
     use_t = cfg.use_t if cfg.use_t is not None else kind.t_by_default
     f_c, f_t = kind.point(control), kind.point(treatment)
