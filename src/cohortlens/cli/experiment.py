@@ -6,9 +6,11 @@ input exits with code 2 and a one-line message (no traceback); see docs/EXPERIME
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -310,19 +312,21 @@ def reduce(
         raise ExperimentInputError(
             f"{data}: already a statistics file; reduce reads per-learner CSV/Parquet"
         )
-    specs, periods, _, _ = _load(
-        data,
-        variant_col,
-        metric,
-        guardrail,
-        covariate,
-        cap,
-        lower_is_better,
-        time_col,
-        db,
-        drop_nonfinite=drop_nonfinite,
-        quiet=as_json,
-    )
+    with _reduce_progress(enabled=not as_json and err.is_terminal) as progress:
+        specs, periods, _, _ = _load(
+            data,
+            variant_col,
+            metric,
+            guardrail,
+            covariate,
+            cap,
+            lower_is_better,
+            time_col,
+            db,
+            drop_nonfinite=drop_nonfinite,
+            quiet=as_json,
+            progress=progress,
+        )
     content = StatsFile(
         metrics=tuple(specs),
         periods=tuple(periods),
@@ -705,6 +709,7 @@ def _load(
     quiet: bool = False,
     by: str | None = None,
     segments_out: dict[str, Any] | None = None,
+    progress: _ReduceProgress | None = None,
 ) -> tuple[list[MetricSpec], list[Any], str | None, dict[str, float] | None]:
     """Metrics and statistics from a JSON statistics file or per-learner data."""
     from cohortlens.experiments.reduce import reduce_data
@@ -765,6 +770,10 @@ def _load(
                     int(m): store.read_assignments(int(m)) for m in model_ids if m is not None
                 }
                 source = cohort_at_exposure(source, history, assignments, fallback)
+    if progress is not None:
+        from cohortlens.experiments.reduce import source_rows
+
+        progress.rows = source_rows(source)
     reduction = reduce_data(
         source,
         variant_col=variant_col,
@@ -772,6 +781,7 @@ def _load(
         period_col=time_col,
         segment_col=by,
         drop_nonfinite=drop_nonfinite,
+        progress=progress.update if progress is not None else None,
     )
     if segments_out is not None:
         segments_out.update(reduction.segments)
@@ -888,6 +898,67 @@ def _params_dict(params: Any) -> dict[str, Any]:
     d = asdict(params)
     d["cohort_effect_scale"] = dict(d["cohort_effect_scale"])
     return d
+
+
+class _ReduceProgress:
+    """A rich progress bar for a reduction: percent, rows/s and ETA, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            ProgressColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        owner = self
+
+        class RowsPerSecond(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                elapsed = task.elapsed or 0.0
+                if owner.rows is None or elapsed <= 0.0:
+                    return Text("? rows/s")
+                rate = owner.rows * (task.completed / 100.0) / elapsed
+                return Text(f"{rate:,.0f} rows/s")
+
+        self.rows: int | None = None
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            RowsPerSecond(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, stage: str, percent: float) -> None:
+        """The reduction's callback: ``stage`` is ``caps`` or ``sums``."""
+        if stage not in self._tasks:
+            label = {"caps": "reduce: cap quantiles", "sums": "reduce: sums"}.get(stage, stage)
+            self._tasks[stage] = self._progress.add_task(label, total=100.0)
+        self._progress.update(self._tasks[stage], completed=percent)
+
+    def __enter__(self) -> _ReduceProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+@contextlib.contextmanager
+def _reduce_progress(enabled: bool) -> Iterator[_ReduceProgress | None]:
+    """A progress bar on a terminal (percent, rows/s, ETA); nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    with _ReduceProgress() as bar:
+        yield bar
 
 
 class _NullContext:

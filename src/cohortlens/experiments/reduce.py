@@ -19,8 +19,10 @@ Rules (docs/EXPERIMENTS.md, "From per-learner data"):
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -96,6 +98,7 @@ def reduce_data(
     segment_col: str | None = None,
     drop_nonfinite: bool = False,
     connection: duckdb.DuckDBPyConnection | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Reduction:
     """:func:`reduce_to_stats`, optionally per segment and dropping non-finite values.
 
@@ -103,9 +106,17 @@ def reduce_data(
     segment as well; the totals are the exact sums of the segments. With
     ``drop_nonfinite``, a learner whose value, denominator or covariate is NaN or ±inf is
     left out of that metric (and counted), instead of failing the whole reduction.
+    ``progress(stage, percent)`` is called from a watcher thread while DuckDB scans the data
+    (stages ``caps``, when a metric is capped, then ``sums``), about ten times a second,
+    with DuckDB's own estimate of the share of the scan done (and 100 at the end of each).
     """
     con = connection or duckdb.connect()
     label = _describe(data)
+    if progress is not None:
+        con.execute(
+            "SET enable_progress_bar = true; SET enable_progress_bar_print = false; "
+            "SET progress_bar_time = 0"
+        )
     try:
         relation = _source_sql(con, data)
         available = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
@@ -114,7 +125,9 @@ def reduce_data(
             raise ExperimentInputError(
                 f"missing segment column {segment_col!r}; the data has {', '.join(available)}"
             )
-        caps = metric_caps(con, relation, variant_col, metrics)
+        needs_caps = any(m.cap_quantile is not None for m in metrics)
+        with _watch(con, progress, "caps" if needs_caps else None):
+            caps = metric_caps(con, relation, variant_col, metrics)
         sql, layout = aggregate_sql(
             relation,
             variant_col,
@@ -124,7 +137,8 @@ def reduce_data(
             segment_col=segment_col,
             nonfinite="drop" if drop_nonfinite else "count",
         )
-        rows = con.execute(sql).fetchall()
+        with _watch(con, progress, "sums"):
+            rows = con.execute(sql).fetchall()
         counts = _nonfinite_counts(rows, metrics, layout)
         if counts and not drop_nonfinite:
             raise ExperimentInputError(
@@ -159,6 +173,64 @@ def reduce_data(
     return Reduction(
         periods=_sum_segments(per_segment), segments=per_segment, nonfinite_dropped=counts
     )
+
+
+#: ``progress(stage, percent)``: a reduction's progress (see :func:`reduce_data`).
+ProgressCallback: TypeAlias = Callable[[str, float], None]
+
+
+@contextlib.contextmanager
+def _watch(
+    con: duckdb.DuckDBPyConnection, progress: ProgressCallback | None, stage: str | None
+) -> Iterator[None]:
+    """Poll DuckDB's query progress in a thread while the body runs one query."""
+    if progress is None or stage is None:
+        yield
+        return
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.1):
+            percent = con.query_progress()
+            if percent >= 0.0:
+                progress(stage, min(float(percent), 100.0))
+
+    watcher = threading.Thread(target=poll, name="reduce-progress", daemon=True)
+    progress(stage, 0.0)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+    progress(stage, 100.0)
+
+
+def source_rows(data: Source) -> int | None:
+    """Rows in ``data`` without reading it: exact for Arrow tables and Parquet (from the
+    footer), estimated for CSV (file size over the mean length of the first lines); ``None``
+    when unknown."""
+    if isinstance(data, pa.Table):
+        return data.num_rows
+    path = Path(data)
+    try:
+        if path.name.lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        if path.name.lower().endswith((".gz",)):
+            return None
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    if size <= len(head):
+        return max(len([x for x in head.splitlines() if x.strip()]) - 1, 0)
+    lines = head.count(b"\n")
+    if lines < 2:
+        return None
+    return max(round(size / (len(head) / lines)) - 1, 0)  # minus the header
 
 
 def _with_variants(periods: list[ExperimentStats], variants: list[str]) -> list[ExperimentStats]:
@@ -460,4 +532,11 @@ def _record(metric: MetricSpec, values: dict[str, Any]) -> SufficientStats:
     return stats
 
 
-__all__ = ["NO_SEGMENT", "Reduction", "reduce_data", "reduce_to_stats"]
+__all__ = [
+    "NO_SEGMENT",
+    "ProgressCallback",
+    "Reduction",
+    "reduce_data",
+    "reduce_to_stats",
+    "source_rows",
+]
