@@ -160,3 +160,54 @@ def test_simulate_only_cohort_plants_the_effect_there(tmp_path: Path) -> None:
     bad = runner.invoke(app, [*args, "--only-cohort", "crammers", "--out", str(out)])
     assert bad.exit_code == 2
     assert "unknown cohort(s) crammers" in bad.output
+
+
+def test_canary_learners_get_the_cohort_of_the_candidate_that_served_them() -> None:
+    """During a canary the service routes a learner to the candidate iff its bucket under the
+    release salt is below round(weight × 10000); --by cohort follows the same rule."""
+    from cohortlens.experiments.assignment import bucket_of
+    from cohortlens.serve.routing import Role, candidate_threshold, route
+
+    salt = "0123456789abcdef"
+    t0, t1, t2 = (datetime(2026, 3, d, tzinfo=UTC) for d in (1, 10, 20))
+    history = [
+        {"at": t0, "routing": {"stable_model_id": 1, "candidate_model_id": None}},
+        {
+            "at": t1,
+            "routing": {
+                "stable_model_id": 1,
+                "candidate_model_id": 2,
+                "candidate_weight": 0.3,
+                "salt": salt,
+            },
+        },
+        {"at": t2, "routing": {"stable_model_id": 2, "candidate_model_id": None, "salt": "f" * 16}},
+    ]
+    ids = [f"learner-{i}" for i in range(3000)]
+    during = datetime(2026, 3, 15, tzinfo=UTC)
+    after = datetime(2026, 3, 25, tzinfo=UTC)
+    exposed = [during if i % 3 else after for i in range(3000)]
+    outcomes = pa.table(
+        {"learner_id": ids, "exposed_at": pa.array(exposed, pa.timestamp("us", tz="UTC"))}
+    )
+    assignments = {
+        m: pa.table(
+            {"learner_id": ids, "cohort_id": [m] * 3000, "archetype": [f"model{m}"] * 3000}
+        )
+        for m in (1, 2)
+    }
+    out = cohort_at_exposure(outcomes, history, assignments)
+    got = dict(zip(out["learner_id"].to_pylist(), out["cohort"].to_pylist(), strict=True))
+    roles = dict(zip(out["learner_id"].to_pylist(), out["cohort_role"].to_pylist(), strict=True))
+    threshold = candidate_threshold(0.3)
+    n_candidate = 0
+    for i, learner in enumerate(ids):
+        if exposed[i] == after:
+            assert got[learner] == "2:model2"
+            assert roles[learner] == "stable"
+            continue
+        role = route(bucket_of(learner, salt), threshold, has_candidate=True)
+        n_candidate += role is Role.CANDIDATE
+        assert got[learner] == ("2:model2" if role is Role.CANDIDATE else "1:model1"), learner
+        assert roles[learner] == role.value
+    assert 0.25 < n_candidate / 2000 < 0.35

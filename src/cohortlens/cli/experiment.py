@@ -762,7 +762,11 @@ def _load(
                 from cohortlens.experiments.segments import cohort_at_exposure
 
                 history = store.routing_history()
-                model_ids = {h["routing"].get("stable_model_id") for h in history}
+                model_ids = {
+                    h["routing"].get(key)
+                    for h in history
+                    for key in ("stable_model_id", "candidate_model_id")
+                }
                 active = store.active_model()
                 fallback = active[0] if active else None
                 model_ids |= {fallback}

@@ -332,28 +332,79 @@ def cohort_at_exposure(
     assignments: Mapping[int, Any],
     fallback_model: int | None = None,
 ) -> Any:
-    """Add a ``cohort`` column: each learner's cohort under the model active at exposure.
+    """Add a ``cohort`` column: each learner's cohort under the model that served it at
+    exposure.
+
+    The routing in effect at ``exposed_at`` is the last change at or before it. A learner
+    is served by that routing's candidate when there is one and
+    ``bucket(learner_id, salt) < round(candidate_weight × 10000)`` (the service's rule:
+    ``serve.routing.candidate_threshold`` with
+    :func:`~cohortlens.experiments.assignment.buckets`), otherwise by its stable model.
 
     Args:
         outcomes: Arrow table with ``learner_id`` and ``exposed_at`` (the store's
             ``experiment_outcomes``).
-        routing_history: routing changes (``at``, ``routing.stable_model_id``), oldest first.
+        routing_history: routing changes (``at``, ``routing`` with ``stable_model_id`` and,
+            during a release, ``candidate_model_id``, ``candidate_weight``, ``salt``),
+            oldest first.
         assignments: model id -> Arrow table (``learner_id``, ``cohort_id``, ``archetype``).
         fallback_model: the model for exposures before the first routing change.
 
-    The cohort is ``"<cohort_id>:<archetype>"``; learners the model did not assign get
-    null (they form the ``(none)`` segment).
+    Adds ``cohort_model_id`` (the serving model), ``cohort_role`` (``stable`` or
+    ``candidate``) and ``cohort`` = ``"<cohort_id>:<archetype>"``; learners the serving
+    model did not assign get a null cohort (they form the ``(none)`` segment).
     """
     import duckdb
+    import numpy as np
     import pyarrow as pa
+
+    from cohortlens.experiments.assignment import N_BUCKETS, buckets
+
+    def field(key: str) -> list[Any]:
+        return [r["routing"].get(key) for r in routing_history]
 
     changes = pa.table(
         {
             "at": pa.array([r["at"] for r in routing_history], pa.timestamp("us", tz="UTC")),
-            "model_id": pa.array(
-                [r["routing"].get("stable_model_id") for r in routing_history], pa.int64()
-            ),
+            "stable": pa.array(field("stable_model_id"), pa.int64()),
+            "candidate": pa.array(field("candidate_model_id"), pa.int64()),
+            "weight": pa.array([w or 0.0 for w in field("candidate_weight")], pa.float64()),
+            "salt": pa.array(field("salt"), pa.string()),
         }
+    )
+    with duckdb.connect() as con:
+        con.register("o", outcomes)
+        con.register("c", changes)
+        routed = con.sql(
+            """SELECT o.*, r.stable, r.candidate, r.weight, r.salt
+                FROM o LEFT JOIN LATERAL (
+                    SELECT c.stable, c.candidate, c.weight, c.salt FROM c
+                    WHERE c.at <= o.exposed_at ORDER BY c.at DESC LIMIT 1) r ON TRUE
+                ORDER BY o.learner_id"""
+        ).to_arrow_table()
+    stable = routed.column("stable").to_numpy(zero_copy_only=False)
+    fallback = np.nan if fallback_model is None else float(fallback_model)
+    stable = np.where(np.isnan(stable.astype(float)), fallback, stable.astype(float))
+    candidate = routed.column("candidate").to_numpy(zero_copy_only=False).astype(float)
+    weight = routed.column("weight").to_numpy(zero_copy_only=False).astype(float)
+    salts = routed.column("salt")
+    ids = routed.column("learner_id")
+    on_candidate = np.zeros(routed.num_rows, dtype=bool)
+    eligible = (
+        ~np.isnan(candidate)
+        & (np.nan_to_num(weight) > 0.0)
+        & salts.is_valid().to_numpy(zero_copy_only=False)
+    )
+    salt_values = np.asarray(salts.to_pylist(), dtype=object)
+    for salt in {str(x) for x in salt_values[eligible]}:
+        rows = np.flatnonzero(eligible & (salt_values == salt))
+        threshold = np.round(weight[rows] * N_BUCKETS)  # half to even, as Python's round()
+        on_candidate[rows] = buckets(ids.take(pa.array(rows)), salt) < threshold
+    served = np.where(on_candidate, candidate, stable)
+    routed = routed.drop_columns(["stable", "candidate", "weight", "salt"])
+    served_ids = pa.array(np.nan_to_num(served).astype(np.int64), mask=np.isnan(served))
+    routed = routed.append_column("cohort_model_id", served_ids).append_column(
+        "cohort_role", pa.array(np.where(on_candidate, "candidate", "stable"), pa.string())
     )
     parts = [
         t.select(["learner_id", "cohort_id", "archetype"]).append_column(
@@ -374,16 +425,10 @@ def cohort_at_exposure(
         )
     )
     with duckdb.connect() as con:
-        con.register("o", outcomes)
-        con.register("c", changes)
+        con.register("m", routed)
         con.register("a", assigned)
         return con.sql(
-            f"""WITH m AS (
-                  SELECT o.*, coalesce((SELECT c.model_id FROM c WHERE c.at <= o.exposed_at
-                                        ORDER BY c.at DESC LIMIT 1), {fallback_model or "NULL"})
-                         AS cohort_model_id
-                  FROM o)
-               SELECT m.*, CASE WHEN a.cohort_id IS NULL THEN NULL
+            """SELECT m.*, CASE WHEN a.cohort_id IS NULL THEN NULL
                                 ELSE CAST(a.cohort_id AS VARCHAR) || ':' || a.archetype END
                            AS cohort
                FROM m LEFT JOIN a ON a.model_id = m.cohort_model_id
