@@ -191,9 +191,7 @@ def test_canary_learners_get_the_cohort_of_the_candidate_that_served_them() -> N
         {"learner_id": ids, "exposed_at": pa.array(exposed, pa.timestamp("us", tz="UTC"))}
     )
     assignments = {
-        m: pa.table(
-            {"learner_id": ids, "cohort_id": [m] * 3000, "archetype": [f"model{m}"] * 3000}
-        )
+        m: pa.table({"learner_id": ids, "cohort_id": [m] * 3000, "archetype": [f"model{m}"] * 3000})
         for m in (1, 2)
     }
     out = cohort_at_exposure(outcomes, history, assignments)
