@@ -209,3 +209,59 @@ def test_canary_learners_get_the_cohort_of_the_candidate_that_served_them() -> N
         assert got[learner] == ("2:model2" if role is Role.CANDIDATE else "1:model1"), learner
         assert roles[learner] == role.value
     assert 0.25 < n_candidate / 2000 < 0.35
+
+
+def test_cli_store_by_cohort_follows_the_canary(tmp_path: Path) -> None:
+    """store:EXPERIMENT --by cohort end to end: during a 50 % canary, half the learners get
+    the candidate model's cohort."""
+    from datetime import timedelta
+
+    from cohortlens.experiments import ExperimentDesign, Variant, assign, exposure_records
+    from cohortlens.store import DuckDBStore
+
+    db = tmp_path / "s.duckdb"
+    n = 2000
+    ids = [f"u{i}" for i in range(n)]
+
+    def cohorts(cohort_id: int, name: str) -> pa.Table:
+        return pa.table(
+            {
+                "learner_id": ids,
+                "cohort_id": pa.array([cohort_id] * n, pa.int32()),
+                "archetype": [name] * n,
+                "distance": [0.0] * n,
+            }
+        )
+
+    with DuckDBStore(db) as store:
+        stable = store.save_model({"test": "stable"}, feature_run_id=None, activate=True)
+        store.save_assignments(stable, cohorts(0, "old"))
+        candidate = store.save_model({"test": "candidate"}, feature_run_id=None, activate=False)
+        store.save_assignments(candidate, cohorts(1, "new"))
+        store.start_release(candidate, actor="test", salt="00112233445566aa")
+        store.set_candidate_weight(0.5, actor="test")
+        design = ExperimentDesign("e1", (Variant("control"), Variant("treatment")))
+        exposed_at = datetime.now(UTC) + timedelta(minutes=1)
+        store.log_exposures(exposure_records(assign(ids, design), exposed_at, design))
+        with store.ingest_session() as s:
+            s.put_outcomes(
+                pa.table(
+                    {
+                        "learner_id": ids,
+                        "completed": [i % 3 == 0 for i in range(n)],
+                        "churned": [False] * n,
+                        "revenue": [1.0] * n,
+                        "as_of": pa.array([None] * n, pa.timestamp("us", tz="UTC")),
+                    }
+                )
+            )
+            s.resolve()
+            s.commit({"totals": {}})
+    args = ["analyze", "store:e1", "--db", str(db), "--metric", "completed:binary"]
+    result = runner.invoke(app, [*args, "--by", "cohort", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    sizes = {k: sum(s["units"].values()) for k, s in doc["segments"].items()}
+    assert set(sizes) == {"0:old", "1:new"}
+    assert sum(sizes.values()) == n
+    assert 0.45 < sizes["1:new"] / n < 0.55
