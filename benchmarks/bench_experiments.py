@@ -7,12 +7,19 @@ Cases (each in its own process, median of ``repeats`` after a warm-up):
   SRM. Peer: the same tests from the same sums with scipy/statsmodels
   (``ttest_ind_from_stats``, ``proportions_ztest``, a normal test for ratios), no CUPED,
   no relative lift, no sequential results.
+* ``segments``: the per-cohort acceptance case (issue 14): 20 segments × 10 metrics × 3
+  variants (4 binary, 3 mean of which 2 with CUPED, 3 ratio) from sufficient statistics,
+  through ``analyze_segments`` (every segment analysed, BH across segments, per-segment SRM
+  Holm-adjusted, Cochran's Q and pairwise tests per comparison). Peer: the same 400 tests
+  from the same sums with scipy/statsmodels (``ttest_ind_from_stats``, ``proportions_ztest``,
+  a normal test for ratios) and ``multipletests(fdr_bh)`` across segments; no CUPED, lifts,
+  SRM or heterogeneity.
 * ``reduce``: 10M per-learner rows (Parquet) to sufficient statistics for a binary metric,
   a capped mean with a covariate, and a ratio. Peer: one plain DuckDB ``GROUP BY`` with the
   same sums (no capping, no null rules, no validation).
 
 Usage: ``python -m benchmarks.bench_experiments [--rows N] [--repeats R]``.
-Targets (issue): analyze < 50 ms, reduce < 5 s.
+Targets (issue): analyze < 50 ms, segments < 50 ms, reduce < 5 s.
 """
 
 from __future__ import annotations
@@ -62,10 +69,9 @@ def make_stats(n_metrics: int = 100, n_variants: int = 5, seed: int = 0) -> tupl
     return specs, ExperimentStats(units=dict.fromkeys(variants, 20_000), metrics=metrics)
 
 
-def _peer_analyze(specs: list[Any], stats: Any) -> int:
+def _peer_pvalues(specs: list[Any], stats: Any) -> list[float]:
     """scipy/statsmodels on the same sums: the tests only (no CUPED, lift CIs, sequential)."""
     from scipy import stats as sps
-    from statsmodels.stats.multitest import multipletests
     from statsmodels.stats.proportion import proportions_ztest
 
     pvalues = []
@@ -92,8 +98,93 @@ def _peer_analyze(specs: list[Any], stats: Any) -> int:
                     se2 += (cov[0, 0] - 2 * r * cov[0, 1] + r * r * cov[1, 1]) / mean[1] ** 2 / s.n
                 diff = t.sum_y / t.sum_d - c.sum_y / c.sum_d
                 pvalues.append(2 * sps.norm.sf(abs(diff) / np.sqrt(se2)))
+    return pvalues
+
+
+def _peer_analyze(specs: list[Any], stats: Any) -> int:
+    from statsmodels.stats.multitest import multipletests
+
+    pvalues = _peer_pvalues(specs, stats)
     multipletests(pvalues, method="fdr_bh")
     return len(pvalues)
+
+
+def make_segments(
+    n_segments: int = 20, n_metrics: int = 10, n_variants: int = 3, seed: int = 0
+) -> tuple[list[Any], dict[str, list[Any]]]:
+    """Metric specs (4 binary, 3 mean of which 2 with CUPED, 3 ratio per 10) and one period
+    of sufficient statistics per segment."""
+    from cohortlens.experiments import ExperimentStats, MetricKind, MetricSpec, SufficientStats
+
+    rng = np.random.default_rng(seed)
+    variants = ["control"] + [f"v{i}" for i in range(1, n_variants)]
+    specs = []
+    for i in range(n_metrics):
+        r = i % 10
+        if r < 4:
+            specs.append(MetricSpec(f"binary_{i}", MetricKind.BINARY))
+        elif r < 7:
+            specs.append(
+                MetricSpec(f"mean_{i}", MetricKind.MEAN, covariate="pre" if r < 6 else None)
+            )
+        else:
+            specs.append(MetricSpec(f"ratio_{i}", MetricKind.RATIO, denominator="sessions"))
+    segments = {}
+    for seg in range(n_segments):
+        n = int(rng.integers(500, 3000))
+        metrics = {}
+        for spec in specs:
+            arms = {}
+            for v in variants:
+                if spec.kind is MetricKind.BINARY:
+                    k = float(rng.binomial(n, 0.2 + 0.02 * (seg % 10)))
+                    arms[v] = SufficientStats(n=n, sum_y=k, sum_yy=k)
+                elif spec.kind is MetricKind.MEAN:
+                    y = rng.lognormal(1, 1, n)
+                    x = y * 0.5 + rng.lognormal(1, 1, n) if spec.covariate else None
+                    arms[v] = SufficientStats.from_arrays(y, x=x)
+                else:
+                    d = 1.0 + rng.poisson(4, n)
+                    arms[v] = SufficientStats.from_arrays(d * rng.gamma(2, 2, n), d=d)
+            metrics[spec.name] = arms
+        segments[f"segment_{seg}"] = [
+            ExperimentStats(units=dict.fromkeys(variants, n), metrics=metrics)
+        ]
+    return specs, segments
+
+
+def _peer_segments(specs: list[Any], segments: dict[str, list[Any]]) -> int:
+    """The same tests per segment, then BH across segments per (metric, variant)."""
+    from statsmodels.stats.multitest import multipletests
+
+    per_segment = np.array([_peer_pvalues(specs, periods[0]) for periods in segments.values()])
+    for j in range(per_segment.shape[1]):
+        multipletests(per_segment[:, j], method="fdr_bh")
+    return int(per_segment.size)
+
+
+def _case_segments(kind: str, repeats_inner: int = 20) -> None:
+    from cohortlens.experiments.segments import analyze_segments
+
+    specs, segments = make_segments()
+    run = (
+        (lambda: analyze_segments(specs, segments, by="segment"))
+        if kind == "ours"
+        else (lambda: _peer_segments(specs, segments))
+    )
+    run()  # warm-up
+    times = []
+    for _ in range(repeats_inner):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    emit(
+        {
+            "seconds": float(np.median(times)),
+            "min_seconds": float(np.min(times)),
+            "comparisons": 400,
+        }
+    )
 
 
 def _case_analyze(kind: str, repeats_inner: int = 20) -> None:
@@ -192,6 +283,22 @@ def run(n_rows: int = 10_000_000, repeats: int = 3) -> list[dict[str, Any]]:
                 "time_vs_peer": round(r["seconds"] / peer["seconds"], 2),
             }
         )
+    peer = run_case("benchmarks.bench_experiments", ["--case", "segments-peer"], 1)
+    ours = run_case("benchmarks.bench_experiments", ["--case", "segments-ours"], 1)
+    for name, r in (
+        ("scipy/statsmodels tests + BH (peer)", peer),
+        ("cohortlens analyze_segments", ours),
+    ):
+        rows.append(
+            {
+                "task": "per segment: 20 segments x 10 metrics x 3 variants",
+                "engine": name,
+                "ms": round(1000 * r["seconds"], 1),
+                "min_ms": round(1000 * r["min_seconds"], 1),
+                "peak_rss_mb": r["peak_rss_mb"],
+                "time_vs_peer": round(r["seconds"] / peer["seconds"], 2),
+            }
+        )
     path = str(make_rows(n_rows).resolve())
     peer = run_case(
         "benchmarks.bench_experiments", ["--case", "reduce-peer", "--path", path], repeats
@@ -224,6 +331,8 @@ def main() -> None:
         task, kind = args.case.split("-")
         if task == "analyze":
             _case_analyze(kind)
+        elif task == "segments":
+            _case_segments(kind)
         else:
             _case_reduce(kind, args.path)
         return

@@ -384,12 +384,22 @@ def test_analyze_input_errors() -> None:
 
 def test_missing_arm_counts_as_empty() -> None:
     data = ExperimentStats(
-        units={"control": 10, "treatment": 0},
+        units={"control": 10, "treatment": 4},
         metrics={"rev": {"control": SufficientStats.from_arrays(np.arange(10.0))}},
     )
     report = analyze([MetricSpec("rev", MetricKind.MEAN)], data)
     assert report.effect("rev").status is AnalysisStatus.EMPTY_ARM
     assert report.effect("rev").verdict is Verdict.NOT_COMPUTED
+
+
+@pytest.mark.parametrize("units", [{"control": 10}, {"control": 10, "treatment": 0}])
+def test_fewer_than_two_arms_with_units_is_an_input_error(units: dict[str, int]) -> None:
+    data = ExperimentStats(
+        units=units,
+        metrics={"rev": {"control": SufficientStats.from_arrays(np.arange(10.0))}},
+    )
+    with pytest.raises(ExperimentInputError, match=r"at least two arms.*only 'control'"):
+        analyze([MetricSpec("rev", MetricKind.MEAN)], data)
 
 
 def test_to_dict_is_json_ready() -> None:

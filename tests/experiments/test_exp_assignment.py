@@ -184,7 +184,7 @@ def test_exposure_records() -> None:
         ({"name": "x", "variants": (Variant("a"),)}, "at least two variants"),
         ({"name": "x", "variants": (Variant("a"), Variant("a"))}, "unique"),
         (
-            {"name": "x", "variants": (Variant("a"), Variant("b")), "traffic_fraction": 0.0},
+            {"name": "x", "variants": (Variant("a"), Variant("b")), "traffic_fraction": 1.5},
             "traffic_fraction",
         ),
         (

@@ -33,10 +33,14 @@ from cohortlens.experiments.cuped import (
 from cohortlens.experiments.multiplicity import adjust
 from cohortlens.experiments.power import ratio_linearized_std
 from cohortlens.experiments.sequential import (
+    always_valid,
     always_valid_pvalue,
     always_valid_pvalue_scalar,
     boundary_multiplier,
     boundary_multiplier_scalar,
+    multiplier_scalar,
+    pvalue_scalar,
+    rho_for,
     running_interval,
     running_pvalue,
 )
@@ -115,7 +119,7 @@ def test_multiplicity_hand_computed_and_nan() -> None:
     assert out[0] == pytest.approx(0.02)
     assert adjust([0.2], "none").tolist() == [0.2]
     with pytest.raises(ValueError, match="method"):
-        adjust([0.1], "bonferroni")  # type: ignore[arg-type]
+        adjust([0.1], "tukey")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         adjust_bh([1.5])
 
@@ -123,9 +127,9 @@ def test_multiplicity_hand_computed_and_nan() -> None:
 # ---------------------------------------------------------------------------- sequential
 
 
-def _mixture_ratio(z: float, n: float, tune: float) -> float:
+def _mixture_ratio(z: float, n: float, rho2: float) -> float:
     """Λ by numerical integration of N(δ; 0, τ²) likelihood ratios, with se = 1."""
-    tau2 = n / tune
+    tau2 = n * rho2
 
     def integrand(delta: float) -> float:
         return math.exp(delta * z - delta**2 / 2) * sps.norm.pdf(delta, scale=math.sqrt(tau2))
@@ -138,18 +142,30 @@ def _mixture_ratio(z: float, n: float, tune: float) -> float:
     ("z", "n", "tune"), [(0.0, 1000, 1000), (2.5, 5000, 1000), (-3.1, 200, 10_000)]
 )
 def test_mixture_pvalue_matches_numerical_integral(z: float, n: float, tune: float) -> None:
-    assert always_valid_pvalue(z, n, tune) == pytest.approx(
-        min(1.0, 1 / _mixture_ratio(z, n, tune)), rel=1e-6
+    rho2 = rho_for(tune, 0.05) ** 2
+    assert always_valid_pvalue(z, n, tune, 0.05) == pytest.approx(
+        min(1.0, 1 / _mixture_ratio(z, n, rho2)), rel=1e-6
     )
 
 
 @given(st.floats(-6, 6), st.floats(10, 1e6), st.floats(10, 1e6), st.floats(0.001, 0.2))
 def test_pvalue_and_boundary_are_dual(z: float, n: float, tune: float, alpha: float) -> None:
     # p < alpha exactly when 0 is outside the confidence sequence, i.e. |z| > multiplier.
-    p = float(always_valid_pvalue(z, n, tune))
+    p = float(always_valid_pvalue(z, n, tune, alpha))
     m = float(boundary_multiplier(n, tune, alpha))
     if abs(abs(z) - m) > 1e-9:
         assert (p < alpha) == (abs(z) > m)
+
+
+@given(st.floats(-6, 6), st.floats(10, 1e6), st.floats(10, 1e6), st.floats(0.001, 0.2))
+def test_one_sided_pvalue_and_boundary_are_dual(
+    z: float, n: float, tune: float, alpha: float
+) -> None:
+    r2 = rho_for(tune, alpha, "greater") ** 2
+    p = pvalue_scalar(z, n, r2, "greater")
+    m = multiplier_scalar(n, r2, alpha, "greater")
+    if abs(z - m) > 1e-7:
+        assert (p < alpha) == (z > m)
 
 
 @given(st.floats(-8, 8), st.integers(2, 10**7), st.integers(1, 10**7), st.floats(0.001, 0.5))
@@ -157,16 +173,37 @@ def test_scalar_forms_equal_vector_forms(z: float, n: int, tune: int, alpha: flo
     assert boundary_multiplier_scalar(n, tune, alpha) == pytest.approx(
         float(boundary_multiplier(n, tune, alpha)), rel=1e-12
     )
-    assert always_valid_pvalue_scalar(z, n, tune) == pytest.approx(
-        float(always_valid_pvalue(z, n, tune)), rel=1e-12, abs=1e-300
+    assert always_valid_pvalue_scalar(z, n, tune, alpha) == pytest.approx(
+        float(always_valid_pvalue(z, n, tune, alpha)), rel=1e-12, abs=1e-300
     )
 
 
-def test_boundary_is_wider_than_fixed_horizon() -> None:
+def test_boundary_is_tightest_at_tuning_n() -> None:
+    # docs/EXPERIMENTS.md: the sequence is tightest, relative to the fixed horizon, at N_tune.
+    # Of all mixing parameters, the one derived from tuning_n gives the narrowest sequence
+    # at N = tuning_n (the old rho^2 = 1/tuning_n was tightest near 8x tuning_n).
+    tune, alpha = 10_000, 0.05
+    rhos = np.geomspace(rho_for(tune, alpha) / 5, rho_for(tune, alpha) * 5, 4001)
+    widths = [multiplier_scalar(tune, r * r, alpha) for r in rhos]
+    # GrowthBook's closed form approximates the optimum: within 2 % in rho, 1e-4 in width.
+    assert rhos[int(np.argmin(widths))] == pytest.approx(rho_for(tune, alpha), rel=0.02)
+    assert multiplier_scalar(tune, rho_for(tune, alpha) ** 2, alpha) == pytest.approx(
+        min(widths), rel=1e-4
+    )
+    # The old parametrisation (rho^2 = 1/tuning_n) is clearly wider at N = tuning_n.
+    assert multiplier_scalar(tune, 1.0 / tune, alpha) > 1.15 * min(widths)
     m = boundary_multiplier([100, 1e4, 1e6], 1e4, 0.05)
     assert np.all(m > sps.norm.ppf(0.975))
-    # At N = N_tune: sqrt(2 (2 ln 20 + ln 2)).
-    assert m[1] == pytest.approx(math.sqrt(2 * (2 * math.log(20) + math.log(2))), rel=1e-12)
+
+
+def test_always_valid_from_estimate_and_se() -> None:
+    lo, hi, p = always_valid(0.3, 0.1, 5000, tuning_n=5000)
+    m = boundary_multiplier_scalar(5000, 5000, 0.05)
+    assert (lo, hi) == pytest.approx((0.3 - m * 0.1, 0.3 + m * 0.1), rel=1e-12)
+    assert p == pytest.approx(always_valid_pvalue_scalar(3.0, 5000, 5000, 0.05), rel=1e-12)
+    lo, hi, _ = always_valid(0.3, 0.1, 5000, tuning_n=5000, alternative="greater")
+    assert hi == math.inf
+    assert lo > 0.3 - m * 0.1
 
 
 def test_running_interval_and_pvalue() -> None:

@@ -96,7 +96,7 @@ def test_analyze_json_and_report(simulated: Path, tmp_path: Path) -> None:
         "churned",
     ]
     assert len(doc["looks"]) == 4 * 5
-    assert doc["sequential"] == {"tuning_n": 6000}
+    assert doc["sequential"] == {"tuning_n": 6000, "rho": None}
     assert doc["effects"][1]["cuped_applied"] is True
     assert html.read_text().count("<svg") == 1 + 4
 

@@ -230,7 +230,7 @@ def test_degenerate_report_renders() -> None:
     from cohortlens.experiments import ExperimentStats
 
     data = ExperimentStats(
-        units={"control": 1, "treatment": 0},
+        units={"control": 1, "treatment": 2},
         metrics={"m": {"control": SufficientStats.from_arrays([1.0])}},
     )
     report = analyze([MetricSpec("m", MetricKind.MEAN)], data)
@@ -239,3 +239,80 @@ def test_degenerate_report_renders() -> None:
     assert "No relative lift" in html
     assert math.isnan(report.effects[0].pvalue)
     json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_ratio_covariate_cuped_reduces_analyses_and_round_trips(tmp_path: Path) -> None:
+    """CUPED of a ratio by its pre-period ratio (issue 14 §2): the reduction produces the
+    four-column sums (w and its cross sums), the JSON file keeps them, the CLI takes
+    ``--covariate METRIC=NUM/DEN``, and the adjustment narrows the CI."""
+    from typer.testing import CliRunner
+
+    from cohortlens.cli.experiment import app
+
+    rng = np.random.default_rng(9)
+    n = 4000
+    pre_sessions = 1.0 + rng.poisson(4, n)
+    rate = rng.gamma(1.0, 1.0, n)  # learners differ a lot: the pre-period ratio predicts
+    sessions = 1.0 + rng.poisson(4, n)
+    variant = np.where(rng.random(n) < 0.5, "control", "treatment")
+    orders = rng.poisson(rate * sessions).astype(float)
+    pre_orders = rng.poisson(rate * pre_sessions).astype(float)
+    pre_orders[::50] = np.nan  # no pre-period activity: counts as 0
+    table = pa.table(
+        {
+            "variant": variant,
+            "orders": orders,
+            "sessions": sessions,
+            "pre_orders": pa.array(pre_orders, mask=np.isnan(pre_orders)),  # nulls
+            "pre_sessions": pre_sessions,
+        }
+    )
+    spec = MetricSpec(
+        "opr",
+        MetricKind.RATIO,
+        numerator="orders",
+        denominator="sessions",
+        covariate="pre_orders",
+        covariate_denominator="pre_sessions",
+    )
+    (stats,) = reduce_to_stats(table, variant_col="variant", metrics=[spec])
+    for v in ("control", "treatment"):
+        rows = variant == v
+        expected = SufficientStats.from_arrays(
+            orders[rows],
+            d=sessions[rows],
+            x=np.nan_to_num(pre_orders[rows]),
+            w=pre_sessions[rows],
+        )
+        got = stats.metrics["opr"][v]
+        assert got.columns == ("y", "d", "x", "w")
+        for field in ("n", "sum_w", "sum_ww", "sum_yw", "sum_xw", "sum_dw", "sum_xd"):
+            assert getattr(got, field) == pytest.approx(getattr(expected, field), rel=1e-12)
+    e = analyze([spec], stats).effect("opr")
+    assert e.cuped_applied
+    assert e.std_error < 0.9 * e.std_error_unadjusted
+    path = tmp_path / "s.json"
+    write_stats_json(StatsFile(metrics=(spec,), periods=(stats,)), path)
+    back = read_stats_json(path)
+    assert back.metrics[0].covariate_denominator == "pre_sessions"
+    assert back.periods[0].metrics["opr"]["treatment"] == stats.metrics["opr"]["treatment"]
+    data = tmp_path / "d.parquet"
+    pq.write_table(table, data)
+    args = ["analyze", str(data), "--metric", "opr:ratio:orders/sessions", "--json"]
+    result = CliRunner().invoke(app, [*args, "--covariate", "opr=pre_orders/pre_sessions"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["effects"][0]["cuped_theta"] == pytest.approx(e.cuped_theta)
+    bad = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(data),
+            "--metric",
+            "orders:mean",
+            "--covariate",
+            "orders=pre_orders/pre_sessions",
+        ],
+    )
+    assert bad.exit_code == 2
+    assert "a ratio covariate (covariate_denominator) is for ratio metrics" in bad.output

@@ -152,3 +152,60 @@ def test_experiment_stats_add_per_period() -> None:
     assert total.metrics["m"]["control"] == SufficientStats.from_arrays([1.0, 0.0, 1.0])
     assert total.metrics["m"]["treatment"] == SufficientStats.from_arrays([1.0, 0.0, 0.0])
     assert total.label == "d2"
+
+
+def test_metric_kinds_are_classes_and_the_pipeline_does_not_branch_on_them() -> None:
+    """Issue 14 §6: each kind is a class declaring its sums and analysing them, so adding a
+    kind touches kinds.py only; the pipeline modules ask the kind, never name one."""
+    import re
+    from pathlib import Path
+
+    import cohortlens.experiments as pkg
+    from cohortlens.experiments.kinds import Kind, MetricKind, kind_of
+
+    for k in MetricKind:
+        assert isinstance(kind_of(k), Kind)
+        assert kind_of(k).kind is k
+    root = Path(pkg.__file__).parent
+    for module in (
+        "analysis.py",
+        "reduce.py",
+        "spec.py",
+        "serialize.py",
+        "power.py",
+        "segments.py",
+    ):
+        text = (root / module).read_text(encoding="utf-8")
+        assert not re.search(r"MetricKind\.(BINARY|MEAN|RATIO)", text), module
+    cli = (root.parent / "cli" / "experiment.py").read_text(encoding="utf-8")
+    assert not re.search(r"MetricKind\.(BINARY|MEAN|RATIO)", cli)
+
+
+def test_from_arrays_sums_every_pair_of_columns() -> None:
+    rng = np.random.default_rng(3)
+    y, d, x, w = (rng.random(50) for _ in range(4))
+    s = SufficientStats.from_arrays(y, d=d, x=x, w=w)
+    assert s.columns == ("y", "d", "x", "w")
+    assert s.sum_dw == pytest.approx(float(d @ w))
+    assert s.sum_xw == pytest.approx(float(x @ w))
+    assert s.sum_yw == pytest.approx(float(y @ w))
+    assert (s + s).sum_ww == pytest.approx(2 * float(w @ w))
+    with pytest.raises(ValueError, match="needs x"):
+        SufficientStats.from_arrays(y, w=w)
+    with pytest.raises(ValueError, match="sum_dw is required"):
+        SufficientStats(
+            n=2,
+            sum_y=1.0,
+            sum_yy=1.0,
+            sum_d=2.0,
+            sum_dd=2.0,
+            sum_yd=1.0,
+            sum_x=1.0,
+            sum_xx=1.0,
+            sum_xy=1.0,
+            sum_xd=1.0,
+            sum_w=2.0,
+            sum_ww=2.0,
+            sum_yw=1.0,
+            sum_xw=1.0,
+        )

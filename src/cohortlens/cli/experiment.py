@@ -6,9 +6,11 @@ input exits with code 2 and a one-line message (no traceback); see docs/EXPERIME
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +21,8 @@ from rich.table import Table
 
 from cohortlens.cli._errors import handle_errors
 from cohortlens.experiments.errors import ExperimentInputError, ReportStatus
-from cohortlens.experiments.spec import MetricKind, MetricRole, MetricSpec
+from cohortlens.experiments.kinds import MetricKind, kind_of
+from cohortlens.experiments.spec import MetricRole, MetricSpec
 
 app = typer.Typer(
     help="A/B experiments: analyze, power, simulate, reduce, assign.",
@@ -49,7 +52,11 @@ GuardrailOption = Annotated[
 ]
 CovariateOption = Annotated[
     list[str] | None,
-    typer.Option("--covariate", help="METRIC=COLUMN: pre-period covariate for CUPED."),
+    typer.Option(
+        "--covariate",
+        help="METRIC=COLUMN: pre-period covariate for CUPED; for a ratio metric also "
+        "METRIC=NUM/DEN, a pre-period ratio.",
+    ),
 ]
 CapOption = Annotated[
     list[str] | None,
@@ -68,9 +75,18 @@ TimeColOption = Annotated[
     str | None,
     typer.Option("--time-col", help="Period column (e.g. day) for sequential looks over time."),
 ]
+DropOption = Annotated[
+    bool,
+    typer.Option(
+        "--drop-nonfinite",
+        help="Leave learners with a NaN/inf value out of that metric (and say how many) "
+        "instead of failing.",
+    ),
+]
 
 
 _errors = handle_errors(ValueError, OSError)
+_KIND_NAMES = tuple(k.value for k in MetricKind)
 
 
 # ---------------------------------------------------------------------------- analyze
@@ -119,6 +135,31 @@ def analyze(
         ),
     ] = 10_000,
     time_col: TimeColOption = None,
+    drop_nonfinite: DropOption = False,
+    alternative: Annotated[
+        str, typer.Option(help="two-sided | greater | less (tests, CIs, sequential).")
+    ] = "two-sided",
+    rel_scale: Annotated[
+        str, typer.Option(help="linear | log: scale of the relative CI and its test.")
+    ] = "linear",
+    decision: Annotated[
+        str, typer.Option(help="absolute | relative: which test decides verdicts.")
+    ] = "absolute",
+    quantile: Annotated[
+        str, typer.Option(help="auto (t for means, normal otherwise) | t | normal.")
+    ] = "auto",
+    equal_var: Annotated[
+        bool, typer.Option("--equal-var", help="Pooled-variance (Student) t instead of Welch.")
+    ] = False,
+    yates: Annotated[
+        bool, typer.Option("--yates", help="Continuity correction of the binary z-test.")
+    ] = False,
+    cuped_baseline: Annotated[
+        str, typer.Option(help="unadjusted | adjusted control mean for CUPED relative lifts.")
+    ] = "unadjusted",
+    cuped_rel_variance: Annotated[
+        str, typer.Option(help="delta | growthbook: control term of the CUPED relative variance.")
+    ] = "delta",
     population: Annotated[
         int | None,
         typer.Option(
@@ -132,6 +173,24 @@ def analyze(
         str | None,
         typer.Option("--db", help="Store for store:EXPERIMENT (default $COHORTLENS_DB)."),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Analyse per segment of this pre-exposure column (store:EXPERIMENT: 'cohort' "
+            "= the cohort under the model active at exposure time).",
+        ),
+    ] = None,
+    segment_correction: Annotated[
+        str, typer.Option(help="Correction across segments: bh | by | holm | bonferroni | none.")
+    ] = "bh",
+    segments_preregistered: Annotated[
+        bool,
+        typer.Option(
+            "--segments-preregistered",
+            help="The segmentation was declared before the experiment (no post-hoc warning).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Analyse an experiment: lifts with CIs, p-values, CUPED, SRM, guardrails, verdicts."""
@@ -140,8 +199,21 @@ def analyze(
     from cohortlens.experiments.sequential import SequentialParams
     from cohortlens.experiments.spec import AnalysisConfig
 
+    segments: dict[str, Any] = {}
     specs, periods, file_control, file_weights = _load(
-        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col, db
+        data,
+        variant_col,
+        metric,
+        guardrail,
+        covariate,
+        cap,
+        lower_is_better,
+        time_col,
+        db,
+        drop_nonfinite=drop_nonfinite,
+        quiet=as_json,
+        by=by,
+        segments_out=segments,
     )
     if correction not in ("holm", "bh", "none"):
         raise ExperimentInputError(f"--correction {correction!r}: expected holm, bh or none")
@@ -156,7 +228,43 @@ def analyze(
         binary_test=binary_test,  # type: ignore[arg-type]
         sequential=SequentialParams(tuning_n=tune_n) if sequential else None,
         impact_units=population,
+        alternative=_choice(alternative, "--alternative", ("two-sided", "greater", "less")),  # type: ignore[arg-type]
+        rel_scale=_choice(rel_scale, "--rel-scale", ("linear", "log")),  # type: ignore[arg-type]
+        decision=_choice(decision, "--decision", ("absolute", "relative")),  # type: ignore[arg-type]
+        use_t={"auto": None, "t": True, "normal": False}[
+            _choice(quantile, "--quantile", ("auto", "t", "normal"))
+        ],
+        equal_var=equal_var,
+        yates=yates,
+        cuped_baseline=_choice(cuped_baseline, "--cuped-baseline", ("unadjusted", "adjusted")),  # type: ignore[arg-type]
+        cuped_rel_variance=_choice(  # type: ignore[arg-type]
+            cuped_rel_variance, "--cuped-rel-variance", ("delta", "growthbook")
+        ),
     )
+    if by is not None:
+        from cohortlens.experiments.report import render_segments_html
+        from cohortlens.experiments.segments import analyze_segments
+
+        seg = analyze_segments(
+            specs,
+            segments,
+            config,
+            by=by,
+            segment_correction=segment_correction,
+            preregistered=segments_preregistered,
+        )
+        if report is not None:
+            report.write_text(
+                render_segments_html(seg, title=f"Experiment report by {by}: {data.name}"),
+                encoding="utf-8",
+            )
+        if as_json:
+            _print_json(seg.to_dict() | ({"report": str(report)} if report else {}))
+            return
+        _print_segments(seg)
+        if report is not None:
+            out.print(f"wrote {report}")
+        return
     result = run(specs, periods, config)
     if report is not None:
         report.write_text(
@@ -184,6 +292,7 @@ def reduce(
     cap: CapOption = None,
     lower_is_better: LowerOption = None,
     time_col: TimeColOption = None,
+    drop_nonfinite: DropOption = False,
     control: Annotated[
         str | None, typer.Option(help="Control variant to record in the file.")
     ] = None,
@@ -203,9 +312,21 @@ def reduce(
         raise ExperimentInputError(
             f"{data}: already a statistics file; reduce reads per-learner CSV/Parquet"
         )
-    specs, periods, _, _ = _load(
-        data, variant_col, metric, guardrail, covariate, cap, lower_is_better, time_col, db
-    )
+    with _reduce_progress(enabled=not as_json and err.is_terminal) as progress:
+        specs, periods, _, _ = _load(
+            data,
+            variant_col,
+            metric,
+            guardrail,
+            covariate,
+            cap,
+            lower_is_better,
+            time_col,
+            db,
+            drop_nonfinite=drop_nonfinite,
+            quiet=as_json,
+            progress=progress,
+        )
     content = StatsFile(
         metrics=tuple(specs),
         periods=tuple(periods),
@@ -268,7 +389,7 @@ def power(
     if factor <= 0.0:
         raise ExperimentInputError("--cuped-correlation must be strictly between -1 and 1")
     design = PowerDesign(
-        kind=MetricKind(_choice(metric_type, "--type", ("binary", "mean", "ratio"))),
+        kind=MetricKind(_choice(metric_type, "--type", _KIND_NAMES)),
         baseline=baseline,
         std=std,
         alpha=alpha,
@@ -307,6 +428,55 @@ def power(
     out.print(table)
 
 
+# ---------------------------------------------------------------------------- group sequential
+
+
+@app.command("group-sequential")
+@_errors
+def group_sequential(
+    looks: Annotated[
+        str,
+        typer.Option(
+            help="Information fractions of the looks, e.g. 0.25,0.5,0.75,1 (share of the "
+            "planned learners)."
+        ),
+    ],
+    alpha: Annotated[
+        float, typer.Option(help="Level (one-sided, or two-sided with --sides 2).")
+    ] = 0.025,
+    spending: Annotated[
+        str, typer.Option(help="obrien-fleming | pocock | power | hsd (Lan-DeMets spending).")
+    ] = "obrien-fleming",
+    sides: Annotated[int, typer.Option(help="1 (one-sided) or 2 (symmetric two-sided).")] = 1,
+    param: Annotated[
+        float | None, typer.Option(help="rho of power spending, gamma of hsd spending.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Boundaries per look of a group-sequential design (alpha spending)."""
+    from cohortlens.experiments.group_sequential import group_sequential_design
+
+    fractions = [_float(x.strip(), "--looks") for x in looks.split(",") if x.strip()]
+    design = group_sequential_design(fractions, alpha, spending, sides=sides, param=param)
+    if as_json:
+        _print_json(design.to_dict())
+        return
+    table = Table(
+        title=f"{spending} spending, alpha {alpha:g}, {'two' if sides == 2 else 'one'}-sided"
+    )
+    for col in ("look", "information", "alpha spent", "bound (z)", "nominal p"):
+        table.add_column(col, justify="right")
+    for row in design.to_dict()["looks"]:
+        table.add_row(
+            str(row["look"]),
+            f"{row['information_fraction']:.4g}",
+            f"{row['alpha_spent']:.6g}",
+            f"{row['bound']:.4f}",
+            f"{row['stage_level']:.6g}",
+        )
+    out.print(table)
+
+
 # ---------------------------------------------------------------------------- simulate
 
 
@@ -328,6 +498,13 @@ def simulate(
     cohort_scale: Annotated[
         list[str] | None,
         typer.Option(help="COHORT=SCALE: personalise the effect per cohort, repeatable."),
+    ] = None,
+    only_cohort: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only-cohort",
+            help="Plant the effect in this cohort only (others get none), repeatable.",
+        ),
     ] = None,
     aa: Annotated[bool, typer.Option("--aa", help="A/A mode: no treatment effect at all.")] = False,
     treatment_share: Annotated[float, typer.Option(help="Share of learners in treatment.")] = 0.5,
@@ -352,9 +529,12 @@ def simulate(
         completion_logit_shift=completion_effect,
         churn_logit_shift=churn_effect,
         revenue_multiplier=revenue_effect,
-        cohort_effect_scale={
-            k: float(v) for k, v in _parse_pairs(cohort_scale or [], "--cohort-scale").items()
+        cohort_effect_scale=dict.fromkeys(only_cohort or [], 1.0)
+        | {
+            k: _float(v, f"--cohort-scale {k}")
+            for k, v in _parse_pairs(cohort_scale or [], "--cohort-scale").items()
         },
+        default_cohort_scale=0.0 if only_cohort else 1.0,
         treatment_share=treatment_share,
         aa=aa,
         n_days=days,
@@ -375,13 +555,18 @@ def simulate(
     else:
         pq.write_table(sim.data, out_path)
     truth_path = out_path.with_name(out_path.name.split(".")[0] + ".truth.json")
-    truth = {"params": _params_dict(params), "true_effects": dict(sim.true_effects)}
+    truth = {
+        "params": _params_dict(params),
+        "true_effects": dict(sim.true_effects),
+        "cohort_true_effects": {k: dict(v) for k, v in sim.cohort_true_effects.items()},
+    }
     truth_path.write_text(json.dumps(_finite(truth), indent=2) + "\n", encoding="utf-8")
     summary = {
         "out": str(out_path),
         "truth": str(truth_path),
         "learners": sim.data.num_rows,
         "true_effects": dict(sim.true_effects),
+        "cohort_true_effects": {k: dict(v) for k, v in sim.cohort_true_effects.items()},
     }
     if as_json:
         _print_json(summary)
@@ -393,8 +578,12 @@ def simulate(
         "analyse with: cohortlens experiment analyze "
         f"{out_path} --variant-col variant --metric completed:binary --guardrail churned:binary "
         "--lower-is-better churned --metric revenue:mean --covariate revenue=pre_revenue "
-        "--metric revenue_per_event:ratio:revenue/events --time-col day --sequential --tune-n "
-        f"{learners}"
+        "--metric revenue_per_event:ratio:revenue/events "
+        + (
+            "--by cohort"
+            if params.cohort_effect_scale or params.default_cohort_scale != 1.0
+            else f"--time-col day --sequential --tune-n {learners}"
+        )
     )
 
 
@@ -515,13 +704,23 @@ def _load(
     lower_is_better: list[str] | None,
     time_col: str | None,
     db: str | None = None,
+    *,
+    drop_nonfinite: bool = False,
+    quiet: bool = False,
+    by: str | None = None,
+    segments_out: dict[str, Any] | None = None,
+    progress: _ReduceProgress | None = None,
 ) -> tuple[list[MetricSpec], list[Any], str | None, dict[str, float] | None]:
     """Metrics and statistics from a JSON statistics file or per-learner data."""
-    from cohortlens.experiments.reduce import reduce_to_stats
+    from cohortlens.experiments.reduce import reduce_data
     from cohortlens.experiments.serialize import read_stats_json
 
     lower = set(lower_is_better or [])
     if data.suffix.lower() == ".json":
+        if by is not None:
+            raise ExperimentInputError(
+                f"{data}: --by needs per-learner data (a statistics file has no segments)"
+            )
         if metric or guardrail or covariate or cap or time_col:
             raise ExperimentInputError(
                 f"{data}: a statistics file defines its metrics; --metric, --guardrail, "
@@ -557,10 +756,45 @@ def _load(
         name = str(data).removeprefix("store:")
         with open_for_command(db, read_only=True) as store:
             source = store.experiment_outcomes(name)
-        if source.num_rows == 0:
-            raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")
-    periods = reduce_to_stats(source, variant_col=variant_col, metrics=specs, period_col=time_col)
-    return specs, periods, None, None
+            if source.num_rows == 0:
+                raise ExperimentInputError(f"the store has no exposures of experiment {name!r}")
+            if by == "cohort" and "cohort" not in source.column_names:
+                from cohortlens.experiments.segments import cohort_at_exposure
+
+                history = store.routing_history()
+                model_ids = {
+                    h["routing"].get(key)
+                    for h in history
+                    for key in ("stable_model_id", "candidate_model_id")
+                }
+                active = store.active_model()
+                fallback = active[0] if active else None
+                model_ids |= {fallback}
+                assignments = {
+                    int(m): store.read_assignments(int(m)) for m in model_ids if m is not None
+                }
+                source = cohort_at_exposure(source, history, assignments, fallback)
+    if progress is not None:
+        from cohortlens.experiments.reduce import source_rows
+
+        progress.rows = source_rows(source)
+    reduction = reduce_data(
+        source,
+        variant_col=variant_col,
+        metrics=specs,
+        period_col=time_col,
+        segment_col=by,
+        drop_nonfinite=drop_nonfinite,
+        progress=progress.update if progress is not None else None,
+    )
+    if segments_out is not None:
+        segments_out.update(reduction.segments)
+    if reduction.nonfinite_dropped:
+        err.print(
+            "dropped non-finite values (learners left out of that metric): "
+            + ", ".join(f"{c} {n:,}" for c, n in reduction.nonfinite_dropped.items())
+        )
+    return specs, reduction.periods, None, None
 
 
 def _parse_metric(
@@ -574,24 +808,32 @@ def _parse_metric(
     if len(parts) not in (2, 3) or not parts[0]:
         raise ExperimentInputError(f"--metric {text!r}: {usage}")
     name, kind_text = parts[0], parts[1]
-    if kind_text not in ("binary", "mean", "ratio"):
+    if kind_text not in _KIND_NAMES:
         raise ExperimentInputError(f"--metric {text!r}: unknown type {kind_text!r}; {usage}")
     kind = MetricKind(kind_text)
     numerator = denominator = None
-    if kind is MetricKind.RATIO:
+    if kind_of(kind).needs_denominator:
         num, sep, den = (parts[2] if len(parts) == 3 else "").partition("/")
         if not sep or not num or not den:
             raise ExperimentInputError(f"--metric {text!r}: a ratio needs NUM/DEN columns; {usage}")
         numerator, denominator = num, den
     elif len(parts) == 3:
         raise ExperimentInputError(f"--metric {text!r}: only ratio metrics take NUM/DEN; {usage}")
+    covariate, covariate_denominator = covariates.get(name), None
+    if covariate is not None and "/" in covariate:
+        covariate, _, covariate_denominator = covariate.partition("/")
+        if not covariate or not covariate_denominator:
+            raise ExperimentInputError(
+                f"--covariate {name}={covariates[name]}: expected COLUMN or NUM/DEN"
+            )
     try:
         return MetricSpec(
             name=name,
             kind=kind,
             numerator=numerator,
             denominator=denominator,
-            covariate=covariates.get(name),
+            covariate=covariate,
+            covariate_denominator=covariate_denominator,
             cap_quantile=caps.get(name),
             role=role,
             lower_is_better=name in lower,
@@ -662,6 +904,67 @@ def _params_dict(params: Any) -> dict[str, Any]:
     return d
 
 
+class _ReduceProgress:
+    """A rich progress bar for a reduction: percent, rows/s and ETA, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            ProgressColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        owner = self
+
+        class RowsPerSecond(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                elapsed = task.elapsed or 0.0
+                if owner.rows is None or elapsed <= 0.0:
+                    return Text("? rows/s")
+                rate = owner.rows * (task.completed / 100.0) / elapsed
+                return Text(f"{rate:,.0f} rows/s")
+
+        self.rows: int | None = None
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            RowsPerSecond(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, stage: str, percent: float) -> None:
+        """The reduction's callback: ``stage`` is ``caps`` or ``sums``."""
+        if stage not in self._tasks:
+            label = {"caps": "reduce: cap quantiles", "sums": "reduce: sums"}.get(stage, stage)
+            self._tasks[stage] = self._progress.add_task(label, total=100.0)
+        self._progress.update(self._tasks[stage], completed=percent)
+
+    def __enter__(self) -> _ReduceProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+@contextlib.contextmanager
+def _reduce_progress(enabled: bool) -> Iterator[_ReduceProgress | None]:
+    """A progress bar on a terminal (percent, rows/s, ETA); nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    with _ReduceProgress() as bar:
+        yield bar
+
+
 class _NullContext:
     def __enter__(self) -> None:
         return None
@@ -695,6 +998,30 @@ def _fmt(v: float, pct: bool = False) -> str:
     return f"{v:.4g}"
 
 
+def _print_segments(seg: Any) -> None:
+    if seg.warning:
+        out.print(f"[yellow]warning:[/] {seg.warning}")
+    out.print(f"[bold]total[/] (sum of {len(seg.segments)} segments by {seg.by})")
+    _print_report(seg.total)
+    for name, rep in seg.segments.items():
+        out.print(
+            f"\n[bold]segment {seg.by}={name}[/] "
+            f"(SRM p Holm-adjusted across segments {_fmt(seg.srm_pvalues_holm[name])})"
+        )
+        for e in rep.effects:
+            out.print(
+                f"  {e.metric} · {e.variant}: lift {_fmt(e.effect_size)} "
+                f"[{_fmt(e.effect_size_ci_lower)}, {_fmt(e.effect_size_ci_upper)}] "
+                f"p {_fmt(e.pvalue)} ({seg.segment_correction} across segments "
+                f"{_fmt(e.segment_pvalue)}) {e.verdict.value}"
+            )
+    for h in seg.heterogeneity:
+        out.print(
+            f"heterogeneity {h.metric} · {h.variant}: Cochran's Q {_fmt(h.q)} "
+            f"(df {h.df}), p {_fmt(h.pvalue)}, I² {_fmt(h.i_squared, True)}"
+        )
+
+
 def _print_report(result: Any) -> None:
     srm = result.srm
     if result.status is ReportStatus.SRM_MISMATCH:
@@ -704,8 +1031,10 @@ def _print_report(result: Any) -> None:
         )
     elif result.status is ReportStatus.GUARDRAIL_FAILED:
         out.print("[bold red]GUARDRAIL FAILED[/]")
-    else:
+    elif math.isfinite(srm.pvalue):
         out.print(f"[green]trust checks passed[/] (SRM p = {_fmt(srm.pvalue)})")
+    else:
+        out.print("[yellow]SRM not testable[/] (fewer than two arms with a design weight)")
     out.print("units: " + ", ".join(f"{k} {v:,}" for k, v in result.units.items()))
     seq = result.sequential is not None
     colors = {"improvement": "green", "regression": "red", "withheld": "yellow"}
@@ -728,7 +1057,7 @@ def _print_report(result: Any) -> None:
             f"[{_fmt(e.rel_effect_size_ci_lower, True)}, {_fmt(e.rel_effect_size_ci_upper, True)}]"
         )
         adj = {"holm": e.pvalue_holm, "bh": e.pvalue_bh}.get(result.correction, e.pvalue)
-        p_line = f"  p {_fmt(e.pvalue)}"
+        p_line = f"  p {_fmt(e.pvalue)} (rel p {_fmt(e.rel_pvalue)})"
         if e.role is MetricRole.PRIMARY and result.correction != "none":
             p_line += f" ({result.correction} {_fmt(adj)})"
         if seq:

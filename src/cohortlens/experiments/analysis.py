@@ -1,5 +1,9 @@
 """Compare arms from sufficient statistics: lifts, CIs, p-values, CUPED, SRM, verdicts.
 
+Each comparison is computed by its metric kind (:mod:`~cohortlens.experiments.kinds`);
+this module assembles reports: every metric × treatment, the sequential path over periods,
+business impact, multiplicity corrections, SRM and verdicts.
+
 Conventions (the full list with formulas is in docs/EXPERIMENTS.md):
 
 * **Absolute lift** ``Δ = f_t - f_c`` where ``f`` is the arm's mean (binary, mean) or
@@ -18,40 +22,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import special
 
-from cohortlens.experiments import _moments
 from cohortlens.experiments.errors import (
-    AnalysisStatus,
     ExperimentInputError,
     ReportStatus,
     Verdict,
 )
+from cohortlens.experiments.kinds import MetricKind, kind_of
 from cohortlens.experiments.multiplicity import adjust_bh, adjust_holm
 from cohortlens.experiments.results import EffectEstimate, ExperimentReport, SequentialLook
 from cohortlens.experiments.sequential import (
     SequentialParams,
-    always_valid_pvalue_scalar,
-    boundary_multiplier_scalar,
     running_interval,
     running_pvalue,
 )
 from cohortlens.experiments.spec import (
     AnalysisConfig,
     BinaryTest,
-    MetricKind,
     MetricRole,
     MetricSpec,
 )
-from cohortlens.experiments.srm import check_srm
+from cohortlens.experiments.srm import SrmResult, check_srm
 from cohortlens.experiments.stats import ExperimentStats, SufficientStats
 
-#: Divisor offset of the per-unit variance for each metric kind (see module docstring).
-_DDOF: dict[MetricKind, int] = {MetricKind.BINARY: 0, MetricKind.MEAN: 1, MetricKind.RATIO: 1}
 _NAN = math.nan
 
 
@@ -67,8 +64,13 @@ def compare(
     variant: str = "treatment",
     control_name: str = "control",
     role: MetricRole = MetricRole.PRIMARY,
+    config: AnalysisConfig | None = None,
 ) -> EffectEstimate:
     """Compare one treatment arm with the control arm for one metric.
+
+    ``config`` carries every convention (alternative, relative scale, quantile, pooled
+    variance, Yates, CUPED baseline); without it, ``alpha``, ``binary_test`` and
+    ``sequential`` build the default configuration.
 
     Degenerate data (an empty arm, one unit, zero variance, zero baseline or denominator)
     returns an estimate whose :attr:`~EffectEstimate.status` says what is missing.
@@ -78,136 +80,13 @@ def compare(
             ``kind`` (a ratio needs ``d``; binary and mean metrics must not have it), or
             ``alpha`` is outside (0, 1).
     """
-    fields_ = _compare_fields(control, treatment, MetricKind(kind), alpha, binary_test, sequential)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha == {alpha}, must be in (0, 1)")
+    cfg = config or AnalysisConfig(alpha=alpha, binary_test=binary_test, sequential=sequential)
+    fields_ = kind_of(kind).analyze(control, treatment, cfg)
     return EffectEstimate(
         metric=metric, role=role, variant=variant, control=control_name, **fields_
     )
-
-
-def _compare_fields(
-    control: SufficientStats,
-    treatment: SufficientStats,
-    kind: MetricKind,
-    alpha: float,
-    binary_test: BinaryTest,
-    sequential: SequentialParams | None,
-) -> dict[str, Any]:
-    """The numeric fields of :class:`EffectEstimate` (names and role excluded)."""
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha == {alpha}, must be in (0, 1)")
-    if control.columns != treatment.columns:
-        raise ValueError(
-            f"control has columns {control.columns}, treatment has {treatment.columns}"
-        )
-    if (kind is MetricKind.RATIO) != control.has_ratio:
-        raise ValueError(
-            f"{kind.value} metric: statistics with columns {control.columns} do not fit"
-        )
-    ratio = control.has_ratio
-    test = {MetricKind.MEAN: "welch_t", MetricKind.RATIO: "z_delta"}.get(kind, f"z_{binary_test}")
-    if kind is MetricKind.BINARY and control.has_covariate:
-        test = "z_unpooled"
-    f_c, f_t = _point(control, ratio), _point(treatment, ratio)
-    out: dict[str, Any] = {
-        "kind": kind,
-        "status": AnalysisStatus.OK,
-        "test": test,
-        "n_control": control.n,
-        "n_treatment": treatment.n,
-        "alpha": alpha,
-        "mean_control": f_c,
-        "mean_treatment": f_t,
-    }
-    if control.n == 0 or treatment.n == 0:
-        return out | {"status": AnalysisStatus.EMPTY_ARM}
-    if math.isnan(f_c) or math.isnan(f_t):
-        return out | {"status": AnalysisStatus.ZERO_DENOMINATOR}
-    if control.n < 2 or treatment.n < 2:
-        return out | _points(f_t - f_c, f_c, AnalysisStatus.TOO_FEW_UNITS)
-
-    ddof = _DDOF[kind]
-    sums_c, cross_c = _moments.raw_sums(control)
-    sums_t, cross_t = _moments.raw_sums(treatment)
-    mu_c, cov_c = _moments.moments(control.n, sums_c, cross_c, ddof)
-    mu_t, cov_t = _moments.moments(treatment.n, sums_t, cross_t, ddof)
-    grad_c, grad_t = _moments.gradient(mu_c, ratio), _moments.gradient(mu_t, ratio)
-    var0 = _moments.quad(grad_c, cov_c) / control.n + _moments.quad(grad_t, cov_t) / treatment.n
-    theta, delta = 0.0, f_t - f_c
-    adj_c, adj_t = grad_c, grad_t
-    if control.has_covariate:
-        # θ from the two arms pooled: sums add.
-        k = len(sums_c)
-        theta = _moments.theta(
-            control.n + treatment.n,
-            [sums_c[i] + sums_t[i] for i in range(k)],
-            [[cross_c[i][j] + cross_t[i][j] for j in range(k)] for i in range(k)],
-            ddof,
-            ratio,
-        )
-        adj_c, adj_t = [*grad_c[:-1], -theta], [*grad_t[:-1], -theta]
-        delta -= theta * (mu_t[-1] - mu_c[-1])
-    v_c = _moments.quad(adj_c, cov_c) / control.n
-    v_t = _moments.quad(adj_t, cov_t) / treatment.n
-    var = v_c + v_t
-    out |= {
-        "cuped_applied": theta != 0.0,
-        "cuped_theta": theta,
-        "std_error_unadjusted": math.sqrt(max(var0, 0.0)),
-        "variance_reduction": (1.0 - var / var0) if (theta != 0.0 and var0 > 0.0) else _NAN,
-    }
-    if not var > 0.0:
-        return out | _points(delta, f_c, AnalysisStatus.ZERO_VARIANCE)
-    se = math.sqrt(var)
-
-    statistic = delta / se
-    if kind is MetricKind.MEAN:
-        df = var**2 / (v_t**2 / (treatment.n - 1) + v_c**2 / (control.n - 1))
-        quantile = float(special.stdtrit(df, 1.0 - alpha / 2.0))
-        pvalue = 2.0 * float(special.stdtr(df, -abs(statistic)))
-    else:
-        df = math.inf
-        quantile = float(special.ndtri(1.0 - alpha / 2.0))
-        if test == "z_pooled":
-            pooled_p = (control.sum_y + treatment.sum_y) / (control.n + treatment.n)
-            se0 = math.sqrt(pooled_p * (1.0 - pooled_p) * (1.0 / control.n + 1.0 / treatment.n))
-            statistic = delta / se0
-        pvalue = 2.0 * float(special.ndtr(-abs(statistic)))
-    out |= {
-        "effect_size": delta,
-        "effect_size_ci_lower": delta - quantile * se,
-        "effect_size_ci_upper": delta + quantile * se,
-        "std_error": se,
-        "statistic": statistic,
-        "df": df,
-        "pvalue": min(pvalue, 1.0),
-    }
-    rel = rel_se = _NAN
-    if f_c == 0.0:
-        out["status"] = AnalysisStatus.ZERO_BASELINE
-    else:
-        rel = delta / f_c
-        # Delta method for Δ/f_c: gradient adj_t/f_c (treatment arm) and
-        # -(adj_c + Δ·grad_c/f_c)/f_c (control arm).
-        rel_grad_c = [a + delta * g / f_c for a, g in zip(adj_c, grad_c, strict=True)]
-        rel_var_parts = (v_t, _moments.quad(rel_grad_c, cov_c) / control.n)
-        rel_se = math.sqrt(max(sum(rel_var_parts), 0.0)) / abs(f_c)
-        out |= {
-            "rel_effect_size": rel,
-            "rel_effect_size_ci_lower": rel - quantile * rel_se,
-            "rel_effect_size_ci_upper": rel + quantile * rel_se,
-            "rel_std_error": rel_se,
-        }
-    if sequential is not None:
-        n_units = control.n + treatment.n
-        mult = boundary_multiplier_scalar(n_units, sequential.tuning_n, alpha)
-        out |= {
-            "seq_ci_lower": delta - mult * se,
-            "seq_ci_upper": delta + mult * se,
-            "seq_rel_ci_lower": rel - mult * rel_se,
-            "seq_rel_ci_upper": rel + mult * rel_se,
-            "seq_pvalue": always_valid_pvalue_scalar(delta / se, n_units, sequential.tuning_n),
-        }
-    return out
 
 
 def analyze(
@@ -229,6 +108,29 @@ def analyze(
             or statistics that do not fit their metric's kind.
     """
     config = config or AnalysisConfig()
+    return finish(analyze_rows(metrics, data, config), config)
+
+
+@dataclass
+class Analysis:
+    """An analysis before the verdicts: one dict of :class:`EffectEstimate` fields per
+    comparison (internal; :mod:`~cohortlens.experiments.segments` re-judges them)."""
+
+    specs: dict[str, MetricSpec]
+    rows: list[dict[str, Any]]
+    looks: list[SequentialLook]
+    control: str
+    variants: tuple[str, ...]
+    units: dict[str, int]
+    srm: SrmResult
+
+
+def analyze_rows(
+    metrics: Sequence[MetricSpec],
+    data: ExperimentStats | Sequence[ExperimentStats],
+    config: AnalysisConfig,
+) -> Analysis:
+    """Every comparison's numbers and the within-report Holm/BH p-values; no verdicts yet."""
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
         raise ExperimentInputError(f"metric names must be unique, got {', '.join(names)}")
@@ -238,6 +140,17 @@ def analyze(
     cumulative = _accumulate(periods)
     pooled = cumulative[-1]
     variants = pooled.variants
+    with_units = [v for v in variants if pooled.units.get(v, 0) > 0]
+    if len(with_units) < 2:
+        raise ExperimentInputError(
+            "an experiment needs at least two arms with units; "
+            + (
+                f"only {', '.join(repr(v) for v in with_units)} has units"
+                if with_units
+                else "no variant has units"
+            )
+            + (f" (variants listed: {', '.join(variants)})" if variants else "")
+        )
     control = _pick_control(variants, config.control)
     treatments = [v for v in variants if v != control]
     srm = check_srm(pooled.units, config.expected_weights, alpha=config.srm_alpha)
@@ -257,11 +170,35 @@ def analyze(
             _add_impact(row, pooled, spec, control, population, config.sequential is not None)
             rows.append(row)
     _adjust(rows)
-    specs = dict(zip(names, metrics, strict=True))
-    for row in rows:
-        _judge(row, specs[row["metric"]], config, srm.flagged)
-    effects = tuple(EffectEstimate(**row) for row in rows)
+    return Analysis(
+        specs=dict(zip(names, metrics, strict=True)),
+        rows=rows,
+        looks=looks,
+        control=control,
+        variants=variants,
+        units=dict(pooled.units),
+        srm=srm,
+    )
 
+
+def finish(
+    analysis: Analysis,
+    config: AnalysisConfig,
+    *,
+    pvalue_key: str | None = None,
+    srm_flagged: bool | None = None,
+) -> ExperimentReport:
+    """Judge every comparison and build the report.
+
+    ``pvalue_key`` overrides the field that decides verdicts (segments: the p-value
+    corrected across segments); ``srm_flagged`` overrides the SRM flag.
+    """
+    srm = analysis.srm
+    if srm_flagged is not None and srm_flagged != srm.flagged:
+        srm = replace(srm, flagged=srm_flagged)
+    for row in analysis.rows:
+        _judge(row, analysis.specs[row["metric"]], config, srm.flagged, pvalue_key)
+    effects = tuple(EffectEstimate(**row) for row in analysis.rows)
     if srm.flagged:
         status = ReportStatus.SRM_MISMATCH
     elif any(e.guardrail_failed for e in effects):
@@ -270,35 +207,28 @@ def analyze(
         status = ReportStatus.OK
     return ExperimentReport(
         status=status,
-        control=control,
-        variants=variants,
-        units=dict(pooled.units),
+        control=analysis.control,
+        variants=analysis.variants,
+        units=analysis.units,
         alpha=config.alpha,
         correction=config.correction,
         srm=srm,
         effects=effects,
         sequential=config.sequential,
-        looks=tuple(looks),
+        looks=tuple(analysis.looks),
+        decision=config.decision,
     )
 
 
+def decision_key(config: AnalysisConfig) -> str:
+    """The uncorrected p-value field that decides verdicts under ``config``."""
+    key = "seq_pvalue" if config.sequential is not None else "pvalue"
+    if config.decision == "relative":
+        key = key.replace("pvalue", "rel_pvalue")
+    return key
+
+
 # ---------------------------------------------------------------------------- helpers
-
-
-def _point(stats: SufficientStats, ratio: bool) -> float:
-    """The arm's metric: mean of y, or Σy/Σd for ratios (NaN when undefined)."""
-    if stats.n == 0:
-        return _NAN
-    if ratio:
-        assert stats.sum_d is not None
-        return stats.sum_y / stats.sum_d if stats.sum_d != 0.0 else _NAN
-    return stats.sum_y / stats.n
-
-
-def _points(delta: float, f_c: float, status: AnalysisStatus) -> dict[str, Any]:
-    """Point estimates only (no inference), for degenerate data."""
-    rel = delta / f_c if f_c != 0.0 else _NAN
-    return {"effect_size": delta, "rel_effect_size": rel, "status": status}
 
 
 def _pick_control(variants: tuple[str, ...], wanted: str | None) -> str:
@@ -335,7 +265,7 @@ def _compare_in(
     """Fields of one comparison in one snapshot; misfit statistics become input errors."""
     c, t = _arm(snapshot, spec, control), _arm(snapshot, spec, variant)
     try:
-        row = _compare_fields(c, t, spec.kind, config.alpha, config.binary_test, config.sequential)
+        row = kind_of(spec.kind).analyze(c, t, config)
     except ValueError as exc:
         raise ExperimentInputError(f"metric {spec.name!r}: {exc}") from exc
     return row | {"metric": spec.name, "role": spec.role, "variant": variant, "control": control}
@@ -360,6 +290,7 @@ def _sequential_path(
     lo, hi = running_interval(col("seq_ci_lower"), col("seq_ci_upper"))
     rlo, rhi = running_interval(col("seq_rel_ci_lower"), col("seq_rel_ci_upper"))
     p = running_pvalue(col("seq_pvalue"))
+    rel_p = running_pvalue(col("seq_rel_pvalue"))
     looks = [
         SequentialLook(
             label=snap.label or str(i + 1),
@@ -383,6 +314,7 @@ def _sequential_path(
             "seq_rel_ci_lower": float(rlo[-1]),
             "seq_rel_ci_upper": float(rhi[-1]),
             "seq_pvalue": float(p[-1]),
+            "seq_rel_pvalue": float(rel_p[-1]),
         }
     return looks
 
@@ -402,19 +334,13 @@ def _add_impact(
         else ("effect_size_ci_lower", "effect_size_ci_upper")
     )
     lo, hi = row.get(keys[0], _NAN), row.get(keys[1], _NAN)
-    scale = float(population)
-    if spec.kind is MetricKind.RATIO:
-        c = _arm(pooled, spec, control)
-        scale *= (c.sum_d or 0.0) / c.n if c.n else _NAN
+    per_learner, unit = kind_of(spec.kind).impact(spec, _arm(pooled, spec, control))
+    scale = float(population) * per_learner
     row |= {
         "impact_ci_lower": lo * scale,
         "impact_ci_upper": hi * scale,
         "impact_units": population,
-        "impact_unit": {
-            MetricKind.BINARY: f"{spec.name} (count)",
-            MetricKind.MEAN: f"{spec.name} (total)",
-            MetricKind.RATIO: f"{spec.value_column} (total)",
-        }[spec.kind],
+        "impact_unit": unit,
     }
 
 
@@ -423,7 +349,7 @@ def _adjust(rows: list[dict[str, Any]]) -> None:
     primary = [r for r in rows if r["role"] is MetricRole.PRIMARY]
     if not primary:
         return
-    for key in ("pvalue", "seq_pvalue"):
+    for key in ("pvalue", "seq_pvalue", "rel_pvalue", "seq_rel_pvalue"):
         p = np.array([r.get(key, _NAN) for r in primary])
         holm, bh = adjust_holm(p), adjust_bh(p)
         for j, r in enumerate(primary):
@@ -432,11 +358,17 @@ def _adjust(rows: list[dict[str, Any]]) -> None:
 
 
 def _judge(
-    row: dict[str, Any], spec: MetricSpec, config: AnalysisConfig, srm_flagged: bool
+    row: dict[str, Any],
+    spec: MetricSpec,
+    config: AnalysisConfig,
+    srm_flagged: bool,
+    pvalue_key: str | None = None,
 ) -> None:
     """Verdict from the decision p-value (always-valid when sequential, corrected if primary)."""
-    key = "seq_pvalue" if config.sequential is not None else "pvalue"
-    if spec.role is MetricRole.PRIMARY and config.correction != "none":
+    key = decision_key(config)
+    if pvalue_key is not None:
+        key = pvalue_key
+    elif spec.role is MetricRole.PRIMARY and config.correction != "none":
         key = f"{key}_{config.correction}"
     p = row.get(key, _NAN)
     if math.isnan(p):

@@ -139,6 +139,9 @@ class ExperimentDesign:
         layer_buckets: ``(start, end)`` range of the layer's buckets owned, ``0 <= start <
             end <= 10000``; only meaningful with ``layer``.
         target_cohorts: cohorts eligible for the experiment (``None``: everybody).
+        hash_version: ``fnv1a64-fmix64/v1`` (default), or ``growthbook/v1`` /
+            ``growthbook/v2`` to split learners exactly as GrowthBook's SDKs do (with the
+            salt as GrowthBook's ``seed``; a learner's bucket is ``hash · 10000``).
     """
 
     name: str
@@ -148,6 +151,12 @@ class ExperimentDesign:
     layer: Layer | None = None
     layer_buckets: tuple[int, int] = (0, N_BUCKETS)
     target_cohorts: frozenset[str] | None = field(default=None)
+    hash_version: str = HASH_VERSION
+
+    @property
+    def paused(self) -> bool:
+        """Coverage 0: nobody is in the experiment (GrowthBook's "coverage 0" pause)."""
+        return self.traffic_fraction == 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -160,8 +169,14 @@ class ExperimentDesign:
             )
         if len(set(names)) != len(names):
             problems.append(f"experiment {self.name!r}: variant names must be unique, got {names}")
-        if not 0.0 < self.traffic_fraction <= 1.0:
-            problems.append(f"traffic_fraction == {self.traffic_fraction}, must be in (0, 1]")
+        if not 0.0 <= self.traffic_fraction <= 1.0:
+            problems.append(
+                f"traffic_fraction == {self.traffic_fraction}, must be in [0, 1] (0 pauses)"
+            )
+        if self.hash_version not in HASH_VERSIONS:
+            problems.append(
+                f"hash_version == {self.hash_version!r}, must be one of {', '.join(HASH_VERSIONS)}"
+            )
         start, end = self.layer_buckets
         if not 0 <= start < end <= N_BUCKETS:
             problems.append(
@@ -254,7 +269,12 @@ def assign(
     """
     ids = _as_large_string(learner_ids)
     n = len(ids)
-    bucket = buckets(ids, design.hash_salt)
+    if design.hash_version == HASH_VERSION:
+        bucket = buckets(ids, design.hash_salt)
+    else:
+        if ids.null_count:
+            raise ValueError(f"{ids.null_count} learner id(s) are null")
+        bucket = _gb_buckets(ids, design.hash_salt, design.hash_version)
     status = np.full(n, 0, dtype=np.int8)  # index into _STATUS_NAMES
     layer_bucket: npt.NDArray[np.int32] | None = None
     if design.layer is not None:
@@ -326,7 +346,9 @@ def exposure_records(
             "variant": kept["variant"],
             "layer": pa.repeat(pa.scalar(layer, pa.string()), n),
             "bucket": kept["bucket"],
-            "hash_version": pa.repeat(pa.scalar(HASH_VERSION, pa.string()), n),
+            "hash_version": pa.repeat(
+                pa.scalar(design.hash_version if design else HASH_VERSION, pa.string()), n
+            ),
             "exposed_at": pa.repeat(
                 pa.scalar(exposed_at.astimezone(UTC), pa.timestamp("us", tz="UTC")), n
             ),
@@ -383,6 +405,81 @@ def _fmix64(h: int) -> int:
     return h
 
 
+# ---------------------------------------------------------------------------- GrowthBook hashing
+
+_FNV32_OFFSET = 0x811C9DC5
+_FNV32_PRIME = 0x01000193
+_MASK32 = 0xFFFFFFFF
+#: Hash versions an :class:`ExperimentDesign` accepts (``hash_version``).
+HASH_VERSIONS = (HASH_VERSION, "growthbook/v1", "growthbook/v2")
+
+
+def fnv1a32(data: bytes) -> int:
+    """FNV-1a, 32-bit."""
+    h = _FNV32_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV32_PRIME) & _MASK32
+    return h
+
+
+def gb_hash(seed: str, value: str, version: int) -> float | None:
+    """GrowthBook's SDK hash in ``[0, 1)`` (``hash`` of the SDK spec ``cases.json``).
+
+    * version 1: ``(fnv1a32(value + seed) mod 1000) / 1000``;
+    * version 2: ``(fnv1a32(str(fnv1a32(seed + value))) mod 10000) / 10000``;
+    * any other version: ``None`` (the SDKs skip the experiment).
+    """
+    if version == 1:
+        return (fnv1a32((value + seed).encode()) % 1000) / 1000
+    if version == 2:
+        return (fnv1a32(str(fnv1a32((seed + value).encode())).encode()) % 10000) / 10000
+    return None
+
+
+def gb_bucket_ranges(
+    n_variations: int, coverage: float, weights: Sequence[float] | None = None
+) -> list[tuple[float, float]]:
+    """GrowthBook's ``getBucketRanges``: coverage clamped to ``[0, 1]``; weights that do
+    not fit (wrong length, or a sum outside ``[0.99, 1.01]``) fall back to equal ones."""
+    coverage = min(max(coverage, 0.0), 1.0)
+    equal = [1.0 / n_variations] * n_variations if n_variations > 0 else []
+    w = list(weights) if weights is not None else equal
+    if len(w) != n_variations or not 0.99 <= sum(w) <= 1.01:
+        w = equal
+    out, cumulative = [], 0.0
+    for weight in w:
+        start = cumulative
+        cumulative += weight
+        out.append((start, start + coverage * weight))
+    return out
+
+
+def gb_choose_variation(n: float, ranges: Sequence[tuple[float, float]]) -> int:
+    """Index of the range holding ``n`` (``start <= n < end``), or -1 (not in the test)."""
+    for i, (start, end) in enumerate(ranges):
+        if start <= n < end:
+            return i
+    return -1
+
+
+def gb_in_namespace(user_id: str, namespace: tuple[str, float, float]) -> bool:
+    """GrowthBook namespaces: ``start <= hash("__" + id, user, v1) < end``."""
+    name, start, end = namespace
+    n = gb_hash("__" + name, user_id, 1)
+    return n is not None and start <= n < end
+
+
+def _gb_buckets(ids: pa.Array, salt: str, version: str) -> npt.NDArray[np.int32]:
+    """Buckets in ``[0, 10000)`` from GrowthBook's hash (``floor(hash · 10000)``)."""
+    v = 1 if version == "growthbook/v1" else 2
+    values = ids.to_pylist()
+    out = np.empty(len(values), dtype=np.int32)
+    for i, learner in enumerate(values):  # the SDK-compatible path; not the default
+        h = gb_hash(salt, learner, v)
+        out[i] = round((h or 0.0) * N_BUCKETS)
+    return out
+
+
 def _check_salt(salt: str) -> None:
     if "\x00" in salt:
         raise ValueError("a salt must not contain the NUL character (it separates salt and id)")
@@ -430,6 +527,7 @@ __all__ = [
     "ASSIGNMENT_SCHEMA",
     "EXPOSURE_SCHEMA",
     "HASH_VERSION",
+    "HASH_VERSIONS",
     "N_BUCKETS",
     "AssignmentStatus",
     "ExperimentDesign",
@@ -440,5 +538,10 @@ __all__ = [
     "buckets",
     "check_layer",
     "exposure_records",
+    "fnv1a32",
+    "gb_bucket_ranges",
+    "gb_choose_variation",
+    "gb_hash",
+    "gb_in_namespace",
     "hash64",
 ]

@@ -8,12 +8,16 @@ matrix per batch of simulated experiments, and reduced to :class:`SufficientStat
 * :func:`peeking_false_positive_rates`: the same with daily looks, naive fixed-horizon
   peeking versus the always-valid p-value;
 * :func:`cuped_narrowing`: achieved CI width ratio of CUPED against the ``sqrt(1 - ρ²)``
-  predicted by the covariate's correlation.
+  predicted by the covariate's *population* correlation, and CI coverage;
+* :func:`segment_false_discoveries`: per-segment analysis of simulated experiments over
+  several cohorts (A/A, or an effect in some cohorts): the false-discovery rate across
+  segments after the correction, and the power in the cohorts with an effect.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +25,10 @@ import numpy as np
 import numpy.typing as npt
 
 from cohortlens.experiments.analysis import compare
+from cohortlens.experiments.errors import Verdict
 from cohortlens.experiments.sequential import SequentialParams
-from cohortlens.experiments.spec import MetricKind
-from cohortlens.experiments.stats import SufficientStats
+from cohortlens.experiments.spec import AnalysisConfig, MetricKind, MetricSpec
+from cohortlens.experiments.stats import ExperimentStats, SufficientStats
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -202,12 +207,16 @@ def cuped_narrowing(
     effect: float = 0.0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """CI width with CUPED over without, against the predicted ``sqrt(1 - ρ²)``.
+    """CI width with CUPED over without, against ``sqrt(1 - ρ²)`` for the *population* ρ.
 
-    Revenue-like data: ``y = μ + σ·(ρ·z_x + sqrt(1-ρ²)·z)`` with a pre-period ``x`` built
-    from ``z_x`` (lognormal-skewed), so the achieved correlation of ``y`` and ``x`` is
-    measured, not assumed. Also returns the mean achieved variance reduction and the share
-    of CUPED CIs covering ``effect``.
+    Revenue-like data: ``y = μ + effect·T + σ·(ρ·x_s + sqrt(1-ρ²)·z)``, where ``x`` is a
+    lognormal pre-period value and ``x_s`` its standardisation by the lognormal's
+    *population* moments, so ``corr(y, x) = ρ`` exactly in the population. The prediction
+    uses that ρ (given, not measured), so it can fail: a wrong θ, a variance term that
+    ignores the adjustment, or a reduction computed from the sample itself all show up as a
+    gap. Returns the mean achieved width ratio with its standard error over the tests and
+    the z-score of the gap, the variance reductions, and the share of CUPED CIs covering
+    ``effect`` (the true effect), with the number of tests for a binomial bound.
     """
     rng = np.random.default_rng(seed)
     ratios, reductions, rhos, covered = [], [], [], 0
@@ -233,23 +242,161 @@ def cuped_narrowing(
         ratios.append(est.std_error / est.std_error_unadjusted)
         reductions.append(est.variance_reduction)
         covered += est.effect_size_ci_lower <= effect <= est.effect_size_ci_upper
-    rho = float(np.mean(rhos))
+    predicted = math.sqrt(1 - correlation**2)
+    achieved = float(np.mean(ratios))
+    se = float(np.std(ratios, ddof=1) / math.sqrt(n_tests)) if n_tests > 1 else math.nan
     return {
         "n_per_arm": n_per_arm,
         "n_tests": n_tests,
-        "target_correlation": correlation,
-        "achieved_correlation": rho,
-        "predicted_width_ratio": math.sqrt(1 - rho**2),
-        "achieved_width_ratio": float(np.mean(ratios)),
-        "predicted_variance_reduction": rho**2,
+        "population_correlation": correlation,
+        "sample_correlation_mean": float(np.mean(rhos)),
+        "predicted_width_ratio": predicted,
+        "achieved_width_ratio": achieved,
+        "achieved_width_ratio_se": se,
+        "z": (achieved - predicted) / se if se > 0 else math.nan,
+        "predicted_variance_reduction": correlation**2,
         "achieved_variance_reduction": float(np.mean(reductions)),
+        "covered": covered,
         "coverage": covered / n_tests,
     }
 
 
+def _mean_se(total: float, total_sq: float, n: int) -> float:
+    """Standard error of a mean from the sum and the sum of squares of ``n`` values."""
+    if n < 2:
+        return math.nan
+    var = max(total_sq - total * total / n, 0.0) / (n - 1)
+    return math.sqrt(var / n)
+
+
+#: Per-arm learners of the 8 default cohorts of :func:`segment_false_discoveries` (unequal,
+#: as real cohorts are).
+DEFAULT_SEGMENT_SIZES: tuple[int, ...] = (600, 900, 1200, 1500, 1800, 2400, 3000, 4000)
+
+
+def segment_false_discoveries(
+    *,
+    n_experiments: int,
+    segment_sizes: tuple[int, ...] = DEFAULT_SEGMENT_SIZES,
+    effects: Mapping[int, float] | None = None,
+    alpha: float = 0.05,
+    correction: str = "bh",
+    seed: int = 0,
+    batch: int = 50,
+) -> dict[str, Any]:
+    """Simulated experiments analysed per segment: false discoveries across segments.
+
+    Each experiment has ``len(segment_sizes)`` cohorts with ``segment_sizes[s]`` learners per
+    arm and cohort-specific baselines (completion rate and purchase rate from 0.15 to 0.50).
+    Three metrics (binary completion, mean revenue, ratio revenue per session) go through
+    :func:`~cohortlens.experiments.segments.analyze_segments`, which corrects each metric's
+    p-values across the segments (``correction``). ``effects`` maps a segment index to a
+    relative lift of the treatment (completion rate and revenue × ``1 + lift``); the other
+    segments are A/A. Per metric, a *discovery* is a segment whose verdict is significant;
+    a *false* one is in a segment without an effect. Returns, per metric, the
+    false-discovery rate (mean over experiments of false / max(discoveries, 1), with its
+    standard error), the number
+    of experiments with at least one false discovery, the power (share of effect segments
+    discovered), and the rate of heterogeneity tests with p < ``alpha``.
+    """
+    from cohortlens.experiments.segments import analyze_segments
+
+    effects = dict(effects or {})
+    k_seg = len(segment_sizes)
+    if not all(0 <= s < k_seg for s in effects):
+        raise ValueError(f"effects name segments outside 0..{k_seg - 1}: {sorted(effects)}")
+    rates = np.linspace(0.15, 0.50, k_seg)
+    kinds = (MetricKind.BINARY, MetricKind.MEAN, MetricKind.RATIO)
+    specs = [
+        MetricSpec("completed", MetricKind.BINARY),
+        MetricSpec("revenue", MetricKind.MEAN),
+        MetricSpec("revenue_per_session", MetricKind.RATIO, denominator="sessions"),
+    ]
+    config = AnalysisConfig(alpha=alpha)
+    rng = np.random.default_rng(seed)
+    names = [f"cohort{s}" for s in range(k_seg)]
+    fdp = {m.name: 0.0 for m in specs}
+    fdp_sq = {m.name: 0.0 for m in specs}
+    any_false = dict.fromkeys(fdp, 0)
+    found = dict.fromkeys(fdp, 0)
+    hetero = dict.fromkeys(fdp, 0)
+    done = 0
+    while done < n_experiments:
+        k = min(batch, n_experiments - done)
+        # arm -> segment -> metric -> k records
+        drawn: list[list[list[list[SufficientStats]]]] = []
+        for arm in (0, 1):
+            per_segment = []
+            for s, n in enumerate(segment_sizes):
+                lift = effects.get(s, 0.0) if arm == 1 else 0.0
+                per_metric = []
+                for kind in kinds:
+                    model = MetricModel(
+                        kind, rate=float(rates[s]) * (1 + lift * (kind is MetricKind.BINARY))
+                    )
+                    y, d = model.draw(rng, (k, n))
+                    if kind is not MetricKind.BINARY:
+                        y = y * (1.0 + lift)
+                    per_metric.append(_stats_rows(y, d))
+                per_segment.append(per_metric)
+            drawn.append(per_segment)
+        for i in range(k):
+            segments = {
+                names[s]: [
+                    ExperimentStats(
+                        units={"control": n, "treatment": n},
+                        metrics={
+                            m.name: {"control": drawn[0][s][j][i], "treatment": drawn[1][s][j][i]}
+                            for j, m in enumerate(specs)
+                        },
+                    )
+                ]
+                for s, n in enumerate(segment_sizes)
+            }
+            report = analyze_segments(specs, segments, config, segment_correction=correction)
+            for j, m in enumerate(specs):
+                hits = [
+                    s
+                    for s in range(k_seg)
+                    if report.segments[names[s]].effects[j].verdict
+                    in (Verdict.IMPROVEMENT, Verdict.REGRESSION)
+                ]
+                false = sum(1 for s in hits if s not in effects)
+                share = false / max(len(hits), 1)
+                fdp[m.name] += share
+                fdp_sq[m.name] += share * share
+                any_false[m.name] += false > 0
+                found[m.name] += sum(1 for s in hits if s in effects)
+                hetero[m.name] += bool(report.heterogeneity[j].pvalue < alpha)
+        done += k
+    rows = [
+        {
+            "metric": m.name,
+            "kind": m.kind.value,
+            "false_discovery_rate": fdp[m.name] / n_experiments,
+            "false_discovery_rate_se": _mean_se(fdp[m.name], fdp_sq[m.name], n_experiments),
+            "experiments_with_false_discovery": any_false[m.name],
+            "power": found[m.name] / (n_experiments * len(effects)) if effects else math.nan,
+            "heterogeneity_rejection_rate": hetero[m.name] / n_experiments,
+        }
+        for m in specs
+    ]
+    return {
+        "n_experiments": n_experiments,
+        "segments": k_seg,
+        "segment_sizes_per_arm": list(segment_sizes),
+        "effects": {names[s]: v for s, v in effects.items()},
+        "alpha": alpha,
+        "correction": correction,
+        "rows": rows,
+    }
+
+
 __all__ = [
+    "DEFAULT_SEGMENT_SIZES",
     "MetricModel",
     "aa_false_positive_rate",
     "cuped_narrowing",
     "peeking_false_positive_rates",
+    "segment_false_discoveries",
 ]

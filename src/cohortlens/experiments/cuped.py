@@ -11,6 +11,10 @@ ratios). We estimate ``θ`` once per comparison from the two arms pooled, as Gro
 The variance of the difference shrinks by the factor ``1 - ρ²``, with ``ρ`` the correlation of
 ``f_lin`` and ``x``: this is the number :func:`predicted_variance_factor` gives, and the
 analysis reports the reduction it achieved.
+
+A ratio metric may instead be adjusted by its pre-period *ratio* ``x̄/w̄`` (GrowthBook's
+regression-adjusted ratio statistic, tea-tasting's ``numer_covariate``/``denom_covariate``):
+``x`` is then replaced by the covariate's linearisation ``(x - G·w)/w̄``, ``G = x̄/w̄``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 
 from cohortlens.experiments import _moments
+from cohortlens.experiments.kinds import _Layout, _undefined
 from cohortlens.experiments.stats import SufficientStats
 
 
@@ -29,24 +34,32 @@ def cuped_theta(pooled: SufficientStats, ddof: int) -> float:
     """
     if not pooled.has_covariate:
         raise ValueError("cuped_theta needs statistics with a covariate (sum_x, sum_xx, sum_xy)")
-    sums, cross = _moments.raw_sums(pooled)
-    return _moments.theta(pooled.n, sums, cross, ddof, pooled.has_ratio)
+    if pooled.n <= ddof:
+        return 0.0
+    layout = _Layout(pooled.columns)
+    mean, cov = _moments.moments(pooled.n, *_moments.raw_sums(pooled), ddof)
+    if _undefined(mean, layout):
+        return 0.0
+    gg = layout.covariate_grad(mean)
+    var_g = _moments.quad(gg, cov)
+    return _moments.bilinear(layout.metric_grad(mean), cov, gg) / var_g if var_g > 0.0 else 0.0
 
 
 def covariate_correlation(stats: SufficientStats, ddof: int = 1) -> float:
-    """Correlation of the metric's linearisation with the covariate (NaN if undefined)."""
+    """Correlation of the metric's linearisation with the covariate's (NaN if undefined)."""
     if not stats.has_covariate:
         raise ValueError("covariate_correlation needs statistics with a covariate")
     if stats.n <= ddof:
         return math.nan
+    layout = _Layout(stats.columns)
     mean, cov = _moments.moments(stats.n, *_moments.raw_sums(stats), ddof)
-    if stats.has_ratio and mean[1] == 0.0:
+    if _undefined(mean, layout):
         return math.nan
-    g = _moments.gradient(mean, stats.has_ratio)
-    var_f, var_x = _moments.quad(g, cov), cov[-1][-1]
-    if var_f <= 0.0 or var_x <= 0.0:
+    gf, gg = layout.metric_grad(mean), layout.covariate_grad(mean)
+    var_f, var_g = _moments.quad(gf, cov), _moments.quad(gg, cov)
+    if var_f <= 0.0 or var_g <= 0.0:
         return math.nan
-    return sum(g[i] * cov[i][-1] for i in range(len(g))) / math.sqrt(var_f * var_x)
+    return _moments.bilinear(gf, cov, gg) / math.sqrt(var_f * var_g)
 
 
 def predicted_variance_factor(correlation: float) -> float:

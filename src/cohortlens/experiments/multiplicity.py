@@ -18,6 +18,18 @@ import numpy as np
 import numpy.typing as npt
 
 Correction = Literal["holm", "bh", "none"]
+#: Every adjustment :func:`adjust` knows (tea-tasting's and statsmodels' names in the docs).
+Method = Literal[
+    "none",
+    "bonferroni",
+    "sidak",
+    "holm",
+    "holm-sidak",
+    "hochberg",
+    "hochberg-sidak",
+    "bh",
+    "by",
+]
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -54,15 +66,70 @@ def adjust_bh(pvalues: npt.ArrayLike) -> FloatArray:
     return out
 
 
-def adjust(pvalues: npt.ArrayLike, method: Correction) -> FloatArray:
-    """Dispatch to :func:`adjust_holm`, :func:`adjust_bh`, or no correction (``"none"``)."""
-    if method == "holm":
-        return adjust_holm(pvalues)
-    if method == "bh":
-        return adjust_bh(pvalues)
+def _factor(q: FloatArray, k: FloatArray, sidak: bool) -> FloatArray:
+    """``k·p`` (Bonferroni) or ``1 - (1 - p)^k`` (Šidák), capped at 1."""
+    out = -np.expm1(k * np.log1p(-q)) if sidak else k * q
+    return np.asarray(np.minimum(out, 1.0), dtype=np.float64)
+
+
+def adjust(pvalues: npt.ArrayLike, method: str) -> FloatArray:
+    """Adjusted p-values by ``method`` (NaN entries stay NaN and are not counted).
+
+    * ``bonferroni`` / ``sidak``: single step, ``m·p`` / ``1 - (1-p)^m`` (FWER);
+    * ``holm`` / ``holm-sidak``: step-down with factors ``m - i + 1`` (FWER, any dependence);
+    * ``hochberg`` / ``hochberg-sidak``: step-up with the same factors (FWER under
+      independence or positive dependence; tea-tasting's ``adjust_fwer`` default is
+      ``hochberg-sidak``);
+    * ``bh``: Benjamini–Hochberg (FDR, independent or positively dependent tests);
+    * ``by``: Benjamini–Yekutieli, BH times ``Σ 1/i`` (FDR under any dependence);
+    * ``none``: the p-values unchanged.
+    """
+    p = _as_pvalues(pvalues)
     if method == "none":
-        return _as_pvalues(pvalues).copy()
-    raise ValueError(f"method == {method!r}, must be one of 'holm', 'bh', 'none'")
+        return p.copy()
+    if method == "holm":
+        return adjust_holm(p)
+    if method == "bh":
+        return adjust_bh(p)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = q.size
+    if not m:
+        return out
+    order = np.argsort(q, kind="stable")
+    sq = q[order]
+    rank = np.arange(1, m + 1, dtype=np.float64)
+    if method in ("bonferroni", "sidak"):
+        adjusted_sorted = _factor(sq, np.full(m, float(m)), method == "sidak")
+    elif method == "holm-sidak":
+        adjusted_sorted = np.maximum.accumulate(_factor(sq, m - rank + 1, True))
+    elif method in ("hochberg", "hochberg-sidak"):
+        raw = _factor(sq, m - rank + 1, method == "hochberg-sidak")
+        adjusted_sorted = np.minimum.accumulate(raw[::-1])[::-1]
+    elif method == "by":
+        scaled = sq * m * float(np.sum(1.0 / rank)) / rank
+        adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    else:
+        raise ValueError(f"method == {method!r}, must be one of {', '.join(METHODS)}")
+    adjusted = np.empty(m)
+    adjusted[order] = adjusted_sorted
+    out[ok] = adjusted
+    return out
+
+
+#: The names :func:`adjust` accepts.
+METHODS: tuple[str, ...] = (
+    "none",
+    "bonferroni",
+    "sidak",
+    "holm",
+    "holm-sidak",
+    "hochberg",
+    "hochberg-sidak",
+    "bh",
+    "by",
+)
 
 
 def _as_pvalues(pvalues: npt.ArrayLike) -> FloatArray:
@@ -75,4 +142,4 @@ def _as_pvalues(pvalues: npt.ArrayLike) -> FloatArray:
     return p
 
 
-__all__ = ["Correction", "adjust", "adjust_bh", "adjust_holm"]
+__all__ = ["METHODS", "Correction", "Method", "adjust", "adjust_bh", "adjust_holm"]

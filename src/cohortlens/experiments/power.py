@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from scipy import optimize, special
 
-from cohortlens.experiments.spec import BinaryTest, MetricKind
+from cohortlens.experiments.kinds import MetricKind, kind_of
+from cohortlens.experiments.spec import BinaryTest
 from cohortlens.experiments.stats import SufficientStats
 
 
@@ -58,12 +59,7 @@ class PowerDesign:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", MetricKind(self.kind))
-        problems = []
-        if self.kind is MetricKind.BINARY:
-            if not 0.0 < self.baseline < 1.0:
-                problems.append(f"baseline == {self.baseline}, a binary rate must be in (0, 1)")
-        elif self.std is None or not self.std > 0.0:
-            problems.append(f"std == {self.std}, must be > 0 for {self.kind.value} metrics")
+        problems = kind_of(self.kind).power_problems(self.baseline, self.std)
         if not 0.0 < self.alpha < 1.0:
             problems.append(f"alpha == {self.alpha}, must be in (0, 1)")
         if not 0.0 < self.power < 1.0:
@@ -176,11 +172,7 @@ def minimum_detectable_effect(design: PowerDesign, n_control: int) -> PowerResul
     if n_control < 2:
         raise ValueError(f"n_control == {n_control}, must be >= 2")
     target = design.power
-    if design.kind is MetricKind.BINARY:
-        upper = (1.0 - design.baseline) * (1.0 - 1e-12)
-    else:
-        assert design.std is not None
-        upper = 100.0 * design.std
+    upper = kind_of(design.kind).power_upper(design.baseline, design.std)
     if power(design, upper, n_control) < target:
         raise ValueError(
             f"no effect up to {upper:g} reaches power {target} with {n_control} learners per arm"
@@ -189,6 +181,76 @@ def minimum_detectable_effect(design: PowerDesign, n_control: int) -> PowerResul
         lambda e: power(design, e, n_control) - target, 1e-15, upper, xtol=1e-15, rtol=1e-12
     )
     return _result(design, float(delta), n_control, float(n_control))
+
+
+def cohens_h(p1: float, p2: float) -> float:
+    """Cohen's effect size for two proportions: ``2·asin(√p1) − 2·asin(√p2)``."""
+    for name, p in (("p1", p1), ("p2", p2)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} == {p}, must be in [0, 1]")
+    return 2.0 * math.asin(math.sqrt(p1)) - 2.0 * math.asin(math.sqrt(p2))
+
+
+def power_standardized(
+    effect_size: float,
+    n_control: float,
+    *,
+    ratio: float = 1.0,
+    alpha: float = 0.05,
+    alternative: str = "two-sided",
+    distribution: str = "t",
+) -> float:
+    """Power of the two-sample test for a standardised effect (Cohen's d, or h).
+
+    ``distribution="t"``: the pooled-variance t test, exactly (noncentral t with
+    ``n_c + n_t − 2`` df; R's ``pwr.t2n.test``, statsmodels' ``TTestIndPower``);
+    ``"normal"``: the z test (``pwr.2p.test`` with Cohen's h, ``NormalIndPower``).
+    ``greater`` tests ``effect > 0``; both tails count for ``two-sided``.
+    """
+    if not n_control > 1 or not ratio > 0:
+        raise ValueError(
+            f"n_control == {n_control}, ratio == {ratio}: need n_control > 1, ratio > 0"
+        )
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative == {alternative!r}, must be two-sided, greater or less")
+    n_t = ratio * n_control
+    nc = effect_size * math.sqrt(n_control * n_t / (n_control + n_t))
+    two = alternative == "two-sided"
+    level = 1.0 - (alpha / 2.0 if two else alpha)
+    if distribution == "t":
+        df = n_control + n_t - 2.0
+        crit = float(special.stdtrit(df, level))
+        upper = float(special.nctdtr(df, nc, crit))  # P(T <= crit)
+        lower = float(special.nctdtr(df, nc, -crit))  # P(T <= -crit)
+        p_up, p_down = 1.0 - upper, lower
+    elif distribution == "normal":
+        crit = float(special.ndtri(level))
+        p_up, p_down = float(special.ndtr(nc - crit)), float(special.ndtr(-nc - crit))
+    else:
+        raise ValueError(f"distribution == {distribution!r}, must be 't' or 'normal'")
+    if two:
+        return p_up + p_down
+    return p_up if alternative == "greater" else p_down
+
+
+def sample_size_multi_arm(
+    design: PowerDesign,
+    n_treatments: int,
+    effect: float | None = None,
+    *,
+    rel_effect: float | None = None,
+) -> PowerResult:
+    """Learners per arm for ``n_treatments`` arms each compared with control, with the
+    level split Bonferroni-style (``α / n_treatments`` per comparison) so the
+    family-wise error stays at ``design.alpha``; ``n_total`` of the result counts one
+    treatment arm (multiply ``n_treatment`` by ``n_treatments`` for the experiment)."""
+    if n_treatments < 1:
+        raise ValueError(f"n_treatments == {n_treatments}, must be >= 1")
+    from dataclasses import replace
+
+    return sample_size(
+        replace(design, alpha=design.alpha / n_treatments), effect, rel_effect=rel_effect
+    )
 
 
 def ratio_linearized_std(stats: SufficientStats) -> float:
@@ -216,29 +278,15 @@ def _effect(design: PowerDesign, effect: float | None, rel_effect: float | None)
     delta = effect if effect is not None else design.baseline * float(rel_effect or 0.0)
     if delta == 0.0 or not math.isfinite(delta):
         raise ValueError(f"effect == {delta}, must be finite and non-zero")
-    if design.kind is MetricKind.BINARY and not 0.0 < design.baseline + delta < 1.0:
-        raise ValueError(f"treatment rate {design.baseline + delta} is outside (0, 1)")
+    problem = kind_of(design.kind).power_effect_problem(design.baseline, delta)
+    if problem:
+        raise ValueError(problem)
     return float(delta)
 
 
 def _unit_sds(design: PowerDesign, effect: float) -> tuple[float, float]:
-    """sqrt(n_c)·se under the null and under the alternative."""
-    k, f = design.ratio, design.variance_factor
-    if design.kind is MetricKind.BINARY:
-        p_c = design.baseline
-        p_t = p_c + effect
-        if not 0.0 <= p_t <= 1.0:
-            raise ValueError(f"treatment rate {p_t} is outside [0, 1]")
-        alt = math.sqrt(f * (p_c * (1 - p_c) + p_t * (1 - p_t) / k))
-        if design.binary_test == "pooled":
-            p_pool = (p_c + k * p_t) / (1 + k)
-            null = math.sqrt(f * p_pool * (1 - p_pool) * (1 + 1 / k))
-        else:
-            null = alt
-        return null, alt
-    assert design.std is not None
-    sd = math.sqrt(f * design.std**2 * (1 + 1 / k))
-    return sd, sd
+    """sqrt(n_c)·se under the null and under the alternative (the kind's variances)."""
+    return kind_of(design.kind).power_unit_sds(design, effect)
 
 
 def _result(design: PowerDesign, delta: float, n_c: int, n_exact: float) -> PowerResult:
@@ -257,8 +305,11 @@ def _result(design: PowerDesign, delta: float, n_c: int, n_exact: float) -> Powe
 __all__ = [
     "PowerDesign",
     "PowerResult",
+    "cohens_h",
     "minimum_detectable_effect",
     "power",
+    "power_standardized",
     "ratio_linearized_std",
     "sample_size",
+    "sample_size_multi_arm",
 ]

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from html import escape
+from typing import TYPE_CHECKING
 
 from cohortlens.experiments.errors import ReportStatus, Verdict
 from cohortlens.experiments.results import EffectEstimate, ExperimentReport, SequentialLook
+
+if TYPE_CHECKING:
+    from cohortlens.experiments.segments import SegmentReport
 
 _COLORS = {
     Verdict.IMPROVEMENT: "#1a7f37",
@@ -93,6 +98,11 @@ def _banner(report: ExperimentReport) -> str:
         return (
             '<div class="banner bad">Guardrail failed: '
             f"{escape(', '.join(failed))} regressed significantly.</div>"
+        )
+    if not any(math.isfinite(e.pvalue) for e in report.effects):
+        return (
+            '<div class="banner warn">Nothing could be tested: no comparison has a p-value '
+            "(see each status).</div>"
         )
     return (
         f'<div class="banner ok">No sample ratio mismatch (p = {_p(report.srm.pvalue)}); '
@@ -354,4 +364,48 @@ def _p(v: float) -> str:
     return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
 
 
-__all__ = ["render_html"]
+def render_segments_html(seg: SegmentReport, *, title: str = "Experiment report by segment") -> str:
+    """A per-segment report: the post-hoc warning, the heterogeneity table, one forest plot
+    of segment lifts per (metric, treatment), then the total report."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+    ]
+    if seg.warning:
+        parts.append(f'<div class="banner warn">{escape(seg.warning)}</div>')
+    parts.append(
+        f'<p class="note">Segment p-values are corrected across the {len(seg.segments)} '
+        f"segments ({escape(seg.segment_correction)}); segment SRM p-values are "
+        "Holm-adjusted across segments.</p>"
+    )
+    rows = "".join(
+        f"<tr><td>{escape(h.metric)}</td><td>{escape(h.variant)}</td><td>{_num(h.q)}</td>"
+        f"<td>{h.df}</td><td>{_p(h.pvalue)}</td><td>{_pct(h.i_squared)}</td></tr>"
+        for h in seg.heterogeneity
+    )
+    parts.append(
+        "<h2>Do the segment effects differ? (Cochran's Q)</h2><table><tr><th>Metric</th>"
+        "<th>Variant</th><th>Q</th><th>df</th><th>p</th><th>I²</th></tr>" + rows + "</table>"
+    )
+    for e in seg.total.effects:
+        parts.append(f"<h2>{escape(e.metric)} — {escape(e.variant)}: relative lift by segment</h2>")
+        seg_rows = [
+            replace(
+                s_e, metric=f"{seg.by}={name}", variant=f"n {s_e.n_control + s_e.n_treatment:,}"
+            )
+            for name, rep in seg.segments.items()
+            for s_e in rep.effects
+            if (s_e.metric, s_e.variant) == (e.metric, e.variant)
+        ]
+        total_row = replace(e, metric="total", variant=f"n {e.n_control + e.n_treatment:,}")
+        parts.append(_forest_svg([*seg_rows, total_row], sequential=False))
+    parts.append("<h2>Total</h2>")
+    inner = render_html(seg.total, title="Total")
+    parts.append(inner.split("<body>", 1)[1].rsplit("</body>", 1)[0])
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+__all__ = ["render_html", "render_segments_html"]

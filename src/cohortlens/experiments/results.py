@@ -26,14 +26,20 @@ class EffectEstimate:
         metric, kind, role: the metric analysed.
         variant, control: the treatment and the control variant.
         status: :class:`~cohortlens.experiments.errors.AnalysisStatus` code.
-        test: ``welch_t`` (mean), ``z_unpooled`` / ``z_pooled`` (binary), ``z_delta`` (ratio).
+        test: ``welch_t`` (mean), ``z_unpooled`` / ``z_pooled`` (binary), ``z_delta`` (ratio);
+            other names for other conventions (``student_t``, ``t_delta``, ``*_yates``).
+        alternative: ``two-sided``, ``greater`` or ``less`` (one-sided CIs are half-open).
+        rel_scale: ``linear`` or ``log``: the scale of the relative CI and test.
         n_control, n_treatment: units with a value for this metric.
         mean_control, mean_treatment: the metric per arm (ratio metrics: Σy/Σd), unadjusted.
         effect_size: absolute lift, treatment - control (CUPED-adjusted when applied).
         effect_size_ci_lower, effect_size_ci_upper: fixed-horizon CI of the absolute lift.
         rel_effect_size: relative lift, ``effect_size / mean_control``.
-        rel_effect_size_ci_lower, rel_effect_size_ci_upper: symmetric delta-method CI.
+        rel_effect_size_ci_lower, rel_effect_size_ci_upper: delta-method CI of the relative
+            lift (symmetric on the linear scale, or on ``log(1 + lift)``).
         std_error, rel_std_error: standard errors of the two lifts.
+        rel_statistic, rel_pvalue: the test of the relative lift on the CI's scale, so
+            ``rel_pvalue < alpha`` exactly when the relative CI excludes 0.
         statistic, df: test statistic and its degrees of freedom (``inf`` for z-tests).
         pvalue: two-sided fixed-horizon p-value.
         alpha: the level used for the CIs.
@@ -42,9 +48,13 @@ class EffectEstimate:
         variance_reduction: ``1 - var(adjusted) / var(unadjusted)`` (NaN without CUPED).
         seq_ci_lower, seq_ci_upper, seq_rel_ci_lower, seq_rel_ci_upper: always-valid
             confidence sequence (running intersection over the looks given).
-        seq_pvalue: always-valid p-value (running minimum over the looks given).
-        pvalue_holm, pvalue_bh, seq_pvalue_holm, seq_pvalue_bh: p-values adjusted over the
-            report's primary comparisons (NaN for guardrails, which are not corrected).
+        seq_pvalue, seq_rel_pvalue: always-valid p-values of the absolute and the relative
+            lift (running minimum over the looks given).
+        pvalue_holm, pvalue_bh, seq_pvalue_holm, seq_pvalue_bh, rel_pvalue_holm, ...:
+            p-values adjusted over the report's primary comparisons (NaN for guardrails,
+            which are not corrected).
+        segment_pvalue: in a per-segment report, the decision p-value corrected across
+            segments (NaN otherwise).
         verdict: improvement / regression / no_significant_change / withheld / not_computed.
         guardrail_failed: for guardrails, whether it regressed significantly (``None`` for
             primary metrics and when conclusions are withheld or not computed).
@@ -78,7 +88,11 @@ class EffectEstimate:
     statistic: float = _NAN
     df: float = _NAN
     pvalue: float = _NAN
+    rel_statistic: float = _NAN
+    rel_pvalue: float = _NAN
     alpha: float = 0.05
+    alternative: str = "two-sided"
+    rel_scale: str = "linear"
     cuped_applied: bool = False
     cuped_theta: float = 0.0
     std_error_unadjusted: float = _NAN
@@ -88,10 +102,16 @@ class EffectEstimate:
     seq_rel_ci_lower: float = _NAN
     seq_rel_ci_upper: float = _NAN
     seq_pvalue: float = _NAN
+    seq_rel_pvalue: float = _NAN
     pvalue_holm: float = _NAN
     pvalue_bh: float = _NAN
     seq_pvalue_holm: float = _NAN
     seq_pvalue_bh: float = _NAN
+    rel_pvalue_holm: float = _NAN
+    rel_pvalue_bh: float = _NAN
+    seq_rel_pvalue_holm: float = _NAN
+    seq_rel_pvalue_bh: float = _NAN
+    segment_pvalue: float = _NAN
     verdict: Verdict = Verdict.NOT_COMPUTED
     guardrail_failed: bool | None = None
     impact_ci_lower: float = _NAN
@@ -146,6 +166,7 @@ class ExperimentReport:
         variants: all variants, control included.
         units: assigned units per variant.
         alpha, correction: the level and the multiplicity correction used for verdicts.
+        decision: ``absolute`` or ``relative``: which test's p-values decide verdicts.
         srm: the sample-ratio check.
         effects: one record per (metric, treatment), metrics in the order given.
         sequential: the always-valid settings (``None`` for fixed-horizon only).
@@ -162,6 +183,7 @@ class ExperimentReport:
     effects: tuple[EffectEstimate, ...]
     sequential: SequentialParams | None = None
     looks: tuple[SequentialLook, ...] = ()
+    decision: str = "absolute"
 
     @property
     def conclusions_withheld(self) -> bool:
@@ -189,9 +211,10 @@ class ExperimentReport:
             "units": dict(self.units),
             "alpha": self.alpha,
             "correction": self.correction,
+            "decision": self.decision,
             "sequential": None
             if self.sequential is None
-            else {"tuning_n": self.sequential.tuning_n},
+            else {"tuning_n": self.sequential.tuning_n, "rho": self.sequential.rho},
             "srm": self.srm.to_dict(),
             "effects": [e.to_dict() for e in self.effects],
             "looks": [look.to_dict() for look in self.looks],

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from cohortlens.experiments.errors import ExperimentInputError
-from cohortlens.experiments.spec import MetricKind, MetricRole, MetricSpec
+from cohortlens.experiments.kinds import MetricKind, kind_of
+from cohortlens.experiments.spec import MetricRole, MetricSpec
 from cohortlens.experiments.stats import ExperimentStats, SufficientStats
 
 FORMAT = "cohortlens/experiment-stats"
@@ -47,6 +48,7 @@ _METRIC_KEYS = {
     "type",
     "numerator",
     "denominator",
+    "covariate_denominator",
     "covariate",
     "cap_quantile",
     "role",
@@ -193,6 +195,7 @@ def _metric_dict(m: MetricSpec) -> dict[str, Any]:
         ("numerator", m.numerator),
         ("denominator", m.denominator),
         ("covariate", m.covariate),
+        ("covariate_denominator", m.covariate_denominator),
         ("cap_quantile", m.cap_quantile),
     ):
         if value is not None:
@@ -218,7 +221,7 @@ def _parse_metrics(raw: object) -> tuple[MetricSpec, ...]:
         try:
             kind = MetricKind(str(m.get("type")))
             denominator = m.get("denominator") or (
-                "denominator" if kind is MetricKind.RATIO else None
+                "denominator" if kind_of(kind).needs_denominator else None
             )
             out.append(
                 MetricSpec(
@@ -227,6 +230,7 @@ def _parse_metrics(raw: object) -> tuple[MetricSpec, ...]:
                     numerator=m.get("numerator"),
                     denominator=denominator,
                     covariate=m.get("covariate"),
+                    covariate_denominator=m.get("covariate_denominator"),
                     cap_quantile=m.get("cap_quantile"),
                     role=MetricRole(m.get("role", "primary")),
                     lower_is_better=bool(m.get("lower_is_better", False)),
@@ -272,9 +276,7 @@ def _parse_period(raw: object, metrics: Sequence[MetricSpec], where: str) -> Exp
             if not isinstance(values, Mapping):
                 raise ExperimentInputError(f"{path} must be an object of sums")
             try:
-                parsed[name][str(variant)] = SufficientStats.from_dict(
-                    values, binary=metric.kind is MetricKind.BINARY
-                )
+                parsed[name][str(variant)] = kind_of(metric.kind).stats_from_dict(dict(values))
             except (TypeError, ValueError) as exc:
                 raise ExperimentInputError(f"{path}: {exc}") from exc
         columns = {s.columns for s in parsed[name].values()}
@@ -282,10 +284,11 @@ def _parse_period(raw: object, metrics: Sequence[MetricSpec], where: str) -> Exp
             raise ExperimentInputError(
                 f"{where}.stats.{name}: variants carry different sums ({sorted(columns)})"
             )
-        if (metric.kind is MetricKind.RATIO) != next(iter(parsed[name].values())).has_ratio:
+        kind = kind_of(metric.kind)
+        if not kind.fits(next(iter(parsed[name].values()))):
             raise ExperimentInputError(
                 f"{where}.stats.{name}: a {metric.kind.value} metric "
-                + ("needs" if metric.kind is MetricKind.RATIO else "must not have")
+                + ("needs" if kind.needs_denominator else "must not have")
                 + " sum_d, sum_dd, sum_yd"
             )
     label = raw.get("label", "")

@@ -13,6 +13,7 @@ shift, a revenue multiplier) can be scaled per cohort (the learner's latent type
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,10 @@ import pyarrow.compute as pc
 
 from cohortlens.experiments.assignment import ExperimentDesign, Variant, assign
 from cohortlens.experiments.spec import MetricKind, MetricRole, MetricSpec
+from cohortlens.simulate.params import DEFAULT_TYPES
+
+#: The simulated cohorts: the simulator's latent learner types (the ``cohort`` column).
+COHORTS: tuple[str, ...] = tuple(t.name for t in DEFAULT_TYPES)
 
 #: Columns of the per-learner output of :func:`simulate_experiment`.
 SIMULATED_EXPERIMENT_SCHEMA = pa.schema(
@@ -58,7 +63,10 @@ class ExperimentSimulationParams:
         churn_logit_shift: treatment effect on the churn logit (negative = less churn).
         revenue_multiplier: treatment multiplies revenue by this (1 = no effect).
         cohort_effect_scale: per cohort (latent type) multiplier of the logit shifts and of
-            ``revenue_multiplier - 1``; cohorts not listed get 1.
+            ``revenue_multiplier - 1``; cohorts not listed get ``default_cohort_scale``.
+            Names must be the simulator's latent types (``COHORTS``).
+        default_cohort_scale: the multiplier of cohorts not listed (1; 0 plants the effect
+            in the listed cohorts only).
         treatment_share: share of learners in treatment.
         aa: A/A mode: both arms get the control experience (all effects ignored).
         n_days: learners enter uniformly over this many days (the ``day`` column), for
@@ -74,6 +82,7 @@ class ExperimentSimulationParams:
     churn_logit_shift: float = 0.0
     revenue_multiplier: float = 1.0
     cohort_effect_scale: Mapping[str, float] = field(default_factory=dict)
+    default_cohort_scale: float = 1.0
     treatment_share: float = 0.5
     aa: bool = False
     n_days: int = 14
@@ -94,6 +103,15 @@ class ExperimentSimulationParams:
             problems.append(f"n_weeks == {self.n_weeks}, must be >= 1")
         if self.seed < 0:
             problems.append(f"seed == {self.seed}, must be >= 0")
+        unknown = sorted(set(self.cohort_effect_scale) - set(COHORTS))
+        if unknown:
+            problems.append(
+                f"cohort_effect_scale names unknown cohort(s) {', '.join(unknown)}; "
+                f"the simulator's cohorts are {', '.join(COHORTS)}"
+            )
+        scales = [*self.cohort_effect_scale.values(), self.default_cohort_scale]
+        if not all(math.isfinite(v) for v in scales):
+            problems.append("cohort effect scales must be finite")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -109,11 +127,13 @@ class SimulatedExperiment:
         true_effects: metric -> true absolute effect of treatment on this population
             (mean over all learners of outcome_1 - outcome_0; ratio metrics: difference of
             the population ratios). Zero in A/A mode.
+        cohort_true_effects: cohort -> the same, over that cohort's learners.
     """
 
     data: pa.Table
     potential_outcomes: pa.Table
     true_effects: Mapping[str, float]
+    cohort_true_effects: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def simulate_experiment(params: ExperimentSimulationParams) -> SimulatedExperiment:
@@ -150,8 +170,13 @@ def simulate_experiment(params: ExperimentSimulationParams) -> SimulatedExperime
     base = draw(0.0)
     treated = {k: v.copy() for k, v in base.items()}
     if not params.aa:
-        scales = np.array([params.cohort_effect_scale.get(c, 1.0) for c in cohort])
+        names, code = np.unique(cohort, return_inverse=True)
+        scales = np.array(
+            [params.cohort_effect_scale.get(c, params.default_cohort_scale) for c in names]
+        )[code]
         for scale in np.unique(scales):
+            if scale == 0.0:
+                continue  # common random numbers: a zero effect draws the control outcomes
             rows = scales == scale
             drawn = draw(float(scale))
             for k in treated:
@@ -189,23 +214,39 @@ def simulate_experiment(params: ExperimentSimulationParams) -> SimulatedExperime
         | {f"{k}_0": pa.array(v) for k, v in base.items()}
         | {f"{k}_1": pa.array(v) for k, v in treated.items()}
     )
-    total_events = events.sum()
-    true_effects = {
-        "completed": float(
-            np.mean(treated["completed"].astype(float) - base["completed"].astype(float))
-        ),
-        "churned": float(np.mean(treated["churned"].astype(float) - base["churned"].astype(float))),
-        "revenue": float(np.mean(treated["revenue"] - base["revenue"])),
-        "revenue_per_event": float(
-            (treated["revenue"].sum() - base["revenue"].sum()) / total_events
-        )
+    true_effects = _true_effects(base, treated, events, np.ones(n, dtype=bool))
+    by_cohort = {c: _true_effects(base, treated, events, cohort == c) for c in np.unique(cohort)}
+    return SimulatedExperiment(
+        data=data,
+        potential_outcomes=potential,
+        true_effects=true_effects,
+        cohort_true_effects=by_cohort,
+    )
+
+
+def _true_effects(
+    base: dict[str, np.ndarray],
+    treated: dict[str, np.ndarray],
+    events: np.ndarray,
+    rows: np.ndarray,
+) -> dict[str, float]:
+    """Mean over ``rows`` of outcome_1 - outcome_0 (ratio: difference of the ratios)."""
+    if not rows.any():
+        return dict.fromkeys(("completed", "churned", "revenue", "revenue_per_event"), math.nan)
+    diff = {k: treated[k][rows].astype(float) - base[k][rows].astype(float) for k in base}
+    total_events = float(events[rows].sum())
+    return {
+        "completed": float(diff["completed"].mean()),
+        "churned": float(diff["churned"].mean()),
+        "revenue": float(diff["revenue"].mean()),
+        "revenue_per_event": float(diff["revenue"].sum() / total_events)
         if total_events > 0
-        else float("nan"),
+        else math.nan,
     }
-    return SimulatedExperiment(data=data, potential_outcomes=potential, true_effects=true_effects)
 
 
 __all__ = [
+    "COHORTS",
     "SIMULATED_EXPERIMENT_SCHEMA",
     "SIMULATED_METRICS",
     "ExperimentSimulationParams",

@@ -4,14 +4,17 @@ Every analysis in :mod:`cohortlens.experiments` runs on these records, never on 
 the same numbers can come from DuckDB over per-learner data, from a JSON file, or from a
 nightly rollup, and shards or days merge by ``+``.
 
-Per unit (learner) of one arm, a metric observes up to three values:
+Per unit (learner) of one arm, a metric observes up to four values:
 
 * ``y``: the metric value (a 0/1 outcome for binary metrics) or a ratio's numerator;
 * ``d``: a ratio metric's denominator (absent for binary and mean metrics);
-* ``x``: a pre-period covariate for CUPED (absent when there is none).
+* ``x``: a pre-period covariate for CUPED (absent when there is none), or the numerator of
+  a *ratio* covariate;
+* ``w``: the denominator of a ratio covariate (CUPED of a ratio metric by its pre-period
+  ratio; absent otherwise).
 
 :class:`SufficientStats` keeps ``n`` and the sums and cross sums of those values, which is all
-the delta method needs (means, variances and covariances of ``(y, d, x)``).
+the delta method needs (means, variances and covariances of ``(y, d, x, w)``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ FloatArray = npt.NDArray[np.float64]
 
 _RATIO_FIELDS = ("sum_d", "sum_dd", "sum_yd")
 _COVARIATE_FIELDS = ("sum_x", "sum_xx", "sum_xy")
+_COVARIATE_RATIO_FIELDS = ("sum_w", "sum_ww", "sum_yw", "sum_xw")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,11 @@ class SufficientStats:
         sum_xx: Σx².
         sum_xy: Σx·y.
         sum_xd: Σx·d (only when there is both a denominator and a covariate).
+        sum_w: Σw, denominator of a ratio covariate (``None`` otherwise; needs ``x``).
+        sum_ww: Σw².
+        sum_yw: Σy·w.
+        sum_xw: Σx·w.
+        sum_dw: Σd·w (only when there is both a denominator and ``w``).
 
     Raises:
         TypeError: ``n`` is not an integer.
@@ -64,29 +73,52 @@ class SufficientStats:
     sum_xx: float | None = None
     sum_xy: float | None = None
     sum_xd: float | None = None
+    sum_w: float | None = None
+    sum_ww: float | None = None
+    sum_yw: float | None = None
+    sum_xw: float | None = None
+    sum_dw: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer):
             raise TypeError(f"n must be an int, got {type(self.n).__name__}")
         if self.n < 0:
             raise ValueError(f"n == {self.n}, must be >= 0")
-        for group in (_RATIO_FIELDS, _COVARIATE_FIELDS):
+        for group in (_RATIO_FIELDS, _COVARIATE_FIELDS, _COVARIATE_RATIO_FIELDS):
             present = [getattr(self, f) is not None for f in group]
             if any(present) and not all(present):
                 raise ValueError(f"{', '.join(group)} must be given together or not at all")
+        if self.has_covariate_ratio and not self.has_covariate:
+            raise ValueError(
+                "a covariate denominator (sum_w, ...) needs the covariate (sum_x, ...)"
+            )
         needs_xd = self.has_ratio and self.has_covariate
         if needs_xd != (self.sum_xd is not None):
             raise ValueError(
                 "sum_xd is required exactly when both a denominator and a covariate exist"
             )
-        for name in ("sum_yy", "sum_dd", "sum_xx"):
+        needs_dw = self.has_ratio and self.has_covariate_ratio
+        if needs_dw != (self.sum_dw is not None):
+            raise ValueError(
+                "sum_dw is required exactly when both a denominator and a covariate "
+                "denominator exist"
+            )
+        for name in ("sum_yy", "sum_dd", "sum_xx", "sum_ww"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} == {value}, must be >= 0 (it is a sum of squares)")
+        for f in fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{f.name} == {value}, must be finite")
         if self.n == 0 and any(
             getattr(self, f.name) not in (None, 0, 0.0) for f in fields(self)[1:]
         ):
             raise ValueError("an empty arm (n == 0) must have all sums equal to 0")
+        if self.n > 0:
+            problem = _moments.impossible(self.n, *_moments.raw_sums(self), self.columns)
+            if problem:
+                raise ValueError(f"impossible sums: {problem}")
 
     # ------------------------------------------------------------------ shape
     @property
@@ -100,9 +132,19 @@ class SufficientStats:
         return self.sum_x is not None
 
     @property
+    def has_covariate_ratio(self) -> bool:
+        """True when the covariate is a ratio ``x / w`` (CUPED of a ratio by a ratio)."""
+        return self.sum_w is not None
+
+    @property
     def columns(self) -> tuple[str, ...]:
         """The per-unit values summarised, in the order used by :meth:`moments`."""
-        return ("y",) + (("d",) if self.has_ratio else ()) + (("x",) if self.has_covariate else ())
+        return (
+            ("y",)
+            + (("d",) if self.sum_d is not None else ())
+            + (("x",) if self.sum_x is not None else ())
+            + (("w",) if self.sum_w is not None else ())
+        )
 
     # ------------------------------------------------------------------ algebra
     def __add__(self, other: object) -> SufficientStats:
@@ -111,11 +153,16 @@ class SufficientStats:
             return NotImplemented
         if self.columns != other.columns:
             raise ValueError(f"cannot add statistics over {self.columns} and {other.columns}")
-        values: dict[str, Any] = {}
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            values[f.name] = None if a is None else a + b
-        return SufficientStats(**values)
+        out = object.__new__(SufficientStats)
+        for name in _FIELD_NAMES:
+            a, b = getattr(self, name), getattr(other, name)
+            value = None if a is None else a + b
+            if value is not None and name != "n" and not math.isfinite(value):
+                raise ValueError(f"{name} overflows: {a!r} + {b!r}")
+            object.__setattr__(out, name, value)
+        # Sums of two valid records are valid (a pooled covariance is a sum of positive
+        # semi-definite terms), so the checks of __post_init__ are not repeated.
+        return out
 
     @classmethod
     def empty_like(cls, other: SufficientStats) -> SufficientStats:
@@ -132,32 +179,30 @@ class SufficientStats:
         y: npt.ArrayLike,
         d: npt.ArrayLike | None = None,
         x: npt.ArrayLike | None = None,
+        w: npt.ArrayLike | None = None,
     ) -> SufficientStats:
         """Reduce per-unit arrays (same length, no NaN) to sufficient statistics.
 
         Meant for tests and small in-memory data; large data goes through
         :mod:`cohortlens.experiments.reduce` (DuckDB).
         """
-        yv = np.asarray(y, dtype=np.float64)
-        dv = None if d is None else np.asarray(d, dtype=np.float64)
-        xv = None if x is None else np.asarray(x, dtype=np.float64)
-        for name, arr in (("d", dv), ("x", xv)):
-            if arr is not None and arr.shape != yv.shape:
-                raise ValueError(f"{name} has shape {arr.shape}, y has {yv.shape}")
-        for name, arr in (("y", yv), ("d", dv), ("x", xv)):
-            if arr is not None and not np.all(np.isfinite(arr)):
+        arrays = {"y": np.asarray(y, dtype=np.float64)}
+        for name, arr in (("d", d), ("x", x), ("w", w)):
+            if arr is not None:
+                arrays[name] = np.asarray(arr, dtype=np.float64)
+        if "w" in arrays and "x" not in arrays:
+            raise ValueError("w (a covariate denominator) needs x")
+        for name, arr in arrays.items():
+            if arr.shape != arrays["y"].shape:
+                raise ValueError(f"{name} has shape {arr.shape}, y has {arrays['y'].shape}")
+            if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} contains NaN or infinite values")
-        out: dict[str, Any] = {
-            "n": int(yv.size),
-            "sum_y": float(yv.sum()),
-            "sum_yy": float(yv @ yv),
-        }
-        if dv is not None:
-            out |= {"sum_d": float(dv.sum()), "sum_dd": float(dv @ dv), "sum_yd": float(yv @ dv)}
-        if xv is not None:
-            out |= {"sum_x": float(xv.sum()), "sum_xx": float(xv @ xv), "sum_xy": float(xv @ yv)}
-            if dv is not None:
-                out["sum_xd"] = float(xv @ dv)
+        out: dict[str, Any] = {"n": int(arrays["y"].size)}
+        names = list(arrays)
+        for i, a in enumerate(names):
+            out[f"sum_{a}"] = float(arrays[a].sum())
+            for b in names[i:]:
+                out[_moments.cross_field(a, b)] = float(arrays[a] @ arrays[b])
         return cls(**out)
 
     def to_dict(self) -> dict[str, float | int]:
@@ -215,6 +260,9 @@ class SufficientStats:
             raise ValueError(f"moments need n > ddof; n == {self.n}, ddof == {ddof}")
         mean, cov = _moments.moments(self.n, *_moments.raw_sums(self), ddof)
         return np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SufficientStats))
 
 
 @dataclass(frozen=True)
