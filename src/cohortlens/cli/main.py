@@ -144,9 +144,7 @@ def ingest(
     max_reject_rate: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Fail a source (exit 2, nothing written) whose rejected share exceeds this.",
+            help="Fail a source (exit 2, nothing written) whose rejected share exceeds this."
         ),
     ] = DEFAULT_MAX_REJECT_RATE,
     max_field_bytes: Annotated[

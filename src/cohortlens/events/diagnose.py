@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cohortlens.errors import InputError
+from cohortlens.events.readers.csv import UTF8_REJECT_DETAIL
 from cohortlens.events.schema import RejectReason
 from cohortlens.events.source import DEFAULT_MAX_REJECT_RATE, ReadOptions
 from cohortlens.events.validate import _connection, bad_timestamp_value
@@ -101,8 +102,9 @@ def likely_fix(reason: str, examples: Sequence[RejectExample], options: ReadOpti
     if reason == _R.BAD_TIMESTAMP:
         values = [v for v in (bad_timestamp_value(e.detail) for e in examples) if v]
         return _timestamp_fix(values, options)
-    if reason == _R.MALFORMED_RECORD and any("UTF-8" in (e.detail or "") for e in examples):
-        named = re.search(r"--encoding [\w-]+", " ".join(e.detail or "" for e in examples))
+    undecodable = [e for e in examples if (e.detail or "").startswith(UTF8_REJECT_DETAIL)]
+    if reason in (_R.MALFORMED_RECORD, _R.MALFORMED_JSON) and undecodable:
+        named = re.search(r"--encoding [\w-]+", " ".join(e.detail or "" for e in undecodable))
         return (
             f"the file is not UTF-8: pass its encoding ({named.group(0)}, for example)"
             if named

@@ -64,7 +64,8 @@ def read_outcomes(path: Path, encoding: str | None = None) -> pa.Table:
     if name.endswith((".parquet", ".pq")):
         try:
             src = pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
+            src.column_names  # noqa: B018 (names are decoded here: a damaged one raises)
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
             raise UnreadableSourceError(name, f"not a readable Parquet file ({exc})") from exc
     else:
         src = _read_csv(path, name, encoding)

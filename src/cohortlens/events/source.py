@@ -106,12 +106,17 @@ class NativeScan:
 
 @dataclass(frozen=True)
 class Source:
-    """An opened input whose header has been checked; ``batches()`` streams it."""
+    """An opened input whose header has been checked; ``batches()`` streams it.
+
+    ``columns`` are the canonical event columns it provides: empty for an outcomes file,
+    which has no events and only ``outcomes``.
+    """
 
     name: str
     columns: tuple[str, ...]
     batches: Callable[[], Iterator[RawBatch]]
-    #: Learner outcomes the source carries (public dataset layouts, simulator output).
+    #: Learner outcomes the source carries: ``learner_id`` and the outcome columns it observes
+    #: (merged column by column; public dataset layouts, outcomes files).
     outcomes: Callable[[], pa.Table] | None = None
     #: Set when a store's SQL engine may scan the file natively instead of ``batches()``.
     native: NativeScan | None = None

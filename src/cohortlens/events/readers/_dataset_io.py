@@ -37,6 +37,8 @@ _US_PER_DAY = 86_400_000_000
 _INT_PATTERN = r"^-?\d{1,18}$"
 _FLOAT_PATTERN = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(?i:nan|inf|infinity)$"
 _TS_TYPE = pa.timestamp("us", tz="UTC")
+#: The hint of a decode error: the datasets are published in UTF-8 (no --encoding applies).
+_DATASET_TIP = "the dataset's files are UTF-8 as published: is this one damaged or re-saved?"
 #: What reading a (gzip) file may raise: ``BadGzipFile`` is an ``OSError``.
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
@@ -101,7 +103,9 @@ def _binary(path: Path) -> BinaryIO:
 
 def _checked(path: Path) -> Utf8Checked:
     """``path``'s (decompressed) bytes, checked to be UTF-8 as they are read."""
-    return Utf8Checked(_binary(path), str(path), decompressed=path.name.endswith(".gz"))
+    return Utf8Checked(
+        _binary(path), str(path), decompressed=path.name.endswith(".gz"), tip=_DATASET_TIP
+    )
 
 
 def header_of(path: Path) -> list[str]:
@@ -124,6 +128,7 @@ def header_of(path: Path) -> list[str]:
             first[at : skip + exc.end],
             first,
             decompressed=path.name.endswith(".gz"),
+            tip=_DATASET_TIP,
         ) from None
     if "\0" in text:
         raise nul_error(str(path), skip + len(text[: text.index("\0")].encode()), first)

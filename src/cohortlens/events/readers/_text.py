@@ -72,14 +72,16 @@ def choose(option: str | None, head: bytes) -> tuple[str, int]:
 
     Without an option a BOM decides, else UTF-8. An explicit encoding wins over a BOM, but a
     BOM of the same family (``--encoding utf-16-le`` on a file starting with FF FE) is skipped.
-    Python's ``utf-16`` and ``utf-32`` codecs read the BOM themselves, so nothing is skipped.
+    ``utf-16`` and ``utf-32`` take their byte order from the BOM, and are little-endian
+    without one (as Python's ``bytes.decode`` reads them on common machines).
     """
     bom = sniff_bom(head)
     if option is None:
         return bom or (UTF8, 0)
-    if bom is None or option in ("utf-16", "utf-32"):
-        return option, 0
-    return option, bom[1] if _family(bom[0]) == _family(option) else 0
+    same = bom is not None and _family(bom[0]) == _family(option)
+    if option in ("utf-16", "utf-32"):  # the byte order from the BOM, else little-endian
+        return bom if bom is not None and same else (f"{option}-le", 0)
+    return option, bom[1] if bom is not None and same else 0
 
 
 def is_utf8(encoding: str) -> bool:
@@ -119,18 +121,27 @@ def hint(encoding: str, sample: bytes) -> str:
 
 
 def decode_error(
-    name: str, encoding: str, offset: int, bad: bytes, sample: bytes, *, decompressed: bool = False
+    name: str,
+    encoding: str,
+    offset: int,
+    bad: bytes,
+    sample: bytes,
+    *,
+    decompressed: bool = False,
+    tip: str | None = None,
 ) -> UnreadableSourceError:
     """The error for bytes that ``encoding`` cannot decode at ``offset`` (of the file's text).
 
-    ``bad`` holds the offending bytes; ``sample`` some text around them, for the hint.
+    ``bad`` holds the offending bytes; ``sample`` some text around them, for the hint (``tip``
+    replaces it, for inputs whose encoding is fixed).
     """
     where = "of the decompressed text" if decompressed else "in the file"
     shown = " ".join(f"0x{b:02X}" for b in bad[:4]) or "end of data"
     label = "UTF-8" if is_utf8(encoding) else encoding
     return UnreadableSourceError(
         name,
-        f"not valid {label} text: {shown} at byte offset {offset} {where}; {hint(encoding, sample)}",
+        f"not valid {label} text: {shown} at byte offset {offset} {where}; "
+        + (tip or hint(encoding, sample)),
     )
 
 
@@ -191,6 +202,8 @@ def utf8_pieces(
             text = decoder.decode(piece)
         except UnicodeDecodeError as exc:
             raise _located(exc, name, info.encoding, consumed - pending, decompressed) from None
+        except UnicodeError as exc:  # a codec's own complaint, without a position
+            raise UnreadableSourceError(name, f"cannot decode as {info.encoding}: {exc}") from None
         consumed += len(piece)
         if text:
             yield text.encode("utf-8", "surrogatepass")
@@ -199,6 +212,8 @@ def utf8_pieces(
         tail = decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         raise _located(exc, name, info.encoding, consumed - pending, decompressed) from None
+    except UnicodeError as exc:
+        raise UnreadableSourceError(name, f"cannot decode as {info.encoding}: {exc}") from None
     if tail:
         yield tail.encode("utf-8", "surrogatepass")
 
@@ -283,11 +298,14 @@ class Utf8Checked(io.RawIOBase):
     ``bytes.isascii`` alone.
     """
 
-    def __init__(self, raw: Reader, name: str, *, decompressed: bool) -> None:
+    def __init__(
+        self, raw: Reader, name: str, *, decompressed: bool, tip: str | None = None
+    ) -> None:
         super().__init__()
         self._raw = raw
         self._name = name
         self._decompressed = decompressed
+        self._tip = tip
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._offset = 0  # bytes read so far
 
@@ -312,6 +330,7 @@ class Utf8Checked(io.RawIOBase):
                     data[exc.start : exc.end],
                     data[max(0, exc.start - 256) : exc.start + 256],
                     decompressed=self._decompressed,
+                    tip=self._tip,
                 ) from None
         self._offset += n
         return n

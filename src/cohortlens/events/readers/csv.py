@@ -744,6 +744,9 @@ class _BlockParser:
         many rows as there are ``\\n`` lines, with no lone ``\\r``. A quoted value holding a
         newline merges lines, and a lone ``\\r`` splits one, so the counts differ.
         """
+        limit = self.layout.max_record_bytes
+        if limit < _ARROW_BLOCK_BYTES and _longest_line(data, lo, hi) > limit:
+            return None  # the exact path names the record (Arrow takes longer ones whole)
         try:
             parsed = self._parse(
                 pa.py_buffer(memoryview(data)[lo:hi]),
@@ -773,6 +776,15 @@ class _BlockParser:
     ) -> tuple[pa.Table, pa.Table, _Scan]:
         """Scan ``data[lo:]`` record by record, reject malformed ones, Arrow-parse the rest."""
         scan = _scan(data, lo, self.delim, self.layout.batch_rows, is_final)
+        if scan.starts.shape[0]:
+            lengths = scan.ends - scan.starts
+            longest = int(np.argmax(lengths))
+            if lengths[longest] > self.layout.max_record_bytes:
+                raise RecordTooLongError(
+                    self.layout.name,
+                    first_line + int(scan.lines[longest]),
+                    self.layout.max_record_bytes,
+                )
         rejects = _Rejects([], [], [], [])
         good = ~scan.blank & (scan.fields == self.ncols)
         for k in np.flatnonzero(~scan.blank & ~good).tolist():
@@ -835,6 +847,13 @@ class _BlockParser:
                 )
             return parsed, good
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _longest_line(data: Text, lo: int, hi: int) -> int:
+    """Bytes of the longest ``\\n``-terminated line in ``data[lo:hi]`` (its break excluded)."""
+    breaks = np.flatnonzero(np.frombuffer(data, np.uint8, hi - lo, lo) == _LF)
+    bounds = np.concatenate(([-1], breaks, [hi - lo]))
+    return int((np.diff(bounds) - 1).max())
 
 
 def _has_lone_cr(region: np.ndarray) -> bool:
