@@ -312,15 +312,28 @@ class Utf8Checked(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` checked bytes (all that remain when ``size`` < 0)."""
+        piece = self._raw.read(size) or b""
+        self._check(piece, final=size < 0 or (size > 0 and not piece))
+        return piece
+
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(target).cast("B")
-        piece = self._raw.read(len(view)) or b""
+        piece = self.read(len(view))
+        view[: len(piece)] = piece
+        return len(piece)
+
+    def _check(self, piece: bytes, *, final: bool) -> None:
+        """Raise :func:`decode_error` at the first byte of ``piece`` that is not UTF-8.
+
+        ``final``: no bytes follow (a sequence cut at the end is an error).
+        """
         n = len(piece)
-        view[:n] = piece
         pending = len(self._decoder.getstate()[0])
-        if pending or not piece.isascii() or n == 0:
+        if pending or final or not piece.isascii():
             try:
-                self._decoder.decode(piece, final=n == 0)
+                self._decoder.decode(piece, final=final)
             except UnicodeDecodeError as exc:
                 data = bytes(exc.object)
                 raise decode_error(
@@ -333,7 +346,6 @@ class Utf8Checked(io.RawIOBase):
                     tip=self._tip,
                 ) from None
         self._offset += n
-        return n
 
     def close(self) -> None:
         if not self.closed:
