@@ -66,6 +66,8 @@ def test_a_file_without_outcome_columns_names_what_it_found_and_expected(tmp_pat
     assert "completed, churned, revenue, as_of" in message
     with pytest.raises(MissingColumnsError, match="learner_id"):
         read_outcomes(_write(tmp_path / "p.csv", "user,completed\na,1\n"))
+    with pytest.raises(InputError, match="completed appear more than once"):
+        read_outcomes(_write(tmp_path / "q.csv", "learner_id,completed,completed\na,1,0\n"))
 
 
 def test_parquet_outcomes_keep_their_types_and_only_their_columns(tmp_path: Path) -> None:

@@ -166,6 +166,12 @@ def test_outcome_files_answer_any_bytes_with_a_table_or_an_input_error(
     ext: str, data: st.DataObject, encoding: str | None
 ) -> None:
     seed = OUTCOMES if ext == "csv" else _outcomes_parquet()
+    if ext == "csv" and data.draw(st.booleans()):  # any header: repeated, missing, foreign
+        names = st.sampled_from(["learner_id", "completed", "churned", "revenue", "as_of", "x"])
+        header = data.draw(st.lists(names, min_size=1, max_size=6))
+        values = st.sampled_from(["", "a", "1", "true", "no", "2024-01-01", "1e3", '"q,"'])
+        rows = data.draw(st.lists(st.lists(values, min_size=1, max_size=7), max_size=4))
+        seed = "\n".join(",".join(r) for r in [header, *rows]).encode()
     content = data.draw(damaged(seed))
     with tempfile.TemporaryDirectory(prefix="fuzz") as tmp:
         path = Path(tmp) / f"outcomes.{ext}"

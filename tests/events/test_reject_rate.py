@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+from tests._pg import PG_URL, pg_admin, with_schema
 
 from cohortlens.errors import InputError
 from cohortlens.events import ingest
@@ -14,7 +18,7 @@ from cohortlens.events.diagnose import RejectRateError, guess_ts_formats, likely
 from cohortlens.events.ingest import checked_options
 from cohortlens.events.source import RawBatch, ReadOptions
 from cohortlens.events.validate import bad_timestamp_value, check_ts_format, validate_batch
-from cohortlens.store import DuckDBStore
+from cohortlens.store import DuckDBStore, open_store
 from cohortlens.store.base import RejectExample
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,6 +158,24 @@ def test_likely_fixes() -> None:
 # -- the gate through ingest -------------------------------------------------------------------
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An empty store of each backend (PostgreSQL: a schema of its own, dropped afterwards)."""
+    if request.param == "duckdb":
+        with DuckDBStore(tmp_path / "s.duckdb") as duck:
+            yield duck
+        return
+    admin = pg_admin()  # skips the test, saying why, when the server is unreachable
+    schema = f"cl_reject_rate_{uuid.uuid4().hex[:10]}"
+    pg = open_store(with_schema(PG_URL, schema))
+    try:
+        yield pg
+    finally:
+        pg.close()
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+
+
 def _csv(path: Path, good: int, bad: int) -> Path:
     lines = [f"{path.stem}{i},2024-01-0{1 + i % 9}T10:00:00Z,i{i}" for i in range(good)]
     lines += [f"B{i},{1 + i % 12:02d}/01/2024 10:{i % 60:02d},i{i}" for i in range(bad)]
@@ -161,8 +183,9 @@ def _csv(path: Path, good: int, bad: int) -> Path:
     return path
 
 
-def test_past_the_rate_nothing_is_written_and_the_error_explains(tmp_path: Path) -> None:
-    store = DuckDBStore(tmp_path / "s.duckdb")
+def test_past_the_rate_nothing_is_written_and_the_error_explains(
+    store: Any, tmp_path: Path
+) -> None:
     good = _csv(tmp_path / "good.csv", 10, 0)
     ingest(store, [good], now=NOW)
     before = (store.count_events(), store.ingest_log().num_rows, store.read_quarantine().num_rows)

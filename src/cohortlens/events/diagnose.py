@@ -223,8 +223,7 @@ def guess_ts_formats(values: Sequence[str]) -> list[tuple[str, str]]:
         )
         + " FROM (SELECT unnest($1) AS v)",
         [distinct, *patterns],
-    ).fetchone()
-    assert counts is not None
+    ).fetchall()[0]  # fetchall: an unfinished result would block the shared connection
     n = len(distinct)
     full = [p for p, c in zip(patterns, counts, strict=True) if c == n]
     if full:

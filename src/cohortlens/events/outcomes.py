@@ -72,6 +72,9 @@ def read_outcomes(path: Path, encoding: str | None = None) -> pa.Table:
     cols = src.column_names
     if "learner_id" not in cols:
         raise MissingColumnsError(name, ["learner_id"], list(cols))
+    repeated = [c for c in ("learner_id", *OUTCOME_COLUMNS) if cols.count(c) > 1]
+    if repeated:
+        raise InputError(f"{name}: column(s) {', '.join(repeated)} appear more than once")
     carried = [c for c in OUTCOME_COLUMNS if c in cols]
     if not carried:
         check_outcomes(src, name)  # raises, naming the columns found and those expected

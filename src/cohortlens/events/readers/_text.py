@@ -75,6 +75,7 @@ def choose(option: str | None, head: bytes) -> tuple[str, int]:
     ``utf-16`` and ``utf-32`` take their byte order from the BOM, and are little-endian
     without one (as Python's ``bytes.decode`` reads them on common machines).
     """
+    option = check_encoding(option)
     bom = sniff_bom(head)
     if option is None:
         return bom or (UTF8, 0)
