@@ -2,9 +2,13 @@
 
 How a file is read:
 
-* The header is the first non-blank record. Leading blank lines and a UTF-8 byte-order mark are
-  skipped. Only the canonical columns (after ``--map``) are kept, each read as text (an empty
-  field is the empty string); validation casts them. Quoting follows RFC 4180 as Arrow reads it:
+* Text is UTF-8 unless ``options.encoding`` or a UTF-16/UTF-32 byte-order mark says otherwise;
+  other encodings are transcoded to UTF-8 as the file streams (``_text.py``). The header is the
+  first non-blank record; leading blank lines and a byte-order mark are skipped. A header that
+  is not UTF-8, or holds a NUL byte, fails the file with its byte offset and a hint. When the
+  header lacks required columns under the default delimiter, ``;``, tab and ``|`` are tried.
+  Only the canonical columns (after ``--map``) are kept, each read as text (an empty field is
+  the empty string); validation casts them. Quoting follows RFC 4180 as Arrow reads it:
   ``"`` opens a quoted value only at the start of a field, ``""`` inside quotes is a literal
   quote, and there is no escape character.
 * The rest is cut into blocks of whole lines, about ``batch_rows`` records each, so memory
@@ -19,7 +23,9 @@ How a file is read:
   line and field count with Arrow's quoting rules. Records with the wrong field count become
   rejects (``wrong_field_count``). Blank and whitespace-only lines are dropped. Arrow parses
   the rest, and the reader checks it found the same number of rows. Invalid UTF-8 in a record
-  makes that record a ``malformed_record`` reject.
+  makes that record a ``malformed_record`` reject. A record longer than
+  ``options.max_field_bytes`` fails the file naming its line; shorter ones of any length are
+  parsed (Arrow's block grows to hold them).
 
 What ``_line`` means: the 1-based physical line on which a record *starts* (the header is
 line 1 unless blank lines precede it). A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``,
@@ -80,7 +86,6 @@ _GZIP_QUEUE_PIECES = 4
 _QUOTE = ord('"')
 _LF = 10
 _CR = 13
-_UTF8_BOM = b"\xef\xbb\xbf"
 T = TypeVar("T")
 #: How the detail of a ``malformed_record`` reject for invalid UTF-8 starts (ingest's hints).
 UTF8_REJECT_DETAIL = "not valid UTF-8 text"

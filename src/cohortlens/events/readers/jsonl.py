@@ -2,7 +2,8 @@
 
 How a file is read:
 
-* Required columns are checked at open. The keys of the first 1000 non-blank lines are collected
+* Text is UTF-8 unless ``options.encoding`` or a byte-order mark says otherwise (transcoded as
+  it streams). Required columns are checked at open. The keys of the first 1000 non-blank lines are collected
   (the union over the lines that are JSON objects), and every required column (after
   ``--map``) must be among them. A record that lacks a key later is not a structural error:
   validation rejects it as ``missing_*``.

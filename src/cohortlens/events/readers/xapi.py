@@ -1,8 +1,9 @@
 """Reader for xAPI 1.0.3 statements: a JSON array of statements, or JSON Lines.
 
 Layout detection
-    The first non-blank character decides (a UTF-8 BOM and gzip compression, recognised by
-    its magic bytes whatever the file name, are handled): ``[`` is a JSON array of statements;
+    The first non-blank character decides (a byte-order mark and gzip compression, recognised
+    by its magic bytes whatever the file name, are handled; UTF-16/UTF-32 text, by BOM or
+    ``options.encoding``, is transcoded to UTF-8 as it is read): ``[`` is a JSON array of statements;
     ``{`` is JSON Lines, one statement per line, unless the first non-blank line is not a
     complete JSON value on its own (a pretty-printed statement) or is an LRS
     ``StatementResult`` (``{"statements": [...], "more": ...}``): then the file is read as one
