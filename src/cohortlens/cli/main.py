@@ -204,36 +204,30 @@ def ingest(
         return
     events = [s for s in report.sources if s.kind == "events"]
     if events:
-        table = Table(title="ingest", show_lines=False)
-        for col in ("source", "rows read", "accepted", "rejected", "duplicates"):
-            table.add_column(col, justify="left" if col == "source" else "right")
-        for s in events:
-            table.add_row(
-                s.source,
-                f"{s.rows_read:,}",
-                f"{s.accepted:,}",
-                f"{s.rejected:,}",
-                f"{s.duplicates:,}",
-            )
-        out.print(table)
+        counts = ("rows_read", "accepted", "rejected", "duplicates")
+        out.print(_counts_table("ingest", ("rows read", *counts[1:]), counts, events))
         for reason, n in report.rejected_by_reason.items():
             out.print(f"  rejected {reason}: {n:,}")
         if report.rejected:
             out.print("  inspect them with: cohortlens quarantine")
     carriers = [s for s in report.sources if s.kind == "outcomes" or s.outcomes]
     if carriers:
-        table = Table(title="outcomes", show_lines=False)
-        for col in ("source", "rows", "inserted", "updated", "unchanged"):
-            table.add_column(col, justify="left" if col == "source" else "right")
-        for s in carriers:
-            table.add_row(
-                s.source,
-                f"{s.outcomes:,}",
-                f"{s.outcomes_inserted:,}",
-                f"{s.outcomes_updated:,}",
-                f"{s.outcomes_unchanged:,}",
-            )
-        out.print(table)
+        fields = ("outcomes", "outcomes_inserted", "outcomes_updated", "outcomes_unchanged")
+        heads = ("rows", "inserted", "updated", "unchanged")
+        out.print(_counts_table("outcomes", heads, fields, carriers))
+
+
+def _counts_table(
+    title: str, heads: tuple[str, ...], fields: tuple[str, ...], sources: list[Any]
+) -> Table:
+    """One row per source: its name, then the integer ``fields`` under ``heads``."""
+    table = Table(title=title, show_lines=False)
+    table.add_column("source", justify="left")
+    for head in heads:
+        table.add_column(head, justify="right")
+    for s in sources:
+        table.add_row(s.source, *(f"{getattr(s, f):,}" for f in fields))
+    return table
 
 
 _BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
