@@ -18,14 +18,19 @@ class InputError(CohortlensError, ValueError):
 class MissingColumnsError(InputError):
     """A source lacks columns the canonical schema requires."""
 
-    def __init__(self, source: str, missing: list[str], available: list[str]) -> None:
+    def __init__(
+        self, source: str, missing: list[str], available: list[str], *, hint: str | None = None
+    ) -> None:
         self.source = source
         self.missing = missing
         self.available = available
         super().__init__(
             f"{source}: missing required column(s) {', '.join(missing)}; "
             f"found {', '.join(available) or 'none'}. "
-            "Map foreign names with --map CANONICAL=SOURCE (e.g. --map learner_id=user_id)."
+            + (
+                hint
+                or "Map foreign names with --map CANONICAL=SOURCE (e.g. --map learner_id=user_id)."
+            )
         )
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from cohortlens.errors import InputError, MissingColumnsError, UnreadableSourceError
 from cohortlens.events.readers import _dataset_io, detect_format, ednet, kddcup2015, oulad
 from cohortlens.events.readers import open_source as open_any
-from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.events.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, outcome_schema
 from cohortlens.events.source import ReadOptions, Source
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -168,10 +168,11 @@ def test_oulad_outcomes_latest_presentation_decides() -> None:
     out = oulad.open_source(OULAD, ReadOptions()).outcomes
     assert out is not None
     table = out()
-    assert table.schema == OUTCOME_SCHEMA
+    # OULAD has no revenue: the column is left out, so a stored revenue is kept.
+    assert table.schema == outcome_schema(["completed", "churned", "as_of"])
+    assert "revenue" not in table.column_names
     got = {r["learner_id"]: (r["completed"], r["churned"], r["as_of"]) for r in table.to_pylist()}
     assert len(got) == 12
-    assert all(r is None for r in table["revenue"].to_pylist())
     d = lambda y, m, day: datetime(y, m, day, tzinfo=UTC)  # noqa: E731
     # AAA 2013J: 2013-10-01 + 268 days.
     assert got["11391"] == (True, False, d(2014, 6, 26))
@@ -465,14 +466,13 @@ def test_kdd_outcomes() -> None:
     out = kddcup2015.open_source(KDD, ReadOptions()).outcomes
     assert out is not None
     table = out()
-    assert table.schema == OUTCOME_SCHEMA
+    # Completion and revenue are not observed: those columns are left out.
+    assert table.schema == outcome_schema(["churned", "as_of"])
     assert table.num_rows == 34
     got = {r["learner_id"]: r for r in table.to_pylist()}
     assert got["28"] == {
         "learner_id": "28",
-        "completed": None,
         "churned": True,
-        "revenue": None,
         "as_of": datetime(2014, 7, 20, tzinfo=UTC),
     }  # window_end 2014-07-10
     assert (got["51"]["churned"], got["51"]["as_of"]) == (False, datetime(2014, 7, 18, tzinfo=UTC))

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from cohortlens.errors import InputError, StoreError
+from cohortlens.events.schema import QUARANTINE_SCHEMA, outcome_schema
 from cohortlens.store import ConflictError, DuckDBStore, RolloutEvent, open_store
+from cohortlens.store.base import OutcomeCounts, RejectExample
 from cohortlens.store.migrations import DUCKDB, POSTGRES
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -544,3 +547,127 @@ def test_lease_ttl_must_be_positive(store: Any, ttl: Any) -> None:
 def test_lease_times_must_be_aware(store: Any) -> None:
     with pytest.raises(InputError, match="now"):
         store.acquire_lease("l", "a", 1, datetime(2026, 1, 1))
+
+
+# -- ingest: outcomes merge column by column, reject examples ----------------------------------
+
+
+def _outcomes(**columns: list[Any]) -> Any:
+    """An outcomes table holding ``learner_id`` and exactly the given outcome columns."""
+    names = [c for c in columns if c != "learner_id"]
+    return pa.table(columns, schema=outcome_schema(names))
+
+
+def _merge(store: Any, *tables: Any) -> list[Any]:
+    """Merge ``tables`` in one committed ingest; the counts of each."""
+    with store.ingest_session() as session:
+        counts = [session.put_outcomes(t) for t in tables]
+        session.resolve()
+        session.commit({"totals": {}})
+    return counts
+
+
+def _stored(store: Any) -> dict[str, tuple[Any, ...]]:
+    return {
+        r["learner_id"]: (r["completed"], r["churned"], r["revenue"], r["as_of"])
+        for r in store.read_outcomes().to_pylist()
+    }
+
+
+def test_outcomes_merge_only_the_columns_a_table_carries(store: Any) -> None:
+    full = _outcomes(
+        learner_id=["a", "b"],
+        completed=[True, False],
+        churned=[False, True],
+        revenue=[10.5, 3.0],
+        as_of=[T0, T0],
+    )
+    assert _merge(store, full) == [OutcomeCounts(inserted=2, updated=0, unchanged=0)]
+    # A table with only `completed`: churned, revenue and as_of keep their stored values.
+    (counts,) = _merge(store, _outcomes(learner_id=["a", "b", "c"], completed=[False, False, True]))
+    assert counts == OutcomeCounts(inserted=1, updated=1, unchanged=1)
+    assert _stored(store) == {
+        "a": (False, False, 10.5, T0),
+        "b": (False, True, 3.0, T0),
+        "c": (True, None, None, None),  # a new learner: the columns not given are null
+    }
+
+
+def test_an_explicit_null_in_an_outcomes_table_sets_null(store: Any) -> None:
+    _merge(store, _outcomes(learner_id=["a"], churned=[True], revenue=[2.0]))
+    (counts,) = _merge(store, _outcomes(learner_id=["a"], revenue=[None]))
+    assert counts == OutcomeCounts(inserted=0, updated=1, unchanged=0)
+    assert _stored(store) == {"a": (None, True, None, None)}
+    (again,) = _merge(store, _outcomes(learner_id=["a"], revenue=[None]))
+    assert again == OutcomeCounts(inserted=0, updated=0, unchanged=1)
+
+
+def test_the_last_row_of_a_learner_wins_and_unchanged_rows_keep_their_ingest(store: Any) -> None:
+    _merge(store, _outcomes(learner_id=["a", "b"], completed=[True, True]))
+    first = dict(store._q("SELECT learner_id, ingest_id FROM outcomes"))
+    counts = _merge(
+        store,
+        _outcomes(learner_id=["a", "b", "a"], completed=[False, True, True]),
+        _outcomes(learner_id=["b"], churned=[True]),  # the same ingest, another table
+    )
+    assert counts == [
+        OutcomeCounts(inserted=0, updated=0, unchanged=2),  # a's last row says True again
+        OutcomeCounts(inserted=0, updated=1, unchanged=0),
+    ]
+    assert _stored(store) == {"a": (True, None, None, None), "b": (True, True, None, None)}
+    now = dict(store._q("SELECT learner_id, ingest_id FROM outcomes"))
+    assert now["a"] == first["a"]
+    assert now["b"] > first["b"]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"learner_id": ["a"]},  # no outcome column
+        {"completed": [True]},  # no learner_id
+        {"learner_id": ["a"], "completed": [True], "score": [1.0]},  # not an outcome column
+    ],
+)
+def test_an_outcomes_table_without_usable_columns_writes_nothing(
+    store: Any, columns: dict[str, list[Any]]
+) -> None:
+    _merge(store, _outcomes(learner_id=["a"], completed=[True]))
+    with pytest.raises(InputError, match="learner_id and at least one of"):
+        _merge(store, pa.table(columns))
+    assert _stored(store) == {"a": (True, None, None, None)}
+
+
+def test_reject_examples_are_this_ingests_first_rows_per_reason(store: Any) -> None:
+    def rejects(source: str, rows: list[tuple[int, str]]) -> Any:
+        return pa.table(
+            {
+                "source": [source] * len(rows),
+                "line": [r[0] for r in rows],
+                "reason": [r[1] for r in rows],
+                "detail": [f"d{r[0]}" for r in rows],
+                "raw": [f"r{r[0]}" for r in rows],
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+
+    with store.ingest_session() as session:
+        session.quarantine(rejects("x.csv", [(9, "bad_timestamp")]))
+        session.resolve()
+        session.commit({"totals": {}})
+    with store.ingest_session() as session:
+        session.quarantine(
+            rejects(
+                "x.csv",
+                [(7, "bad_timestamp"), (3, "bad_timestamp"), (5, "missing_item_id"), (4, "x")],
+            )
+        )
+        session.quarantine(rejects("y.csv", [(2, "bad_timestamp")]))
+        got = session.reject_examples("x.csv", 1)
+        assert got == [
+            RejectExample("bad_timestamp", 3, "d3", "r3"),
+            RejectExample("missing_item_id", 5, "d5", "r5"),
+            RejectExample("x", 4, "d4", "r4"),
+        ]
+        assert [e.line for e in session.reject_examples("x.csv", 5)] == [3, 7, 5, 4]
+        session.resolve()
+        session.commit({"totals": {}})

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cohortlens.errors import CohortlensError
 
@@ -33,13 +34,18 @@ def handle_errors(*input_errors: type[BaseException]) -> Callable[[F], F]:
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
             except CohortlensError as exc:
-                _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                # Messages quote input (a raw row may hold "[/x]"): never read as markup.
+                _err.print(
+                    f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+                )
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
                 _err.print("interrupted; nothing was committed by the interrupted step")
                 raise typer.Exit(130) from None
             except input_errors as exc:
-                _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                _err.print(
+                    f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+                )
                 raise typer.Exit(EXIT_INPUT) from None
             except Exception as exc:
                 if os.environ.get("COHORTLENS_DEBUG"):

@@ -16,6 +16,7 @@ from rich.table import Table
 from cohortlens.cli._errors import handle_errors
 from cohortlens.errors import CohortlensError, InputError
 from cohortlens.events.schema import CANONICAL_COLUMNS
+from cohortlens.events.source import DEFAULT_MAX_REJECT_RATE
 
 app = typer.Typer(
     name="cohortlens",
@@ -109,7 +110,10 @@ def _start(weeks: int) -> Any:
 @app.command()
 @_errors
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or dataset directories.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Event files or dataset directories (none with only --outcomes)."),
+    ] = None,
     fmt: Annotated[
         str | None,
         typer.Option(
@@ -123,21 +127,45 @@ def ingest(
     ts_unit: Annotated[
         str, typer.Option(help="auto (detect), iso, s, ms or us: how to read timestamps.")
     ] = "auto",
-    delimiter: Annotated[
-        str | None, typer.Option(help="CSV delimiter (default , or tab for .tsv).")
+    ts_format: Annotated[
+        str | None,
+        typer.Option(
+            help="strptime pattern of text timestamps, e.g. '%d/%m/%Y %H:%M' (naive = UTC)."
+        ),
     ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(help="CSV delimiter (default , or tab for .tsv; ; tab | detected)."),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="Text encoding, e.g. utf-16 or cp1252 (default UTF-8, or a BOM's)."),
+    ] = None,
+    max_reject_rate: Annotated[
+        float,
+        typer.Option(
+            help="Fail a source (exit 2, nothing written) whose rejected share exceeds this."
+        ),
+    ] = DEFAULT_MAX_REJECT_RATE,
+    max_field_bytes: Annotated[
+        str,
+        typer.Option(help="Longest CSV record / JSON line accepted: bytes, or 16MiB, 1GiB."),
+    ] = "64MiB",
     xapi_domain_path: Annotated[
         str, typer.Option(help="Dotted path to the domain in an xAPI statement.")
     ] = "context.contextActivities.grouping[0].id",
     outcomes: Annotated[
         list[Path] | None,
-        typer.Option("--outcomes", help="Learner outcomes table (Parquet/CSV), repeatable."),
+        typer.Option(
+            "--outcomes", help="Learner outcomes table (Parquet/CSV), repeatable; merged by column."
+        ),
     ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Validate events into the store; bad rows are quarantined with a reason."""
+    """Validate events (and outcomes) into the store; bad rows are quarantined with a reason."""
     from cohortlens.cli._store import open_for_command
+    from cohortlens.events.ingest import checked_options
     from cohortlens.events.ingest import ingest as run
     from cohortlens.events.readers import FORMATS
     from cohortlens.events.source import ReadOptions
@@ -148,31 +176,73 @@ def ingest(
         raise InputError(f"--ts-unit {ts_unit!r}: expected auto, iso, s, ms or us")
     if delimiter == "\\t":
         delimiter = "\t"
-    options = ReadOptions(
-        mapping=_parse_map(map_ or []),
-        ts_unit=ts_unit,  # type: ignore[arg-type]
-        delimiter=delimiter,
-        xapi_domain_path=xapi_domain_path,
+    if not paths and not outcomes:
+        raise InputError("nothing to ingest: give event files or --outcomes FILE")
+    options = checked_options(
+        ReadOptions(
+            mapping=_parse_map(map_ or []),
+            ts_unit=ts_unit,  # type: ignore[arg-type]
+            ts_format=ts_format,
+            delimiter=delimiter,
+            encoding=encoding,
+            max_field_bytes=_parse_bytes(max_field_bytes, "--max-field-bytes"),
+            xapi_domain_path=xapi_domain_path,
+        )
     )
     with open_for_command(db) as store, _RowsProgress(as_json) as progress:
         report = run(
-            store, paths, fmt=fmt, options=options, progress=progress, outcomes=outcomes or []
+            store,
+            paths or [],
+            fmt=fmt,
+            options=options,
+            progress=progress,
+            outcomes=outcomes or [],
+            max_reject_rate=max_reject_rate,
         )
     if as_json:
         _print_json(report.to_dict())
         return
-    table = Table(title="ingest", show_lines=False)
-    for col in ("source", "rows read", "accepted", "rejected", "duplicates"):
-        table.add_column(col, justify="left" if col == "source" else "right")
-    for s in report.sources:
-        table.add_row(
-            s.source, f"{s.rows_read:,}", f"{s.accepted:,}", f"{s.rejected:,}", f"{s.duplicates:,}"
-        )
-    out.print(table)
-    for reason, n in report.rejected_by_reason.items():
-        out.print(f"  rejected {reason}: {n:,}")
-    if report.rejected:
-        out.print("  inspect them with: cohortlens quarantine")
+    events = [s for s in report.sources if s.kind == "events"]
+    if events:
+        counts = ("rows_read", "accepted", "rejected", "duplicates")
+        out.print(_counts_table("ingest", ("rows read", *counts[1:]), counts, events))
+        for reason, n in report.rejected_by_reason.items():
+            out.print(f"  rejected {reason}: {n:,}")
+        if report.rejected:
+            out.print("  inspect them with: cohortlens quarantine")
+    carriers = [s for s in report.sources if s.kind == "outcomes" or s.outcomes]
+    if carriers:
+        fields = ("outcomes", "outcomes_inserted", "outcomes_updated", "outcomes_unchanged")
+        heads = ("rows", "inserted", "updated", "unchanged")
+        out.print(_counts_table("outcomes", heads, fields, carriers))
+
+
+def _counts_table(
+    title: str, heads: tuple[str, ...], fields: tuple[str, ...], sources: list[Any]
+) -> Table:
+    """One row per source: its name, then the integer ``fields`` under ``heads``."""
+    table = Table(title=title, show_lines=False)
+    table.add_column("source", justify="left")
+    for head in heads:
+        table.add_column(head, justify="right")
+    for s in sources:
+        table.add_row(s.source, *(f"{getattr(s, f):,}" for f in fields))
+    return table
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
+_BYTE_UNITS |= {"g": 1 << 30, "gib": 1 << 30}
+
+
+def _parse_bytes(text: str, option: str) -> int:
+    """``4096``, ``16MiB``, ``1g``: a positive byte count (K/M/G are binary: 1024-based)."""
+    number, unit = text.strip(), ""
+    while number and not number[-1].isdigit():
+        number, unit = number[:-1], number[-1] + unit
+    factor = _BYTE_UNITS.get(unit.strip().lower())
+    if not number.isdigit() or factor is None or int(number) * factor < 1:
+        raise InputError(f"{option} {text!r}: expected a positive number of bytes, e.g. 16MiB")
+    return int(number) * factor
 
 
 @app.command()

@@ -30,6 +30,16 @@ OUTCOME_SCHEMA = pa.schema(
     ]
 )
 
+#: The outcome columns (all of ``OUTCOME_SCHEMA`` but ``learner_id``); a table may carry any.
+OUTCOME_COLUMNS: tuple[str, ...] = tuple(n for n in OUTCOME_SCHEMA.names if n != "learner_id")
+
+
+def outcome_schema(columns: list[str] | tuple[str, ...]) -> pa.Schema:
+    """``OUTCOME_SCHEMA`` restricted to ``learner_id`` and the outcome ``columns`` (its order)."""
+    keep = {"learner_id", *columns}
+    return pa.schema([f for f in OUTCOME_SCHEMA if f.name in keep])
+
+
 #: One row per rejected input row: nothing is dropped without a reason.
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -26,6 +26,12 @@ LINE_COLUMN = "_line"
 RAW_COLUMN = "_raw"
 
 
+#: Default of ``ReadOptions.max_field_bytes``: 64 MiB.
+DEFAULT_MAX_FIELD_BYTES = 1 << 26
+#: Default of ``--max-reject-rate``: past half of a source's rows rejected, it fails whole.
+DEFAULT_MAX_REJECT_RATE = 0.5
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read a source.
@@ -34,16 +40,28 @@ class ReadOptions:
         mapping: canonical name -> source column name, for foreign layouts (``--map``).
         ts_unit: how to read ``ts``: ``auto`` detects ISO 8601 text or epoch numbers
             (|x| >= 1e11 means milliseconds, else seconds); the others force one reading.
+        ts_format: a strptime pattern (``%d/%m/%Y %H:%M``) that text timestamps must match,
+            instead of ISO 8601 or epoch numbers; naive results are UTC, ``%z`` reads an
+            offset. ``None``: ``ts_unit`` decides. Typed (Parquet) timestamps are kept as is.
         batch_rows: rows per streamed batch; bounds memory whatever the file size.
-        delimiter: CSV field separator; ``None`` = ``,`` (``\\t`` for ``.tsv`` files).
+        delimiter: CSV field separator; ``None`` = ``,`` (``\\t`` for ``.tsv`` files), or
+            ``;``, tab or ``|`` when only that one gives the required columns.
+        encoding: text encoding (a Python codec name: ``utf-8``, ``utf-16``, ``cp1252``, ...)
+            of CSV, JSON Lines and xAPI files; ``None`` = UTF-8, or what a UTF-8/16/32
+            byte-order mark at the start says.
+        max_field_bytes: the longest CSV record (and so field), and JSON line, accepted, in
+            bytes; a longer one fails the file naming its line. Default 64 MiB.
         xapi_domain_path: dotted path into an xAPI statement giving the domain
             (``[n]`` indexes a list; ``extensions`` keys may contain dots if quoted ``"..."``).
     """
 
     mapping: Mapping[str, str] = field(default_factory=dict)
     ts_unit: TimestampUnit = "auto"
+    ts_format: str | None = None
     batch_rows: int = 1 << 18
     delimiter: str | None = None
+    encoding: str | None = None
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
     xapi_domain_path: str = "context.contextActivities.grouping[0].id"
 
 
@@ -88,12 +106,17 @@ class NativeScan:
 
 @dataclass(frozen=True)
 class Source:
-    """An opened input whose header has been checked; ``batches()`` streams it."""
+    """An opened input whose header has been checked; ``batches()`` streams it.
+
+    ``columns`` are the canonical event columns it provides: empty for an outcomes file,
+    which has no events and only ``outcomes``.
+    """
 
     name: str
     columns: tuple[str, ...]
     batches: Callable[[], Iterator[RawBatch]]
-    #: Learner outcomes the source carries (public dataset layouts, simulator output).
+    #: Learner outcomes the source carries: ``learner_id`` and the outcome columns it observes
+    #: (merged column by column; public dataset layouts, outcomes files).
     outcomes: Callable[[], pa.Table] | None = None
     #: Set when a store's SQL engine may scan the file natively instead of ``batches()``.
     native: NativeScan | None = None

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cohortlens.errors import InputError
 from cohortlens.events.schema import (
     DEFAULT_DOMAIN,
     EVENT_SCHEMA,
@@ -120,10 +121,13 @@ class _TimestampSQL:
     ts: str  # the result, over ``c_ts_iso`` and ``c_ts_number``
 
 
-def _timestamp(t: pa.DataType | None, unit: TimestampUnit) -> _TimestampSQL:
+def _timestamp(
+    t: pa.DataType | None, unit: TimestampUnit, ts_format: str | None = None
+) -> _TimestampSQL:
     """SQL for the parsed ``ts`` column (TIMESTAMPTZ, NULL when absent or unparseable).
 
-    Text is trimmed first: DuckDB's timestamp cast refuses some edge spaces.
+    Text is trimmed first: DuckDB's timestamp cast refuses some edge spaces. With ``ts_format``
+    text is read by ``strptime`` with that pattern alone (naive results are UTC).
     """
     no_iso, no_number = "CAST(NULL AS TIMESTAMPTZ)", "CAST(NULL AS DOUBLE)"
     if t is None:
@@ -134,6 +138,9 @@ def _timestamp(t: pa.DataType | None, unit: TimestampUnit) -> _TimestampSQL:
         epoch = _epoch("c_ts_number", "s" if unit == "iso" else unit)
         return _TimestampSQL("ts", no_iso, "CAST(c_ts_text AS DOUBLE)", epoch)
     text = _trimmed("CAST(ts AS VARCHAR)", spaced=True)
+    if ts_format is not None:
+        pattern = f"CAST(try_strptime(c_ts_text, {_sql_literal(ts_format)}) AS TIMESTAMPTZ)"
+        return _TimestampSQL(text, pattern, no_number, "c_ts_iso")
     iso = "TRY_CAST(c_ts_text AS TIMESTAMPTZ)"
     number = "TRY_CAST(c_ts_text AS DOUBLE)"
     if unit == "iso":
@@ -177,7 +184,12 @@ def _raw_expr(types: dict[str, pa.DataType]) -> str:
     return f"CAST(to_json(struct_pack({pairs})) AS VARCHAR)"
 
 
-def build_query(types: dict[str, pa.DataType], unit: TimestampUnit, default_domain: str) -> str:
+def build_query(
+    types: dict[str, pa.DataType],
+    unit: TimestampUnit,
+    default_domain: str,
+    ts_format: str | None = None,
+) -> str:
     """The validation statement for a batch whose columns have the given Arrow ``types``.
 
     Its columns are those of ``EVENT_SCHEMA`` plus ``line``, ``reason`` (NULL when accepted),
@@ -199,7 +211,12 @@ def build_query(types: dict[str, pa.DataType], unit: TimestampUnit, default_doma
         "c_item_id, coalesce(CAST(CAST(round(c_outcome * 1e9) AS BIGINT) AS VARCHAR), ''), "
         "coalesce(CAST(CAST(round(c_duration_s * 1e6) AS BIGINT) AS VARCHAR), '')))"
     )
-    ts = _timestamp(g("ts"), unit)
+    ts = _timestamp(g("ts"), unit, ts_format)
+    ts_expected = (
+        f"does not match --ts-format '{ts_format}'"
+        if ts_format is not None and g("ts") is not None and _is_text(g("ts"))
+        else f"is not an ISO 8601 date-time or an epoch number in range ({unit} mode)"
+    )
     return f"""
 WITH texts AS (
   SELECT
@@ -244,8 +261,7 @@ SELECT
   c_outcome AS outcome, c_duration_s AS duration_s, c_line AS line, reason,
   CASE
     WHEN reason IS NULL THEN NULL
-    WHEN reason = '{r.BAD_TIMESTAMP}' THEN 'ts=' || {ts_raw} ||
-      ' is not an ISO 8601 date-time or an epoch number in range ({unit} mode)'
+    WHEN reason = '{r.BAD_TIMESTAMP}' THEN 'ts=' || {ts_raw} || {_sql_literal(" " + ts_expected)}
     WHEN reason = '{r.TIMESTAMP_TOO_OLD}' THEN 'ts=' || CAST(c_ts AS VARCHAR) ||
       ' is before 2000-01-01'
     WHEN reason = '{r.TIMESTAMP_IN_FUTURE}' THEN 'ts=' || CAST(c_ts AS VARCHAR) ||
@@ -269,6 +285,7 @@ def prepare(
     ts_unit: TimestampUnit,
     default_domain: str = DEFAULT_DOMAIN,
     now: datetime | None = None,
+    ts_format: str | None = None,
 ) -> tuple[pa.Table, str, dict[str, object]]:
     """The batch re-chunked for a parallel scan, its validation SQL (over ``batch``), and params.
 
@@ -280,8 +297,38 @@ def prepare(
     table = pa.Table.from_batches(
         batch.table.to_batches(max_chunksize=_CHUNK_ROWS), schema=batch.table.schema
     )
-    query = build_query({f.name: f.type for f in table.schema}, ts_unit, default_domain)
+    query = build_query({f.name: f.type for f in table.schema}, ts_unit, default_domain, ts_format)
     return table, query, validation_params(now)
+
+
+def check_ts_format(ts_format: str | None) -> str | None:
+    """``ts_format`` if DuckDB's strptime accepts it; :class:`InputError` naming the problem.
+
+    DuckDB's strptime takes the same ``%`` codes as Python's (``%d/%m/%Y %H:%M``, ``%z``).
+    """
+    if ts_format is None:
+        return None
+    if "%" not in ts_format:
+        raise InputError(
+            f"--ts-format {ts_format!r}: a strptime pattern needs % codes, e.g. '%d/%m/%Y %H:%M'"
+        )
+    try:
+        _connection().execute("SELECT try_strptime('', $f)", {"f": ts_format}).fetchall()
+    except duckdb.Error as exc:
+        why = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
+        raise InputError(f"--ts-format {ts_format!r}: {why}") from None
+    return ts_format
+
+
+def bad_timestamp_value(detail: str | None) -> str | None:
+    """The ts text a ``bad_timestamp`` detail quotes (``ts=<text> is not ...``), else None."""
+    if detail is None or not detail.startswith("ts="):
+        return None
+    for tail in (" is not an ISO 8601", " does not match --ts-format"):
+        end = detail.rfind(tail)
+        if end > 0:
+            return detail[3:end]
+    return None
 
 
 def validation_params(now: datetime) -> dict[str, object]:
@@ -299,12 +346,14 @@ def validate_batch(
     ts_unit: TimestampUnit = "auto",
     now: datetime | None = None,
     default_domain: str = DEFAULT_DOMAIN,
+    ts_format: str | None = None,
 ) -> Validated:
     """Split ``batch`` into canonical events and quarantined rows (with the reader's rejects).
 
     ``now`` (default: the current time) bounds the future; pass a fixed value for replays.
+    ``ts_format`` is a strptime pattern for text timestamps (see ``ReadOptions.ts_format``).
     """
-    table, query, params = prepare(batch, ts_unit, default_domain, now)
+    table, query, params = prepare(batch, ts_unit, default_domain, now, ts_format)
     con = _connection()
     con.register("batch", table)
     try:

@@ -38,6 +38,25 @@ class CommitCounts:
 
 
 @dataclass(frozen=True)
+class OutcomeCounts:
+    """What merging one outcomes table did, per learner (the last row of a learner counts)."""
+
+    inserted: int  # learners without stored outcomes
+    updated: int  # learners whose given columns changed
+    unchanged: int  # learners whose given columns already held these values
+
+
+@dataclass(frozen=True)
+class RejectExample:
+    """One quarantined row of the current ingest (for an error that shows examples)."""
+
+    reason: str
+    line: int | None
+    detail: str | None
+    raw: str | None
+
+
+@dataclass(frozen=True)
 class Routing:
     """Which models serve learners: the stable model and a candidate on a fraction of learners.
 
@@ -91,8 +110,18 @@ class IngestSession(Protocol):
     def quarantine(self, rejected: pa.Table) -> None:
         """Record rejected rows (``QUARANTINE_SCHEMA``)."""
 
-    def put_outcomes(self, outcomes: pa.Table) -> None:
-        """Upsert learner outcomes (``OUTCOME_SCHEMA``); the latest ingest wins per learner."""
+    def put_outcomes(self, outcomes: pa.Table) -> OutcomeCounts:
+        """Merge learner outcomes column by column; returns what changed, per learner.
+
+        ``outcomes`` has ``learner_id`` and any non-empty subset of the other columns of
+        ``OUTCOME_SCHEMA`` (with their types). Only those columns are written (a null sets
+        null); a stored learner's other columns keep their values. Within the table the last
+        row of a learner wins. Anything else is an :class:`~cohortlens.errors.InputError`.
+        """
+
+    def reject_examples(self, source: str, per_reason: int) -> list[RejectExample]:
+        """Rows of ``source`` quarantined by this (uncommitted) ingest: the first ``per_reason``
+        of each reason, by line."""
 
     def resolve(self) -> dict[str, CommitCounts]:
         """Insert staged events not already stored (first occurrence wins), still uncommitted.

@@ -35,8 +35,19 @@ from cohortlens.events.validate import (
     prepare,
     validation_params,
 )
+from cohortlens.store._ingest_sql import (
+    REJECT_EXAMPLES_SQL,
+    merge_outcomes_sql,
+    outcome_columns,
+)
 from cohortlens.store._state_sql import SharedState
-from cohortlens.store.base import CommitCounts, ConflictError, StoreBusyError
+from cohortlens.store.base import (
+    CommitCounts,
+    ConflictError,
+    OutcomeCounts,
+    RejectExample,
+    StoreBusyError,
+)
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
@@ -554,14 +565,20 @@ class _DuckDBIngest:
             )
 
     def stage_raw(
-        self, batch: RawBatch, source: str, *, ts_unit: TimestampUnit, now: datetime
+        self,
+        batch: RawBatch,
+        source: str,
+        *,
+        ts_unit: TimestampUnit,
+        now: datetime,
+        ts_format: str | None = None,
     ) -> tuple[int, dict[str, int]]:
         """Validate ``batch`` inside this database and write both parts; no Arrow round trip.
 
         Returns the accepted row count and the rejected rows per reason (reader rejects
         included). Equivalent to :func:`validate_batch` + :meth:`stage` + :meth:`quarantine`.
         """
-        table, query, params = prepare(batch, ts_unit, now=now)
+        table, query, params = prepare(batch, ts_unit, now=now, ts_format=ts_format)
         accepted, counts = self._insert_validated(
             query, params, source, table.num_rows, partial(_arrow_scan, self._con, table)
         )
@@ -571,7 +588,13 @@ class _DuckDBIngest:
         return accepted, counts
 
     def stage_native(
-        self, scan: NativeScan, source: str, *, ts_unit: TimestampUnit, now: datetime
+        self,
+        scan: NativeScan,
+        source: str,
+        *,
+        ts_unit: TimestampUnit,
+        now: datetime,
+        ts_format: str | None = None,
     ) -> tuple[int, int, dict[str, int]]:
         """Read, validate and write a whole file in DuckDB's own parallel scan.
 
@@ -587,7 +610,7 @@ class _DuckDBIngest:
             f"FROM read_parquet({path}, file_row_number = true)"
         )
         types = dict(scan.types) | {LINE_COLUMN: pa.int64()}
-        query = build_query(types, ts_unit, DEFAULT_DOMAIN)
+        query = build_query(types, ts_unit, DEFAULT_DOMAIN, ts_format)
         accepted, counts = self._insert_validated(
             query, validation_params(now), source, rows, partial(_view_scan, con, view)
         )
@@ -650,23 +673,27 @@ class _DuckDBIngest:
                 [self.ingest_id],
             )
 
-    def put_outcomes(self, outcomes: pa.Table) -> None:
-        """Upsert outcomes; within one table the last row per learner wins."""
+    def put_outcomes(self, outcomes: pa.Table) -> OutcomeCounts:
+        """Merge outcomes column by column (see :meth:`IngestSession.put_outcomes`)."""
+        columns = outcome_columns(outcomes.column_names)
         if outcomes.num_rows == 0:
-            return
-        table = outcomes.cast(OUTCOME_SCHEMA)
-        idx = pa.array(np.arange(table.num_rows, dtype=np.int64))
-        self._con.register("_outcomes", table.append_column("_i", idx))
+            return OutcomeCounts(0, 0, 0)
+        schema = pa.schema([OUTCOME_SCHEMA.field(n) for n in ("learner_id", *columns)])
+        table = outcomes.select(schema.names).cast(schema)
+        seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        self._con.register("_outcomes", table.append_column("seq", seq))
         try:
-            _exec(
-                self._con,
-                "INSERT OR REPLACE INTO outcomes "
-                "SELECT learner_id, completed, churned, revenue, as_of, ? FROM _outcomes "
-                "QUALIFY row_number() OVER (PARTITION BY learner_id ORDER BY _i DESC) = 1",
-                [self.ingest_id],
-            )
+            count, upsert = merge_outcomes_sql(columns, "_outcomes")
+            inserted, updated, unchanged = _exec(self._con, count)[0]
+            _exec(self._con, upsert, [self.ingest_id])
         finally:
             self._con.unregister("_outcomes")
+        return OutcomeCounts(int(inserted), int(updated), int(unchanged))
+
+    def reject_examples(self, source: str, per_reason: int) -> list[RejectExample]:
+        """The first ``per_reason`` quarantined rows of each reason of ``source``, this ingest."""
+        rows = _exec(self._con, REJECT_EXAMPLES_SQL, [self.ingest_id, source, per_reason])
+        return [RejectExample(*row) for row in rows]
 
     def resolve(self) -> dict[str, CommitCounts]:
         """Delete this ingest's rows whose event_id is already stored or repeated (first wins)."""

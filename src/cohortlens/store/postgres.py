@@ -35,10 +35,15 @@ from psycopg.pq import TransactionStatus
 
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.store._ingest_sql import (
+    REJECT_EXAMPLES_SQL,
+    merge_outcomes_sql,
+    outcome_columns,
+)
 from cohortlens.store._pgcopy import copy_in, copy_out, copy_out_table
 from cohortlens.store._routing import utc
 from cohortlens.store._state_sql import SharedState
-from cohortlens.store.base import CommitCounts, ConflictError
+from cohortlens.store.base import CommitCounts, ConflictError, OutcomeCounts, RejectExample
 from cohortlens.store.migrations import POSTGRES as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
@@ -558,27 +563,36 @@ class _PostgresIngest:
             table.add_column(0, "ingest_id", ids),
         )
 
-    def put_outcomes(self, outcomes: pa.Table) -> None:
-        """Upsert outcomes; within one table the last row per learner wins."""
+    def put_outcomes(self, outcomes: pa.Table) -> OutcomeCounts:
+        """Merge outcomes column by column (see :meth:`IngestSession.put_outcomes`)."""
+        columns = outcome_columns(outcomes.column_names)
         if outcomes.num_rows == 0:
-            return
+            return OutcomeCounts(0, 0, 0)
+        schema = pa.schema([OUTCOME_SCHEMA.field(n) for n in ("learner_id", *columns)])
         conn = self._conn
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _outcomes_in ("
             " seq BIGINT GENERATED ALWAYS AS IDENTITY, learner_id TEXT, completed BOOLEAN,"
             " churned BOOLEAN, revenue DOUBLE PRECISION, as_of TIMESTAMPTZ) ON COMMIT DROP"
         )
-        copy_in(conn, f"_outcomes_in ({_OUTCOME_COLUMNS})", outcomes.cast(OUTCOME_SCHEMA))
-        conn.execute(
-            f"INSERT INTO outcomes ({_OUTCOME_COLUMNS}, ingest_id) "
-            f"SELECT DISTINCT ON (learner_id) {_OUTCOME_COLUMNS}, %s FROM _outcomes_in "
-            "ORDER BY learner_id, seq DESC "
-            "ON CONFLICT (learner_id) DO UPDATE SET completed = excluded.completed, "
-            "churned = excluded.churned, revenue = excluded.revenue, as_of = excluded.as_of, "
-            "ingest_id = excluded.ingest_id",
-            [self.ingest_id],
+        copy_in(
+            conn,
+            f"_outcomes_in ({', '.join(schema.names)})",
+            outcomes.select(schema.names).cast(schema),
         )
+        count, upsert = merge_outcomes_sql(columns, "_outcomes_in")
+        row = conn.execute(count).fetchone()
+        assert row is not None
+        conn.execute(upsert.replace("?", "%s"), [self.ingest_id])
         conn.execute("TRUNCATE _outcomes_in")
+        return OutcomeCounts(int(row[0]), int(row[1]), int(row[2]))
+
+    def reject_examples(self, source: str, per_reason: int) -> list[RejectExample]:
+        """The first ``per_reason`` quarantined rows of each reason of ``source``, this ingest."""
+        rows = self._conn.execute(
+            REJECT_EXAMPLES_SQL.replace("?", "%s"), [self.ingest_id, source, per_reason]
+        ).fetchall()
+        return [RejectExample(*r) for r in rows]
 
     def resolve(self) -> dict[str, CommitCounts]:
         """Insert staged events not stored yet (first occurrence wins); per-source counts."""

@@ -10,11 +10,15 @@ nothing is dropped without a reason.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import re
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from cohortlens.errors import InputError, MissingColumnsError, UnreadableSourceError
+from cohortlens.events.readers._text import Utf8Checked, decode_error, nul_error
 from cohortlens.events.schema import QUARANTINE_SCHEMA, RejectReason
 from cohortlens.events.source import LINE_COLUMN, RAW_COLUMN, RawBatch
 
@@ -32,6 +37,10 @@ _US_PER_DAY = 86_400_000_000
 _INT_PATTERN = r"^-?\d{1,18}$"
 _FLOAT_PATTERN = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(?i:nan|inf|infinity)$"
 _TS_TYPE = pa.timestamp("us", tz="UTC")
+#: The hint of a decode error: the datasets are published in UTF-8 (no --encoding applies).
+_DATASET_TIP = "the dataset's files are UTF-8 as published: is this one damaged or re-saved?"
+#: What reading a (gzip) file may raise: ``BadGzipFile`` is an ``OSError``.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 #: Canonical columns every dataset adapter emits (``event_id`` is derived by ingestion).
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -85,18 +94,48 @@ def reject_mapping(options_mapping: Mapping[str, str], layout: str) -> None:
         raise InputError(f"the {layout} layout has fixed columns; --map is not supported")
 
 
+def _binary(path: Path) -> BinaryIO:
+    """``path`` opened for bytes, decompressed when its name ends in ``.gz``."""
+    if path.name.endswith(".gz"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _checked(path: Path) -> Utf8Checked:
+    """``path``'s (decompressed) bytes, checked to be UTF-8 as they are read."""
+    return Utf8Checked(
+        _binary(path), str(path), decompressed=path.name.endswith(".gz"), tip=_DATASET_TIP
+    )
+
+
 def header_of(path: Path) -> list[str]:
     """Column names on the first line of ``path`` (gzip-decompressed for ``.gz``)."""
     try:
-        with (
-            gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-            if path.name.endswith(".gz")
-            else path.open(encoding="utf-8-sig", newline="")
-        ) as text:
-            first = text.readline()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        with _binary(path) as file:
+            head = file.read(1 << 20)
+    except _READ_ERRORS as exc:
         raise UnreadableSourceError(str(path), str(exc)) from exc
-    names = next(csv.reader([first]), [])
+    first = re.split(rb"\r|\n", head, maxsplit=1)[0]
+    skip = len(codecs.BOM_UTF8) if first.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = first[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = skip + exc.start
+        raise decode_error(
+            str(path),
+            "utf-8",
+            at,
+            first[at : skip + exc.end],
+            first,
+            decompressed=path.name.endswith(".gz"),
+            tip=_DATASET_TIP,
+        ) from None
+    if "\0" in text:
+        raise nul_error(str(path), skip + len(text[: text.index("\0")].encode()), first)
+    try:
+        names = next(csv.reader([text]), [])
+    except csv.Error as exc:  # e.g. an unbalanced quote
+        raise UnreadableSourceError(str(path), f"cannot parse the header line: {exc}") from exc
     if not any(n.strip() for n in names):
         raise UnreadableSourceError(str(path), "empty file (no header line)")
     return [n.strip() for n in names]
@@ -123,8 +162,9 @@ def read_side_table(path: Path, needed: Sequence[str]) -> pa.Table:
     """Read a small side table whole, as text; any malformed row fails the source whole."""
     header = require_columns(path, needed)
     try:
-        table = pv.read_csv(path, convert_options=_convert_options(header))
-    except (pa.ArrowInvalid, OSError) as exc:
+        with _checked(path) as file:
+            table = pv.read_csv(file, convert_options=_convert_options(header))
+    except (pa.ArrowInvalid, *_READ_ERRORS) as exc:
         raise UnreadableSourceError(str(path), str(exc)) from exc
     return table.combine_chunks()
 
@@ -168,22 +208,38 @@ def stream_csv(
         skipped.append((int(row.number or 0), row.text, row.expected_columns, row.actual_columns))
         return "skip"
 
+    file = _checked(path)
     try:
         reader = pv.open_csv(
-            path,
+            file,
             read_options=pv.ReadOptions(use_threads=False, block_size=block_bytes),
             parse_options=pv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
             convert_options=_convert_options(header),
         )
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, *_READ_ERRORS) as exc:
+        file.close()
         raise UnreadableSourceError(source, str(exc)) from exc
+    except BaseException:
+        file.close()
+        raise
+    with file:
+        yield from _blocks(reader, source, header, skipped)
+
+
+def _blocks(
+    reader: pv.CSVStreamingReader,
+    source: str,
+    header: Sequence[str],
+    skipped: list[tuple[int, str, int, int]],
+) -> Iterator[TextBlock]:
+    """The body of :func:`stream_csv`: batches numbered with lines, rejects attached."""
     next_line, reported = 2, 0
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             break
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowInvalid, *_READ_ERRORS) as exc:
             raise UnreadableSourceError(source, str(exc)) from exc
         if batch.num_rows == 0:
             continue

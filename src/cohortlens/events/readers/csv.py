@@ -2,9 +2,13 @@
 
 How a file is read:
 
-* The header is the first non-blank record. Leading blank lines and a UTF-8 byte-order mark are
-  skipped. Only the canonical columns (after ``--map``) are kept, each read as text (an empty
-  field is the empty string); validation casts them. Quoting follows RFC 4180 as Arrow reads it:
+* Text is UTF-8 unless ``options.encoding`` or a UTF-16/UTF-32 byte-order mark says otherwise;
+  other encodings are transcoded to UTF-8 as the file streams (``_text.py``). The header is the
+  first non-blank record; leading blank lines and a byte-order mark are skipped. A header that
+  is not UTF-8, or holds a NUL byte, fails the file with its byte offset and a hint. When the
+  header lacks required columns under the default delimiter, ``;``, tab and ``|`` are tried.
+  Only the canonical columns (after ``--map``) are kept, each read as text (an empty field is
+  the empty string); validation casts them. Quoting follows RFC 4180 as Arrow reads it:
   ``"`` opens a quoted value only at the start of a field, ``""`` inside quotes is a literal
   quote, and there is no escape character.
 * The rest is cut into blocks of whole lines, about ``batch_rows`` records each, so memory
@@ -19,7 +23,9 @@ How a file is read:
   line and field count with Arrow's quoting rules. Records with the wrong field count become
   rejects (``wrong_field_count``). Blank and whitespace-only lines are dropped. Arrow parses
   the rest, and the reader checks it found the same number of rows. Invalid UTF-8 in a record
-  makes that record a ``malformed_record`` reject.
+  makes that record a ``malformed_record`` reject. A record longer than
+  ``options.max_field_bytes`` fails the file naming its line; shorter ones of any length are
+  parsed (Arrow's block grows to hold them).
 
 What ``_line`` means: the 1-based physical line on which a record *starts* (the header is
 line 1 unless blank lines precede it). A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``,
@@ -45,7 +51,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from cohortlens.errors import InputError, UnreadableSourceError
+from cohortlens.errors import InputError, MissingColumnsError, UnreadableSourceError
+from cohortlens.events.readers._text import (
+    StreamInfo,
+    choose,
+    decode_error,
+    file_pieces,
+    is_utf8,
+    likely_encoding,
+    nul_error,
+    utf8_pieces,
+)
 from cohortlens.events.schema import CANONICAL_COLUMNS, QUARANTINE_SCHEMA, RejectReason
 from cohortlens.events.source import (
     LINE_COLUMN,
@@ -70,8 +86,9 @@ _GZIP_QUEUE_PIECES = 4
 _QUOTE = ord('"')
 _LF = 10
 _CR = 13
-_UTF8_BOM = b"\xef\xbb\xbf"
 T = TypeVar("T")
+#: How the detail of a ``malformed_record`` reject for invalid UTF-8 starts (ingest's hints).
+UTF8_REJECT_DETAIL = "not valid UTF-8 text"
 #: Text of a block: a fresh ``bytearray`` per block, or ``bytes``.
 Text: TypeAlias = bytes | bytearray
 
@@ -194,11 +211,38 @@ def _inflate(file: BinaryIO) -> Iterator[bytes]:
 
 
 class ByteStream:
-    """Sequential bytes of a plain or gzip file (gzip decompressed in a background thread)."""
+    """Sequential UTF-8 bytes of a plain or gzip file, its byte-order mark removed.
 
-    def __init__(self, path: Path, gzip: bool) -> None:
+    Gzip is decompressed, and text in another encoding (``encoding``, or a UTF-16/UTF-32 BOM
+    when ``encoding`` is ``None``) transcoded to UTF-8, in a background thread; a plain UTF-8
+    file is read directly. ``info`` says which encoding was used and how many bytes (a BOM)
+    were skipped: it is set once the first bytes have been read.
+    """
+
+    def __init__(self, path: Path, gzip: bool, encoding: str | None = None, name: str = "") -> None:
         self._file = path.open("rb")
-        self._pieces = in_background(_inflate(self._file), _GZIP_QUEUE_PIECES) if gzip else None
+        self.gzip = gzip
+        self.info = StreamInfo()
+        self._pieces: Iterator[bytes] | None = None
+        name = name or str(path)
+        try:
+            if gzip:
+                decoded = utf8_pieces(
+                    _inflate(self._file), encoding, name, self.info, decompressed=True
+                )
+                self._pieces = in_background(decoded, _GZIP_QUEUE_PIECES)
+            else:
+                chosen, skip = choose(encoding, self._file.read(4))
+                if is_utf8(chosen):
+                    self.info.encoding, self.info.skipped = chosen, skip
+                    self._file.seek(skip)
+                else:
+                    self._file.seek(0)
+                    decoded = utf8_pieces(file_pieces(self._file), encoding, name, self.info)
+                    self._pieces = in_background(decoded, _GZIP_QUEUE_PIECES)
+        except BaseException:
+            self._file.close()
+            raise
         self._pending = bytearray()
 
     def read_after(self, prefix: Text, n: int) -> tuple[bytearray, bool]:
@@ -242,14 +286,24 @@ class ByteStream:
         self._file.close()
 
 
+class LineTooLong(Exception):  # noqa: N818 (a signal to the consumer, which knows the line)
+    """A line longer than the reader's limit: the consumer names the line it starts on."""
+
+
 def line_blocks(
-    stream: ByteStream, target: Callable[[], int], name: str, *, cr_ends_lines: bool = True
+    stream: ByteStream,
+    target: Callable[[], int],
+    name: str,
+    *,
+    cr_ends_lines: bool = True,
+    max_line_bytes: int = _MAX_RECORD_BYTES,
 ) -> Iterator[tuple[bytearray, bool]]:
     """Blocks of whole lines (about ``target()`` bytes each) and whether each is the last.
 
     A block ends just after a ``\\n`` unless it is the last one. With ``cr_ends_lines``, a
     block without any ``\\n`` ends after its last ``\\r`` that is not its last byte. A line
-    longer than a block grows the block, up to ``_MAX_RECORD_BYTES``.
+    longer than a block grows the block; past ``max_line_bytes`` :class:`LineTooLong` is raised
+    (the first line of the pending block is the long one).
     """
     carry: Text = b""
     want = target()
@@ -263,11 +317,9 @@ def line_blocks(
         if cut == 0 and cr_ends_lines:
             cut = data.rfind(b"\r", 0, len(data) - 1) + 1
         if cut == 0:  # no complete line yet: read more
-            if len(data) >= _MAX_RECORD_BYTES:
-                raise UnreadableSourceError(
-                    name, f"a line is longer than {_MAX_RECORD_BYTES >> 20} MiB"
-                )
-            carry, want = data, 2 * len(data)
+            if len(data) > max_line_bytes:
+                raise LineTooLong
+            carry, want = data, min(2 * len(data), max_line_bytes + 2)
             continue
         carry = data[cut:]
         del data[cut:]
@@ -479,6 +531,10 @@ class _Layout:
     first_line: int
     plan: tuple[tuple[str, str], ...]
     batch_rows: int
+    #: ``ReadOptions.encoding`` (``None``: UTF-8 unless a BOM says otherwise).
+    encoding: str | None = None
+    #: The longest record accepted, in bytes (``ReadOptions.max_field_bytes``).
+    max_record_bytes: int = _MAX_RECORD_BYTES
 
 
 def _delimiter(path: Path, options: ReadOptions) -> str:
@@ -493,11 +549,14 @@ def _delimiter(path: Path, options: ReadOptions) -> str:
     return d
 
 
-def _read_header(stream: ByteStream, name: str, delim: str) -> tuple[tuple[str, ...], int, int]:
+def _read_header(
+    stream: ByteStream, name: str, delim: str, max_record_bytes: int = _MAX_RECORD_BYTES
+) -> tuple[tuple[str, ...], int, int]:
     """Parse the header (first non-blank record); return (names, its end offset, next line).
 
     The end offset and next line are those of the first data record: the header, the lines
-    before it and any blank lines right after it are consumed.
+    before it and any blank lines right after it are consumed. A header that is not UTF-8
+    text, or holds a NUL byte, fails the file with the byte offset and a hint.
     """
     data = b""
     want = 1 << 16
@@ -507,8 +566,6 @@ def _read_header(stream: ByteStream, name: str, delim: str) -> tuple[tuple[str, 
         more = stream.read(want - len(data))
         final = len(more) < want - len(data)
         data += more
-        if lo == 0 and data.startswith(_UTF8_BOM):
-            lo = len(_UTF8_BOM)
         # Plain Python over a header is quick; a huge first line needs the compiled scanner.
         scan = _scan(data, lo, ord(delim), 1, final, compiled=len(data) > 1 << 20)
         full = np.flatnonzero(~scan.blank)
@@ -520,11 +577,13 @@ def _read_header(stream: ByteStream, name: str, delim: str) -> tuple[tuple[str, 
             continue
         if final:
             raise UnreadableSourceError(name, "the file is empty (no header line)")
-        if want >= _MAX_RECORD_BYTES:
-            raise UnreadableSourceError(name, "no complete header line in the first 64 MiB")
+        if want >= max_record_bytes:
+            raise RecordTooLongError(name, 1 + lines_before, max_record_bytes)
         want *= 4
     k = int(full[0])
-    text = data[lo + int(scan.starts[k]) : lo + int(scan.ends[k])]
+    start = lo + int(scan.starts[k])
+    text = data[start : lo + int(scan.ends[k])]
+    _check_header_text(stream, name, data, start, text)
     try:
         table = pv.read_csv(
             pa.py_buffer(text + b"\n"),
@@ -534,6 +593,47 @@ def _read_header(stream: ByteStream, name: str, delim: str) -> tuple[tuple[str, 
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise UnreadableSourceError(name, f"cannot parse the header line: {exc}") from exc
     return tuple(table.column_names), lo + scan.consumed, 1 + lines_before + scan.lines_consumed
+
+
+def _check_header_text(stream: ByteStream, name: str, data: Text, start: int, text: Text) -> None:
+    """Raise a decode error (with the byte offset in the file) unless ``text`` is clean UTF-8."""
+    offset = stream.info.skipped + start  # bytes before ``data[0]``: a BOM, if any
+    decompressed = stream.gzip
+    sample = bytes(data[: start + len(text)][:4096])
+    nul = text.find(b"\0")
+    if nul >= 0:
+        raise nul_error(name, offset + nul, sample)
+    try:
+        bytes(text).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise decode_error(
+            name,
+            stream.info.encoding,
+            offset + exc.start,
+            bytes(text[exc.start : exc.end]),
+            sample,
+            decompressed=decompressed,
+        ) from None
+
+
+class RecordTooLongError(InputError):
+    """A CSV record longer than ``ReadOptions.max_field_bytes`` (an unbalanced quote, often)."""
+
+    def __init__(self, source: str, line: int, limit: int) -> None:
+        super().__init__(
+            f"{source}: the record starting at line {line} is longer than {_size(limit)} "
+            f"(--max-field-bytes {limit}); if it is real, raise --max-field-bytes, else look "
+            "for an unbalanced quote there"
+        )
+
+
+def _size(n: int) -> str:
+    """Bytes in words: ``64 MiB``, ``1.5 KiB``, ``100 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,18 +698,20 @@ class _BlockParser:
         )
 
     def _parse(
-        self, buffer: pa.Buffer, *, newlines: bool, ignore_empty: bool, ascii: bool
-    ) -> tuple[pa.Table, int]:
-        """Arrow-parse ``buffer``; return the rows and how many rows Arrow found malformed.
+        self,
+        buffer: pa.Buffer,
+        *,
+        newlines: bool,
+        ignore_empty: bool,
+        ascii: bool,
+        longest: int = 0,
+    ) -> pa.Table:
+        """Arrow-parse ``buffer``; a malformed row raises ``pa.ArrowInvalid``.
 
-        ``ascii`` promises the buffer is ASCII text (so Arrow need not check UTF-8).
+        ``ascii`` promises the buffer is ASCII text (so Arrow need not check UTF-8). No
+        invalid-row handler: Arrow would decode a bad row's text for it and print a traceback
+        when that text is not UTF-8. Arrow's block must hold the ``longest`` record whole.
         """
-        bad: list[int] = []
-
-        def skip(row: object) -> str:
-            bad.append(1)
-            return "skip"
-
         options = pv.ParseOptions(
             delimiter=self.layout.delimiter,
             quote_char='"',
@@ -617,15 +719,20 @@ class _BlockParser:
             escape_char=False,
             newlines_in_values=newlines,
             ignore_empty_lines=ignore_empty,
-            invalid_row_handler=skip,
         )
-        table = pv.read_csv(
+        read_options = self.read_options
+        if 2 * longest > _ARROW_BLOCK_BYTES:
+            read_options = pv.ReadOptions(
+                column_names=read_options.column_names,
+                use_threads=True,
+                block_size=1 << (2 * longest).bit_length(),
+            )
+        return pv.read_csv(
             pa.BufferReader(buffer),
-            read_options=self.read_options,
+            read_options=read_options,
             parse_options=options,
             convert_options=self.convert_options_ascii if ascii else self.convert_options,
         )
-        return table, len(bad)
 
     def _table(self, parsed: pa.Table, lines: np.ndarray) -> pa.Table:
         """Canonical column names (renamed, duplicated if mapped twice) plus ``_line``."""
@@ -636,23 +743,26 @@ class _BlockParser:
     def fast(self, data: Text, lo: int, hi: int, first_line: int) -> pa.Table | None:
         """Parse ``data[lo:hi]`` assuming one record per line; ``None`` if that is not so.
 
-        Empty lines are kept as rows and every malformed row is reported. The rows are then
-        exactly the lines when: nothing was reported; no row has an empty learner id (an empty
+        Empty lines are kept as rows and a malformed row makes Arrow raise. The rows are then
+        exactly the lines when: Arrow raised nothing; no row has an empty learner id (an empty
         line is a row of empty fields); and, if the region has quotes or ``\\r``, Arrow found as
         many rows as there are ``\\n`` lines, with no lone ``\\r``. A quoted value holding a
         newline merges lines, and a lone ``\\r`` splits one, so the counts differ.
         """
+        limit = self.layout.max_record_bytes
+        if limit < _ARROW_BLOCK_BYTES and _longest_line(data, lo, hi) > limit:
+            return None  # the exact path names the record (Arrow takes longer ones whole)
         try:
-            parsed, nbad = self._parse(
+            parsed = self._parse(
                 pa.py_buffer(memoryview(data)[lo:hi]),
                 newlines=False,
                 ignore_empty=False,
                 ascii=data.isascii(),
             )
-        except pa.ArrowInvalid:  # e.g. invalid UTF-8: the exact path finds the record
+        except pa.ArrowInvalid:  # a malformed row, invalid UTF-8, a record longer than a block
             return None
         n = parsed.num_rows
-        if nbad or n == 0:
+        if n == 0:
             return None
         if pc.min(pc.binary_length(parsed.column(self.id_column))).as_py() == 0:
             return None
@@ -671,6 +781,15 @@ class _BlockParser:
     ) -> tuple[pa.Table, pa.Table, _Scan]:
         """Scan ``data[lo:]`` record by record, reject malformed ones, Arrow-parse the rest."""
         scan = _scan(data, lo, self.delim, self.layout.batch_rows, is_final)
+        if scan.starts.shape[0]:
+            lengths = scan.ends - scan.starts
+            longest = int(np.argmax(lengths))
+            if lengths[longest] > self.layout.max_record_bytes:
+                raise RecordTooLongError(
+                    self.layout.name,
+                    first_line + int(scan.lines[longest]),
+                    self.layout.max_record_bytes,
+                )
         rejects = _Rejects([], [], [], [])
         good = ~scan.blank & (scan.fields == self.ncols)
         for k in np.flatnonzero(~scan.blank & ~good).tolist():
@@ -702,36 +821,44 @@ class _BlockParser:
             if not good.any():
                 empty = pa.array([], pa.string())
                 return pa.table({c: empty for c in self.keep}), good
+            good_starts, good_ends = scan.starts[good], scan.ends[good]
             try:
-                parsed, nbad = self._parse(
+                parsed = self._parse(
                     _kept_text(data, lo, scan, good),
                     newlines=scan.multiline,
                     ignore_empty=True,
                     ascii=ascii,
+                    longest=int((good_ends - good_starts).max()),
                 )
             except pa.ArrowInvalid as exc:
                 if attempt or "utf8" not in str(exc).lower().replace("-", ""):
                     raise UnreadableSourceError(self.layout.name, str(exc)) from exc
                 bad = _invalid_utf8(data, lo, scan, good)
-                for k in bad.tolist():
+                for k, detail in bad:
                     rejects.add(
                         first_line + int(scan.lines[k]),
                         RejectReason.MALFORMED_RECORD,
-                        "not valid UTF-8 text",
+                        detail,
                         data[lo + int(scan.starts[k]) : lo + int(scan.ends[k])],
                     )
                 good = good.copy()
-                good[bad] = False
+                good[np.asarray([k for k, _ in bad], dtype=np.int64)] = False
                 continue
-            if nbad or parsed.num_rows != int(good.sum()):
+            if parsed.num_rows != int(good.sum()):
                 raise UnreadableSourceError(
                     self.layout.name,
                     f"records from line {first_line} on could not be split consistently "
-                    f"(expected {int(good.sum())} rows; Arrow found {parsed.num_rows} rows and "
-                    f"{nbad} malformed)",
+                    f"(expected {int(good.sum())} rows; Arrow found {parsed.num_rows})",
                 )
             return parsed, good
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _longest_line(data: Text, lo: int, hi: int) -> int:
+    """Bytes of the longest ``\\n``-terminated line in ``data[lo:hi]`` (its break excluded)."""
+    breaks = np.flatnonzero(np.frombuffer(data, np.uint8, hi - lo, lo) == _LF)
+    bounds = np.concatenate(([-1], breaks, [hi - lo]))
+    return int((np.diff(bounds) - 1).max())
 
 
 def _has_lone_cr(region: np.ndarray) -> bool:
@@ -757,20 +884,30 @@ def _kept_text(data: Text, lo: int, scan: _Scan, good: np.ndarray) -> pa.Buffer:
     return pa.py_buffer(b"".join(pieces))
 
 
-def _invalid_utf8(data: Text, lo: int, scan: _Scan, good: np.ndarray) -> np.ndarray:
-    """Indices of ``good`` records whose bytes are not valid UTF-8 (a rare, slow path)."""
-    bad: list[int] = []
+def _invalid_utf8(data: Text, lo: int, scan: _Scan, good: np.ndarray) -> list[tuple[int, str]]:
+    """``good`` records whose bytes are not valid UTF-8, each with why (a rare, slow path)."""
+    bad: list[tuple[int, str]] = []
     for k in np.flatnonzero(good).tolist():
+        record = bytes(data[lo + int(scan.starts[k]) : lo + int(scan.ends[k])])
         try:
-            data[lo + int(scan.starts[k]) : lo + int(scan.ends[k])].decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(k)
-    return np.asarray(bad, dtype=np.int64)
+            record.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.append((k, invalid_utf8_detail(record, exc)))
+    return bad
+
+
+def invalid_utf8_detail(record: bytes, exc: UnicodeDecodeError) -> str:
+    """The quarantine detail of a record that is not UTF-8 (names the byte and a fix)."""
+    guess = likely_encoding(record) or "cp1252"
+    return (
+        f"{UTF8_REJECT_DETAIL}: byte 0x{record[exc.start]:02X} at byte {exc.start + 1} of the "
+        f"record; if the file is in another encoding, pass it (e.g. --encoding {guess})"
+    )
 
 
 def _batches(layout: _Layout) -> Iterator[RawBatch]:
     """Stream the data records of ``layout`` as batches of at most ``batch_rows`` rows."""
-    stream = ByteStream(layout.path, layout.gzip)
+    stream = ByteStream(layout.path, layout.gzip, layout.encoding, layout.name)
     try:
         skipped = 0
         while skipped < layout.data_offset:  # the header, already parsed by open_source
@@ -799,7 +936,8 @@ def _parse_blocks(stream: ByteStream, parser: _BlockParser, layout: _Layout) -> 
     line = layout.first_line
     pending: Text = b""
     try_fast = True
-    blocks = in_background(line_blocks(stream, target, layout.name), 2)
+    limit = layout.max_record_bytes
+    blocks = in_background(line_blocks(stream, target, layout.name, max_line_bytes=limit), 2)
     try:
         for block, final in blocks:
             data = pending + block if pending else block
@@ -837,12 +975,10 @@ def _parse_blocks(stream: ByteStream, parser: _BlockParser, layout: _Layout) -> 
                 if rows:
                     size["bytes_per_row"] = 0.5 * size["bytes_per_row"] + 0.5 * consumed / rows
             pending = data[lo:]
-            if len(pending) >= _MAX_RECORD_BYTES:
-                raise UnreadableSourceError(
-                    layout.name,
-                    f"the record starting at line {line} is longer than "
-                    f"{_MAX_RECORD_BYTES >> 20} MiB (an unbalanced quote?)",
-                )
+            if len(pending) > limit:
+                raise RecordTooLongError(layout.name, line, limit)
+    except LineTooLong:  # from ``line_blocks``: the pending record, or a line, starts at ``line``
+        raise RecordTooLongError(layout.name, line, limit) from None
     finally:
         blocks.close()  # type: ignore[attr-defined]
 
@@ -866,25 +1002,27 @@ def open_source(path: Path, options: ReadOptions) -> Source:
     """Open a CSV/TSV file (optionally ``.gz``); the header is checked before returning.
 
     Raises :class:`~cohortlens.errors.UnreadableSourceError` when the file cannot be opened,
-    decompressed or has no header, and :class:`~cohortlens.errors.MissingColumnsError` when a
-    required column (after ``options.mapping``) is absent.
+    decompressed or decoded, or has no header, and
+    :class:`~cohortlens.errors.MissingColumnsError` when a required column (after
+    ``options.mapping``) is absent. Without ``options.delimiter``, a header that the default
+    delimiter leaves lacking required columns is tried with ``;``, tab and ``|``: the one
+    delimiter that yields them all is used. An explicit delimiter is never replaced, but the
+    error then names the delimiter that would work.
     """
     name = display_name(path)
     if options.batch_rows < 1:
         raise InputError(f"{name}: batch_rows must be >= 1, not {options.batch_rows}")
+    if options.max_field_bytes < 1:
+        raise InputError(f"--max-field-bytes must be >= 1, not {options.max_field_bytes}")
     delim = _delimiter(path, options)
     gz = path.name.lower().endswith(".gz")
+    header, data_offset, first_line = _header(path, name, gz, delim, options)
     try:
-        stream = ByteStream(path, gz)
-    except OSError as exc:
-        raise UnreadableSourceError(name, exc.strerror or str(exc)) from exc
-    try:
-        header, data_offset, first_line = _read_header(stream, name, delim)
-    except (OSError, zlib.error) as exc:
-        raise UnreadableSourceError(name, str(exc)) from exc
-    finally:
-        stream.close()
-    plan = column_plan(name, list(header), options.mapping)
+        plan = column_plan(name, list(header), options.mapping)
+    except MissingColumnsError as exc:
+        delim, header, data_offset, first_line, plan = _other_delimiter(
+            path, name, gz, delim, options, exc
+        )
     for _, src in plan:
         if header.count(src) > 1:
             raise UnreadableSourceError(name, f"column {src!r} appears {header.count(src)} times")
@@ -898,8 +1036,64 @@ def open_source(path: Path, options: ReadOptions) -> Source:
         first_line=first_line,
         plan=plan,
         batch_rows=options.batch_rows,
+        encoding=options.encoding,
+        max_record_bytes=options.max_field_bytes,
     )
     return Source(name=name, columns=tuple(c for c, _ in plan), batches=partial(_guarded, layout))
+
+
+#: Delimiters tried when the header lacks required columns (``,`` first: the default).
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _header(
+    path: Path, name: str, gz: bool, delim: str, options: ReadOptions
+) -> tuple[tuple[str, ...], int, int]:
+    """:func:`_read_header` of a fresh stream (names, data offset, first data line)."""
+    try:
+        stream = ByteStream(path, gz, options.encoding, name)
+    except OSError as exc:
+        raise UnreadableSourceError(name, exc.strerror or str(exc)) from exc
+    try:
+        return _read_header(stream, name, delim, options.max_field_bytes)
+    except (OSError, zlib.error) as exc:
+        raise UnreadableSourceError(name, str(exc)) from exc
+    finally:
+        stream.close()
+
+
+def _other_delimiter(
+    path: Path, name: str, gz: bool, delim: str, options: ReadOptions, exc: MissingColumnsError
+) -> tuple[str, tuple[str, ...], int, int, tuple[tuple[str, str], ...]]:
+    """The layout under the one other delimiter giving the required columns (see open_source).
+
+    Re-raises ``exc`` when none does, with a hint naming the delimiter when one would do but
+    ``--delimiter`` chose another (or several would).
+    """
+    fits = []
+    for other in (d for d in _DELIMITERS if d != delim):
+        header, data_offset, first_line = _header(path, name, gz, other, options)
+        try:
+            plan = column_plan(name, list(header), options.mapping)
+        except MissingColumnsError:
+            continue
+        fits.append((other, header, data_offset, first_line, plan))
+    if len(fits) == 1 and options.delimiter is None:
+        return fits[0]
+    if not fits:
+        raise exc
+    named = " or ".join(f"--delimiter {delimiter_arg(f[0])}" for f in fits)
+    raise MissingColumnsError(
+        exc.source,
+        exc.missing,
+        exc.available,
+        hint=f"The header looks delimited by another character: pass {named}.",
+    ) from None
+
+
+def delimiter_arg(d: str) -> str:
+    """How to write delimiter ``d`` on a shell command line (``';'``, ``'\\t'``)."""
+    return "'\\t'" if d == "\t" else f"'{d}'"
 
 
 def _guarded(layout: _Layout) -> Iterator[RawBatch]:

@@ -2,7 +2,8 @@
 
 How a file is read:
 
-* Required columns are checked at open. The keys of the first 1000 non-blank lines are collected
+* Text is UTF-8 unless ``options.encoding`` or a byte-order mark says otherwise (transcoded as
+  it streams). Required columns are checked at open. The keys of the first 1000 non-blank lines are collected
   (the union over the lines that are JSON objects), and every required column (after
   ``--map``) must be among them. A record that lacks a key later is not a structural error:
   validation rejects it as ``missing_*``.
@@ -51,11 +52,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from cohortlens.errors import InputError, UnreadableSourceError
+from cohortlens.events.readers._text import decode_error
 from cohortlens.events.readers.csv import (
     ByteStream,
+    LineTooLong,
+    RecordTooLongError,
     Text,
     column_plan,
     in_background,
+    invalid_utf8_detail,
     line_blocks,
 )
 from cohortlens.events.schema import RejectReason
@@ -180,9 +185,9 @@ def _loads_lines(lines: Sequence[Text], rows: np.ndarray, kinds: _Kinds, bad: _B
     id_keys = [(c, s) for c, s in kinds.plan if c not in _FLOAT_COLUMNS]
     for row, text in zip(rows.tolist(), lines, strict=True):
         try:
-            obj = json.loads(text)
-        except UnicodeDecodeError:
-            bad.add(row, "not valid UTF-8 text")
+            obj = json.loads(bytes(text).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            bad.add(row, invalid_utf8_detail(bytes(text), exc))
             continue
         except ValueError as exc:
             bad.add(row, f"invalid JSON: {exc}")
@@ -427,18 +432,25 @@ class _Layout:
     gzip: bool
     plan: tuple[tuple[str, str], ...]
     batch_rows: int
+    encoding: str | None
+    max_line_bytes: int
 
 
 def _batches(layout: _Layout) -> Iterator[RawBatch]:
     """Stream the file as batches of at most ``batch_rows`` rows (table + rejects)."""
     reader = _BlockReader(layout.name, layout.plan)
-    stream = ByteStream(layout.path, layout.gzip)
+    stream = ByteStream(layout.path, layout.gzip, layout.encoding, layout.name)
     size = {"bytes_per_line": 128.0}
 
     def target() -> int:
         return _block_target(layout.batch_rows, size["bytes_per_line"])
 
-    blocks = in_background(line_blocks(stream, target, layout.name, cr_ends_lines=False), 2)
+    blocks = in_background(
+        line_blocks(
+            stream, target, layout.name, cr_ends_lines=False, max_line_bytes=layout.max_line_bytes
+        ),
+        2,
+    )
     line = 1
     try:
         for data, _final in blocks:
@@ -456,6 +468,8 @@ def _batches(layout: _Layout) -> Iterator[RawBatch]:
             line += nlines
     except (OSError, zlib.error) as exc:
         raise UnreadableSourceError(layout.name, str(exc)) from exc
+    except LineTooLong:
+        raise RecordTooLongError(layout.name, line, layout.max_line_bytes) from None
     finally:
         blocks.close()  # type: ignore[attr-defined]
         stream.close()
@@ -466,9 +480,12 @@ def _block_target(batch_rows: int, bytes_per_line: float) -> int:
     return int(min(max(0.95 * batch_rows * bytes_per_line, _MIN_BLOCK_BYTES), _MAX_BLOCK_BYTES))
 
 
-def _sample_keys(path: Path, name: str, gz: bool) -> list[str]:
-    """Union of the keys of the JSON objects among the first non-blank lines, in order seen."""
-    stream = ByteStream(path, gz)
+def _sample_keys(path: Path, name: str, gz: bool, encoding: str | None) -> list[str]:
+    """Union of the keys of the JSON objects among the first non-blank lines, in order seen.
+
+    When none of them is a JSON object because the text is not UTF-8, the error says where.
+    """
+    stream = ByteStream(path, gz, encoding, name)
     try:
         data = b""
         while data.count(b"\n") <= HEADER_SAMPLE_LINES + 64 and len(data) < _MAX_BLOCK_BYTES:
@@ -483,15 +500,22 @@ def _sample_keys(path: Path, name: str, gz: bool) -> list[str]:
     keys: dict[str, None] = {}
     seen = 0
     first_error = ""
+    first_undecodable: tuple[int, UnicodeDecodeError] | None = None
+    offset = 0
     for number, text in enumerate(data.split(b"\n"), start=1):
+        start, offset = offset, offset + len(text) + 1
         if not text.strip():
             continue
         seen += 1
         if seen > HEADER_SAMPLE_LINES:
             break
         try:
-            obj = json.loads(text)
-        except ValueError as exc:  # includes UnicodeDecodeError
+            obj = json.loads(text.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            first_undecodable = first_undecodable or (start, exc)
+            first_error = first_error or f"line {number}: not UTF-8"
+            continue
+        except ValueError as exc:
             first_error = first_error or f"line {number}: {exc}"
             continue
         if isinstance(obj, dict):
@@ -500,6 +524,17 @@ def _sample_keys(path: Path, name: str, gz: bool) -> list[str]:
             first_error = first_error or f"line {number}: not a JSON object"
     if seen == 0:
         raise UnreadableSourceError(name, "the file is empty (no JSON lines)")
+    if not keys and first_undecodable is not None:
+        start, error = first_undecodable
+        at = start + error.start
+        raise decode_error(
+            name,
+            stream.info.encoding,
+            stream.info.skipped + at,
+            data[at : at + error.end - error.start],
+            data[max(0, at - 256) : at + 256],
+            decompressed=gz,
+        )
     if not keys:
         raise UnreadableSourceError(
             name, f"none of the first {seen} non-blank lines is a JSON object ({first_error})"
@@ -518,11 +553,15 @@ def open_source(path: Path, options: ReadOptions) -> Source:
     name = display_name(path)
     if options.batch_rows < 1:
         raise InputError(f"{name}: batch_rows must be >= 1, not {options.batch_rows}")
+    if options.max_field_bytes < 1:
+        raise InputError(f"--max-field-bytes must be >= 1, not {options.max_field_bytes}")
     gz = path.name.lower().endswith(".gz")
     try:
-        keys = _sample_keys(path, name, gz)
+        keys = _sample_keys(path, name, gz, options.encoding)
     except OSError as exc:
         raise UnreadableSourceError(name, exc.strerror or str(exc)) from exc
     plan = column_plan(name, keys, options.mapping)
-    layout = _Layout(path, name, gz, plan, options.batch_rows)
+    layout = _Layout(
+        path, name, gz, plan, options.batch_rows, options.encoding, options.max_field_bytes
+    )
     return Source(name=name, columns=tuple(c for c, _ in plan), batches=partial(_batches, layout))

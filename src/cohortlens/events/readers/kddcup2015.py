@@ -15,8 +15,9 @@ with a count above 0 becomes one event (a day-row gives 0 to 7 events, all with 
 
 Rows with an ``enrollment_id`` missing from ``enrollments.csv``, a bad date, or a count that is
 not a non-negative integer are quarantined. Outcomes (one per enrollment): ``churned`` =
-``dropout == 1``, ``completed`` null (not observed), ``revenue`` null, ``as_of`` =
-``window_end`` + 10 days (the last day of the look-ahead that decides dropout).
+``dropout == 1`` and ``as_of`` = ``window_end`` + 10 days (the last day of the look-ahead that
+decides dropout); ``completed`` and ``revenue`` are not observed, so the table has no such
+columns and ingesting it keeps values stored from elsewhere.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pyarrow.compute as pc
 
 from cohortlens.errors import UnreadableSourceError
 from cohortlens.events.readers import _dataset_io as ds
-from cohortlens.events.schema import OUTCOME_SCHEMA
+from cohortlens.events.schema import outcome_schema
 from cohortlens.events.source import RawBatch, ReadOptions, Source, display_name
 
 _DAILY_NAMES = ("daily_activity.csv.gz", "daily_activity.csv")
@@ -111,20 +112,17 @@ def _events(
 
 
 def _outcomes(enrollments: pa.Table) -> pa.Table:
-    """``OUTCOME_SCHEMA`` table, one row per enrollment (dropout label; see module docstring)."""
+    """Outcomes (churned and as_of only), one row per enrollment (see the module docstring)."""
     dropout = enrollments["dropout"].combine_chunks()
     window_end, _ = ds.parse_date_us(enrollments["window_end"].combine_chunks())
     as_of = pc.add(window_end, ds.days_to_us(pa.scalar(_DECISION_DAYS, pa.int64())))
     known = pc.is_in(dropout, pa.array(["0", "1"]))
-    n = enrollments.num_rows
     out = pa.table(
         {
             "learner_id": enrollments["enrollment_id"].combine_chunks(),
-            "completed": pa.nulls(n, pa.bool_()),
             "churned": pc.if_else(known, pc.equal(dropout, "1"), None),
-            "revenue": pa.nulls(n, pa.float64()),
             "as_of": ds.as_timestamp(as_of),
         },
-        schema=OUTCOME_SCHEMA,
+        schema=outcome_schema(["churned", "as_of"]),
     )
     return out.filter(pc.is_valid(out["learner_id"]))

@@ -16,10 +16,11 @@ joined to ``assessments.csv`` on ``id_assessment``:
 * ``duration_s`` = null (not recorded).
 
 Outcomes come from ``studentInfo.csv``: ``completed`` = ``final_result`` in (Pass, Distinction),
-``churned`` = Withdrawn, ``revenue`` null, ``as_of`` = presentation start +
+``churned`` = Withdrawn, ``as_of`` = presentation start +
 ``module_presentation_length`` days (``courses.csv``). Per student, the registrations of the
 latest presentation (by start date) decide: completed if any of them completed, churned if all
-of them were withdrawn, ``as_of`` the latest end among them.
+of them were withdrawn, ``as_of`` the latest end among them. OULAD has no revenue: the table
+has no ``revenue`` column, so ingesting it keeps a revenue stored from elsewhere.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 
 from cohortlens.errors import InputError
 from cohortlens.events.readers import _dataset_io as ds
-from cohortlens.events.schema import OUTCOME_SCHEMA
+from cohortlens.events.schema import outcome_schema
 from cohortlens.events.source import RawBatch, ReadOptions, Source, display_name
 
 LearnerUnit = Literal["student", "registration"]
@@ -215,7 +216,7 @@ def _registrations(path: Path, unit: LearnerUnit) -> pa.Table:
 
 
 def _outcomes(path: Path, unit: LearnerUnit) -> pa.Table:
-    """``OUTCOME_SCHEMA`` table, one row per learner (see the module docstring for the rule)."""
+    """Outcomes (no revenue: OULAD has none), one row per learner (see the module docstring)."""
     regs = _registrations(path, unit)
     regs = regs.filter(pc.is_valid(regs["learner_id"]))
     if unit == "student":
@@ -228,10 +229,9 @@ def _outcomes(path: Path, unit: LearnerUnit) -> pa.Table:
             "learner_id": grouped["learner_id"],
             "completed": grouped["completed_any"],
             "churned": grouped["churned_all"],
-            "revenue": pa.nulls(grouped.num_rows, pa.float64()),
             "as_of": ds.as_timestamp(grouped["end_us_max"].combine_chunks()),
         },
-        schema=OUTCOME_SCHEMA,
+        schema=outcome_schema(["completed", "churned", "as_of"]),
     )
     return out.sort_by("learner_id")
 

@@ -33,7 +33,7 @@ def _open(path: Path, name: str) -> pq.ParquetFile:
     """Open the file and read its footer, mapping failures to :class:`UnreadableSourceError`."""
     try:
         return pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
         raise UnreadableSourceError(name, f"not a readable Parquet file ({exc})") from exc
 
 
@@ -56,7 +56,7 @@ def _batches(
             )
             first += n
             yield RawBatch(name, table, NO_REJECTS)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
         raise UnreadableSourceError(name, f"failed near record {first}: {exc}") from exc
     finally:
         file.close()
@@ -76,6 +76,8 @@ def open_source(path: Path, options: ReadOptions) -> Source:
     try:
         schema = file.schema_arrow
         available = list(schema.names)
+    except (pa.ArrowException, UnicodeDecodeError) as exc:  # a damaged footer
+        raise UnreadableSourceError(name, f"not a readable Parquet schema ({exc})") from exc
     finally:
         file.close()
     plan = column_plan(name, available, options.mapping)

@@ -1,8 +1,9 @@
 """Reader for xAPI 1.0.3 statements: a JSON array of statements, or JSON Lines.
 
 Layout detection
-    The first non-blank character decides (a UTF-8 BOM and gzip compression, recognised by
-    its magic bytes whatever the file name, are handled): ``[`` is a JSON array of statements;
+    The first non-blank character decides (a byte-order mark and gzip compression, recognised
+    by its magic bytes whatever the file name, are handled; UTF-16/UTF-32 text, by BOM or
+    ``options.encoding``, is transcoded to UTF-8 as it is read): ``[`` is a JSON array of statements;
     ``{`` is JSON Lines, one statement per line, unless the first non-blank line is not a
     complete JSON value on its own (a pretty-printed statement) or is an LRS
     ``StatementResult`` (``{"statements": [...], "more": ...}``): then the file is read as one
@@ -92,6 +93,7 @@ Rejects (reason, as counted rows read)
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import threading
@@ -106,6 +108,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cohortlens.errors import InputError, UnreadableSourceError
+from cohortlens.events.readers._text import (
+    PiecesReader,
+    choose,
+    decode_error,
+    file_pieces,
+    is_utf8,
+    utf8_pieces,
+)
 from cohortlens.events.schema import CANONICAL_COLUMNS, QUARANTINE_SCHEMA, RejectReason
 from cohortlens.events.source import (
     LINE_COLUMN,
@@ -181,12 +191,15 @@ def open_source(path: Path, options: ReadOptions) -> Source:
     name = display_name(path)
     query = build_query(parse_domain_path(options.xapi_domain_path))
     batch_rows = max(1, options.batch_rows)
-    first = _first_char(path, name)
+    encoding = options.encoding
+    first = _first_char(path, name, encoding)
     statements: pa.Table | None = None
     if first == "[":
-        statements = _array_statements(_decode_text(_read_bytes(path, name), name), name)
+        statements = _array_statements(
+            _decode_text(_read_bytes(path, name, encoding=encoding), name), name
+        )
     elif first == "{":
-        statements = _document_statements(path, name)
+        statements = _document_statements(path, name, encoding)
     elif first:
         raise UnreadableSourceError(
             name,
@@ -206,13 +219,13 @@ def open_source(path: Path, options: ReadOptions) -> Source:
                 for start in range(0, doc.num_rows, batch_rows)
             ),
         )
-    voided = _voided_targets(_line_blocks(path, name))
+    voided = _voided_targets(_line_blocks(path, name, encoding))
     return Source(
         name=name,
         columns=CANONICAL_COLUMNS,
         batches=lambda: (
             _build_batch(name, lines, query, voided)
-            for lines in _rebatch(_line_blocks(path, name), batch_rows)
+            for lines in _rebatch(_line_blocks(path, name, encoding), batch_rows)
         ),
     )
 
@@ -695,22 +708,36 @@ WHERE NOT bad_utf8 AND json_valid({RAW_COLUMN})
 # --------------------------------------------------------------------------------------
 
 
-def _open(path: Path, name: str) -> IO[bytes]:
-    """Open ``path`` for reading bytes, through gzip when it starts with the gzip magic."""
+def _open(path: Path, name: str, encoding: str | None = None) -> IO[bytes]:
+    """Open ``path`` for reading bytes, through gzip when it starts with the gzip magic.
+
+    Text that is not UTF-8 (``encoding``, or a UTF-16/UTF-32 byte-order mark) is transcoded to
+    UTF-8 as it is read; a UTF-8 BOM is left for the callers, which skip it.
+    """
     try:
         with path.open("rb") as probe:
             magic = probe.read(2)
-        if magic == _GZIP_MAGIC:
-            return cast(IO[bytes], gzip.open(path, "rb"))
-        return path.open("rb")
+        zipped = magic == _GZIP_MAGIC
+        # Returned open (or wrapped): the caller closes it.
+        raw = cast(IO[bytes], gzip.open(path, "rb")) if zipped else path.open("rb")  # noqa: SIM115
     except OSError as exc:
         raise UnreadableSourceError(name, str(exc)) from exc
+    try:
+        head = raw.peek(4)[:4]  # type: ignore[attr-defined]
+        chosen, _ = choose(encoding, head)
+    except _READ_ERRORS as exc:
+        raw.close()
+        raise UnreadableSourceError(name, str(exc)) from exc
+    if is_utf8(chosen):
+        return raw
+    pieces = utf8_pieces(file_pieces(raw), encoding, name, decompressed=zipped)
+    return io.BufferedReader(PiecesReader(pieces, on_close=[raw]), 1 << 20)
 
 
-def _first_char(path: Path, name: str) -> str:
+def _first_char(path: Path, name: str, encoding: str | None = None) -> str:
     """The first non-blank character of the (decompressed) file, ``""`` if there is none."""
     try:
-        with _open(path, name) as fh:
+        with _open(path, name, encoding) as fh:
             head = True
             while chunk := fh.read(1 << 16):
                 if head:
@@ -724,29 +751,37 @@ def _first_char(path: Path, name: str) -> str:
     return ""
 
 
-def _read_bytes(path: Path, name: str, max_bytes: int | None = None) -> bytes:
+def _read_bytes(
+    path: Path, name: str, max_bytes: int | None = None, *, encoding: str | None = None
+) -> bytes:
     """The (decompressed) file's bytes, at most ``max_bytes + 1`` of them when bounded."""
     try:
-        with _open(path, name) as fh:
+        with _open(path, name, encoding) as fh:
             return fh.read() if max_bytes is None else fh.read(max_bytes + 1)
     except _READ_ERRORS as exc:
         raise UnreadableSourceError(name, str(exc)) from exc
 
 
 def _decode_text(data: bytes, name: str) -> str:
-    """The file's text (UTF-8, a BOM dropped), or an unreadable-source error."""
+    """The file's text (UTF-8, a BOM dropped), or an unreadable-source error naming the byte."""
+    skip = len(_BOM) if data.startswith(_BOM) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[skip:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnreadableSourceError(name, f"not UTF-8: {exc}") from exc
+        at = skip + exc.start
+        raise decode_error(
+            name, "utf-8", at, data[at : skip + exc.end], data[max(0, at - 256) : at + 256]
+        ) from exc
 
 
-def _line_blocks(path: Path, name: str) -> Generator[pa.Table, None, None]:
+def _line_blocks(
+    path: Path, name: str, encoding: str | None = None
+) -> Generator[pa.Table, None, None]:
     """Non-blank lines of a JSON Lines file, in blocks of about ``_BLOCK_BYTES`` bytes."""
     next_line = 1
     carry = b""
     try:
-        with _open(path, name) as fh:
+        with _open(path, name, encoding) as fh:
             block = fh.read(_BLOCK_BYTES).removeprefix(_BOM)
             while True:
                 data = carry + block if carry else block
@@ -869,9 +904,9 @@ def _array_statements(text: str, name: str) -> pa.Table:
     return _statements_table(items)
 
 
-def _document_statements(path: Path, name: str) -> pa.Table | None:
+def _document_statements(path: Path, name: str, encoding: str | None = None) -> pa.Table | None:
     """Statements of a ``{``-led file read as one document, or ``None`` if it is JSON Lines."""
-    lines = _line_blocks(path, name)
+    lines = _line_blocks(path, name, encoding)
     try:
         first = next(lines).slice(0, 1)
     finally:
@@ -881,7 +916,7 @@ def _document_statements(path: Path, name: str) -> pa.Table | None:
     kind, items = _document(first[RAW_COLUMN][0].as_py())
     if kind is not None and items is None:
         return None  # a complete statement on the first line: JSON Lines
-    data = _read_bytes(path, name, DOCUMENT_MAX_BYTES)
+    data = _read_bytes(path, name, DOCUMENT_MAX_BYTES, encoding=encoding)
     if len(data) > DOCUMENT_MAX_BYTES:
         return None
     try:
