@@ -52,6 +52,14 @@ INPUTS_KEY = "discover_inputs"
 
 
 def discover(
+    store: Any, *, k: int | None, seed: int, report: Path | None, activate: bool = True
+) -> tuple[int, Any, pa.Table]:
+    """:func:`discover_model` as (model id, model, assignments)."""
+    found = discover_model(store, k=k, seed=seed, report=report, activate=activate)
+    return found.model_id, found.model, found.assigned
+
+
+def discover_model(
     store: Any,
     *,
     k: int | None,

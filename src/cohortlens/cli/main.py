@@ -336,7 +336,7 @@ def discover(
 
     n = None if k == "auto" else _positive_int(k, "--k")
     with open_for_command(db, create=False) as store, _Bars(as_json) as bars:
-        found = cmd.discover(
+        found = cmd.discover_model(
             store, k=n, seed=seed, report=report, activate=not candidate, on_progress=bars
         )
     payload = cmd.cards(found.model, found.model_id)
@@ -599,7 +599,7 @@ def demo(
 
     report_path = out_dir / "report.html"
     with open_store(db) as store, _Bars(False) as bars:
-        found = cmd.discover(store, k=None, seed=seed, report=report_path, on_progress=bars)
+        found = cmd.discover_model(store, k=None, seed=seed, report=report_path, on_progress=bars)
     payload = cmd.cards(found.model, found.model_id)
     assigned = found.assigned
     _print_cards(payload)

@@ -270,6 +270,11 @@ class _Tracker:
     def active(self) -> bool:
         return self._tell is not None
 
+    @property
+    def lines(self) -> bool:
+        """Whether progress counts physical lines (each batch's last line is wanted)."""
+        return self.active and self._unit == "lines"
+
     def _report(self, done: int) -> None:
         if self._tell is None:
             return
@@ -323,7 +328,7 @@ def _staged_counts(
     source: Source,
     options: ReadOptions,
     now: datetime,
-    tracker: _Tracker | None = None,
+    tracker: _Tracker,
 ) -> Iterator[tuple[int, int, dict[str, int], int | None]]:
     """Stage a source; yield (rows read, accepted, rejects by reason, last line) per step.
 
@@ -332,15 +337,10 @@ def _staged_counts(
     """
     native = getattr(session, "stage_native", None)
     if source.native is not None and native is not None:
-        if tracker is None:
+        with _polled(session, tracker):
             rows, accepted, rejected = native(
                 source.native, source.name, ts_unit=options.ts_unit, now=now
             )
-        else:
-            with _polled(session, tracker):
-                rows, accepted, rejected = native(
-                    source.native, source.name, ts_unit=options.ts_unit, now=now
-                )
         yield rows, accepted, rejected, None
         return
     batches = source.batches()
@@ -353,7 +353,7 @@ def _staged_counts(
     try:
         for batch in batches:
             accepted, rejected = _stage(session, batch, source.name, options, now)
-            yield batch.n_rows, accepted, rejected, _last_line(batch)
+            yield batch.n_rows, accepted, rejected, _last_line(batch) if tracker.lines else None
     finally:  # on an error, stop the reader (and its threads) now, not when collected
         close = getattr(batches, "close", None)
         if close is not None:
