@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cohortlens.errors import InputError, UnreadableSourceError
+from cohortlens.events import validate
 from cohortlens.events.readers import open_source as open_any
 from cohortlens.events.readers.xapi import (
     DAYS_PER_MONTH,
@@ -880,7 +881,6 @@ def test_array_rows_plus_rejects_equal_statements_read(values: list[Any]) -> Non
 
 
 def test_through_validation() -> None:
-    validate = pytest.importorskip("cohortlens.events.validate")
     now = datetime(2024, 6, 1, tzinfo=UTC)
     batches = list(open_source(DATA / "statements.jsonl", ReadOptions()).batches())
     results = [validate.validate_batch(b, now=now) for b in batches]
@@ -920,7 +920,6 @@ def test_through_validation() -> None:
 
 def test_all_rejected_batch_through_validation() -> None:
     """A batch whose every statement the reader rejects still validates (no events)."""
-    validate = pytest.importorskip("cohortlens.events.validate")
     opts = ReadOptions(batch_rows=5)  # the third batch (lines 12-16) is all reader rejects
     batches = list(open_source(DATA / "statements.jsonl", opts).batches())
     assert [b.table.num_rows for b in batches] == [5, 2, 0, 1]

@@ -10,7 +10,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_simulator_ground_truth_spearman() -> None:
-    pytest.importorskip("cohortlens.simulate")
     from benchmarks.validity_features import simulator
 
     res = simulator(3000, 11, FeatureParams())

@@ -30,6 +30,7 @@ from cohortlens.rollout.state import (
     Phase,
     RolloutStatus,
 )
+from cohortlens.serve.metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "docs" / "grafana" / "cohortlens.json"
@@ -125,8 +126,7 @@ def test_exporter_mirrors_status_and_counts_events() -> None:
 
 def _exported_names() -> set[str]:
     """Sample names of the service's and the controller's registries."""
-    serve_metrics = pytest.importorskip("cohortlens.serve.metrics")
-    svc = serve_metrics.ServiceMetrics()
+    svc = ServiceMetrics()
     svc.observe("/r", "GET", 200, "candidate", "2", 0.01)
     svc.model_failures.labels("candidate", "2").inc()
     svc.set_routing(3, 0.1, 1, 2)

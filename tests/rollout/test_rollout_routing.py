@@ -16,6 +16,7 @@ from cohortlens.experiments.assignment import bucket_of, buckets
 from cohortlens.rollout.routers import StoreRouter
 from cohortlens.rollout.routing import candidate_mask, candidate_threshold, guardrail_arms
 from cohortlens.rollout.simulation import release_salts
+from cohortlens.serve import routing as serve_routing
 from cohortlens.store.duckdb import DuckDBStore
 
 N = 100_000
@@ -87,7 +88,6 @@ def test_the_vectorised_hash_is_the_reference_hash() -> None:
 
 
 def test_the_service_routes_with_the_same_rule() -> None:
-    serve_routing = pytest.importorskip("cohortlens.serve.routing")
     for w in np.linspace(0.0, 1.0, 1001):
         assert serve_routing.candidate_threshold(float(w)) == candidate_threshold(float(w))
     with pytest.raises(ValueError, match="must be in"):

@@ -72,7 +72,8 @@ def test_ingest_and_features_match_duckdb_and_discover_runs(
         assert assigned.num_rows == tables["postgres"].num_rows
         assert store.feature_runs()[0]["source"] == f"store:{pg_url}"
     rejected = ok("quarantine", "--db", pg_url, "--limit", "5")
-    assert len(rejected) == min(5, first["rejected"])
+    assert rejected["total"] == first["rejected"]
+    assert len(rejected["rows"]) == rejected["shown"] == min(5, first["rejected"])
 
 
 def test_experiment_exposures_and_analysis_from_the_store(

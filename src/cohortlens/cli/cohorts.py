@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from cohortlens.errors import InputError, StoreError
+from cohortlens.progress import Progress
 
 
 def assignments_table(model: Any, features: pa.Table) -> pa.Table:
@@ -32,36 +36,119 @@ def assignments_table(model: Any, features: pa.Table) -> pa.Table:
     )
 
 
+@dataclass(frozen=True)
+class Discovered:
+    """What ``discover`` stored (or found already stored)."""
+
+    model_id: int
+    model: Any
+    assigned: pa.Table
+    #: True when an identical candidate was already stored and nothing new was written.
+    reused: bool = False
+
+
+#: Key of the artifact recording what a ``discover`` fit was made from (see :func:`discover`).
+INPUTS_KEY = "discover_inputs"
+
+
 def discover(
     store: Any, *, k: int | None, seed: int, report: Path | None, activate: bool = True
 ) -> tuple[int, Any, pa.Table]:
+    """:func:`discover_model` as (model id, model, assignments)."""
+    found = discover_model(store, k=k, seed=seed, report=report, activate=activate)
+    return found.model_id, found.model, found.assigned
+
+
+def discover_model(
+    store: Any,
+    *,
+    k: int | None,
+    seed: int,
+    report: Path | None,
+    activate: bool = True,
+    on_progress: Progress | None = None,
+) -> Discovered:
     """Fit a model on the latest feature run, keep ids stable, and store it.
 
     With ``activate`` it becomes the stable model at once; otherwise it is stored as a
-    candidate for a progressive rollout (``cohortlens rollout``).
+    candidate for a progressive rollout (``cohortlens rollout``). A candidate is not stored
+    twice: when a model with status ``candidate`` was made from the same inputs (see
+    :func:`fit_inputs`), that model is returned with ``reused=True`` and nothing is written.
     """
     from cohortlens.cohorts import CohortModel, write_report
 
     run_id, features = store.read_features()
     outcomes = store.read_outcomes()
     previous = store.active_model()
+    model = CohortModel(k, random_state=seed)
+    inputs = fit_inputs(run_id, model.get_params_dict(), previous, outcomes)
+    if not activate:
+        same = _same_candidate(store, run_id, inputs)
+        if same is not None:
+            found = CohortModel.from_dict(store.model(same))
+            if report is not None:
+                write_report(found, report, features)
+            return Discovered(same, found, store.read_assignments(same), reused=True)
     prev_model = prev_assign = None
     if previous is not None:
         prev_model = CohortModel.from_dict(previous[1])
         prev_assign = store.read_assignments(previous[0]).select(["learner_id", "cohort_id"])
-    model = CohortModel(k, random_state=seed).fit(
+    model.fit(
         features,
         outcomes=outcomes if outcomes.num_rows else None,
         previous=prev_model,
         previous_assignments=prev_assign,
         feature_run=str(run_id),
+        on_progress=on_progress,
     )
-    model_id = store.save_model(model.to_dict(), feature_run_id=run_id, activate=activate)
+    artifact = model.to_dict() | {INPUTS_KEY: inputs}
+    model_id = store.save_model(artifact, feature_run_id=run_id, activate=activate)
     assigned = assignments_table(model, features)
     store.save_assignments(model_id, assigned)
     if report is not None:
         write_report(model, report, features)
-    return model_id, model, assigned
+    return Discovered(model_id, model, assigned)
+
+
+def fit_inputs(
+    run_id: int,
+    params: dict[str, Any],
+    previous: tuple[int, Any] | None,
+    outcomes: pa.Table,
+) -> dict[str, Any]:
+    """Everything a ``discover`` fit depends on, in JSON form ("the same candidate" test).
+
+    Two fits are the same when they share: the feature run, every fit parameter (the
+    requested k or auto, the seed, and the rest of ``CohortModel``'s parameters), the active
+    model whose ids they keep (none for a first model), the stored outcomes (a SHA-256 of
+    the table, which names the cohorts and fills their cards) and the cohortlens version.
+    """
+    from cohortlens import __version__
+
+    table = outcomes.combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    digest = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    inputs = {
+        "feature_run_id": int(run_id),
+        "params": params,
+        "previous_model_id": None if previous is None else int(previous[0]),
+        "outcomes_sha256": digest,
+        "cohortlens_version": __version__,
+    }
+    normalized: dict[str, Any] = json.loads(json.dumps(inputs))  # as stored (lists, not tuples)
+    return normalized
+
+
+def _same_candidate(store: Any, run_id: int, inputs: dict[str, Any]) -> int | None:
+    """The newest model with status ``candidate`` made from exactly ``inputs``, if any."""
+    for row in sorted(store.models(), key=lambda r: -int(r["model_id"])):
+        if row["status"] != "candidate" or row["feature_run_id"] != run_id:
+            continue
+        if store.model(int(row["model_id"])).get(INPUTS_KEY) == inputs:
+            return int(row["model_id"])
+    return None
 
 
 def active(store: Any) -> tuple[int, Any]:

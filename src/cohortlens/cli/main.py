@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Column, Table
+from rich.text import Text
 
 from cohortlens.cli._errors import handle_errors
 from cohortlens.errors import CohortlensError, InputError
 from cohortlens.events.schema import CANONICAL_COLUMNS
 from cohortlens.events.source import DEFAULT_MAX_REJECT_RATE
+from cohortlens.progress import Progress as StepProgress
 
 app = typer.Typer(
     name="cohortlens",
@@ -76,11 +88,12 @@ def simulate(
     from cohortlens.simulate import SimulationParams, write_simulation
     from cohortlens.simulate import simulate as run
 
-    with _Spinner(f"simulating {learners:,} learners x {weeks} weeks", as_json):
+    with _Bars(as_json) as bars:
         sim = run(
-            SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed, start=_start(weeks))
+            SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed, start=_start(weeks)),
+            on_progress=bars,
         )
-        paths = write_simulation(sim, out_dir)
+        paths = write_simulation(sim, out_dir, on_progress=bars)
     summary = {
         "learners": learners,
         "events": sim.events.num_rows,
@@ -189,13 +202,13 @@ def ingest(
             xapi_domain_path=xapi_domain_path,
         )
     )
-    with open_for_command(db) as store, _RowsProgress(as_json) as progress:
+    with open_for_command(db) as store, _Bars(as_json) as bars:
         report = run(
             store,
             paths or [],
             fmt=fmt,
             options=options,
-            progress=progress,
+            on_progress=bars,
             outcomes=outcomes or [],
             max_reject_rate=max_reject_rate,
         )
@@ -288,14 +301,21 @@ def features(
             if not Path(events).exists():
                 raise InputError(f"{events}: no such file or directory")
             source = str(events)
-            with _Spinner(f"features from {events}", as_json):
-                table = build_features(events, params, n_workers=workers)
+            with _Bars(as_json) as bars:
+                table = build_features(events, params, n_workers=workers, on_progress=bars)
         else:
-            if store.count_events() == 0:
+            n_events = store.count_events()
+            if n_events == 0:
                 raise InputError(f"{store.url} holds no events; run `cohortlens ingest` first")
             source = f"store:{store.url}"
-            with _Spinner(f"features from {store.url}", as_json):
-                table = build_features(store.events_reader(), params, n_workers=workers)
+            with _Bars(as_json) as bars:
+                table = build_features(
+                    store.events_reader(),
+                    params,
+                    n_workers=workers,
+                    on_progress=bars,
+                    total_events=n_events,
+                )
         run_id = store.save_feature_run(table, params.to_dict(), source)
     if out_path is not None:
         write_features(table, out_path, params, run_id=str(run_id))
@@ -376,23 +396,42 @@ def discover(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cluster the latest feature run into cohorts; ids stay stable across runs."""
+    """Cluster the latest feature run into cohorts; ids stay stable across runs.
+
+    With --candidate the model is kept for a rollout; a candidate made from the same inputs
+    (feature run, parameters and seed, active model, outcomes) is reused, not stored twice.
+    """
     from cohortlens.cli import cohorts as cmd
     from cohortlens.cli._store import open_for_command
 
     n = None if k == "auto" else _positive_int(k, "--k")
-    with (
-        open_for_command(db, create=False) as store,
-        _Spinner("choosing k, fitting cohorts", as_json),
-    ):
-        model_id, model, _assigned = cmd.discover(
-            store, k=n, seed=seed, report=report, activate=not candidate
+    with open_for_command(db, create=False) as store, _Bars(as_json) as bars:
+        found = cmd.discover_model(
+            store, k=n, seed=seed, report=report, activate=not candidate, on_progress=bars
         )
-    payload = cmd.cards(model, model_id)
+    payload = cmd.cards(found.model, found.model_id)
+    status = "candidate" if candidate else "active"
     if as_json:
-        _print_json(payload | {"report": str(report) if report else None})
+        _print_json(
+            payload
+            | {"status": status, "reused": found.reused, "report": str(report) if report else None}
+        )
         return
     _print_cards(payload)
+    if found.reused:
+        out.print(
+            f"reused candidate model {found.model_id}: it was made from the same feature run, "
+            "parameters and seed, active model and outcomes; nothing new was stored",
+            soft_wrap=True,
+        )
+    elif candidate:
+        out.print(
+            f"stored candidate model {found.model_id} (not serving); ship it with: "
+            "cohortlens rollout init > rollout.yaml",
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"model {found.model_id} is now active")
     if report:
         out.print(f"wrote {report}")
 
@@ -445,6 +484,45 @@ def cohorts(db: DbOption = None, as_json: JsonOption = False) -> None:
     _print_cards(payload)
 
 
+@app.command()
+@_errors
+def models(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Stored cohort models, newest first: id, status, created, k, feature run, routing role."""
+    from cohortlens.cli._store import model_rows, open_for_command
+
+    with open_for_command(db, read_only=True) as store:
+        url = store.url
+        rows = model_rows(store)
+    if as_json:
+        _print_json([r | {"created_at": r["created_at"].isoformat()} for r in rows])
+        return
+    if not rows:
+        out.print(
+            f"no cohort models in {url}; make one with: cohortlens discover "
+            "(or cohortlens discover --candidate for a rollout)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    table = Table(title=f"cohort models in {url}")
+    for col in ("id", "status", "created (UTC)", "k", "learners", "feature run", "routing"):
+        table.add_column(col, justify="right" if col in ("id", "k", "learners") else "left")
+    for r in rows:
+        role = r["role"] or "-"
+        if r["role"] is not None:
+            role = f"{role}, {r['traffic_share'] * 100:.4g} % of learners"
+        table.add_row(
+            str(r["model_id"]),
+            r["status"],
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
+            "-" if r["k"] is None else str(r["k"]),
+            "-" if r["learners"] is None else f"{r['learners']:,}",
+            "-" if r["feature_run_id"] is None else str(r["feature_run_id"]),
+            role,
+        )
+    out.print(table)
+
+
 def _positive_int(text: str, option: str) -> int:
     try:
         value = int(text)
@@ -479,23 +557,53 @@ def _print_cards(payload: dict[str, Any]) -> None:
 @_errors
 def quarantine(
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Only this reason code (e.g. bad_timestamp).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Only this source: its path as ingested, or its file name."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show quarantined rows: source, line, reason, detail and the raw row."""
+    """Show quarantined rows, newest ingest first: source, line, reason, detail and raw text."""
     from cohortlens.cli._store import open_for_command
+    from cohortlens.events.schema import RejectReason
+    from cohortlens.store.base import quarantine_total
 
     with open_for_command(db, read_only=True) as store:
-        rows = store.read_quarantine(limit=limit).to_pylist()
+        found = store.read_quarantine(limit=limit, reason=reason, source=source)
+    rows, total = found.to_pylist(), quarantine_total(found)
     if as_json:
-        _print_json(rows)
+        _print_json({"total": total, "shown": len(rows), "rows": rows})
         return
-    table = Table(title="quarantine")
+    filters = [f"{k} {v}" for k, v in (("reason", reason), ("source", source)) if v is not None]
+    where = f" ({', '.join(filters)})" if filters else ""
+    if total == 0:
+        out.print(f"no quarantined rows{where}", highlight=False, soft_wrap=True)
+        codes = [r.value for r in RejectReason]
+        if reason is not None and reason not in codes:
+            out.print(f"(reason codes: {', '.join(codes)})", highlight=False, soft_wrap=True)
+        return
+    table = Table(
+        title=f"quarantine{where}: showing {len(rows):,} of {total:,}, newest first",
+        title_justify="left",
+    )
     for col in ("source", "line", "reason", "detail"):
-        table.add_column(col)
+        table.add_column(col, justify="right" if col == "line" else "left")
+    table.add_column("raw", overflow="ellipsis", no_wrap=True, max_width=60)
     for r in rows:
-        table.add_row(str(r["source"]), str(r["line"]), str(r["reason"]), str(r["detail"] or ""))
-    out.print(table)
+        table.add_row(
+            str(r["source"]),
+            "-" if r["line"] is None else str(r["line"]),
+            str(r["reason"]),
+            str(r["detail"] or ""),
+            str(r["raw"] or ""),
+        )
+    out.print(table, highlight=False)
+    if len(rows) < total:
+        out.print(f"{total - len(rows):,} more: raise --limit, or filter with --reason / --source")
 
 
 @app.command()
@@ -518,14 +626,14 @@ def demo(
     for stale in (db, Path(f"{db}.wal")):
         stale.unlink(missing_ok=True)
     out.rule("1. simulate")
-    with _Spinner(f"simulating {learners:,} learners", False):
-        sim = run(SimulationParams(n_learners=learners, seed=seed))
-        files = write_simulation(sim, out_dir / "sim")
+    with _Bars(False) as bars:
+        sim = run(SimulationParams(n_learners=learners, seed=seed), on_progress=bars)
+        files = write_simulation(sim, out_dir / "sim", on_progress=bars)
     out.print(f"{sim.events.num_rows:,} events, {learners:,} learners -> {out_dir / 'sim'}/")
     out.rule("2. ingest")
-    with open_store(db) as store, _RowsProgress(False) as progress:
+    with open_store(db) as store, _Bars(False) as bars:
         report = run_ingest(
-            store, [files["events"]], outcomes=[files["outcomes"]], progress=progress
+            store, [files["events"]], outcomes=[files["outcomes"]], on_progress=bars
         )
     out.print(
         f"rows read {report.rows_read:,}: accepted {report.accepted:,}, rejected "
@@ -537,8 +645,14 @@ def demo(
     from cohortlens.features import FeatureParams, build_features, write_features
 
     params = FeatureParams()
-    with open_store(db) as store, _Spinner("velocity, affinity, retention", False):
-        table = build_features(store.events_reader(), params, n_workers=2)
+    with open_store(db) as store, _Bars(False) as bars:
+        table = build_features(
+            store.events_reader(),
+            params,
+            n_workers=2,
+            on_progress=bars,
+            total_events=store.count_events(),
+        )
         run_id = store.save_feature_run(table, params.to_dict(), f"store:{db}")
     write_features(table, out_dir / "features.parquet", params, run_id=str(run_id))
     for key in ("velocity_status", "retention_status", "affinity_archetype"):
@@ -554,9 +668,10 @@ def demo(
     from cohortlens.cli import cohorts as cmd
 
     report_path = out_dir / "report.html"
-    with open_store(db) as store, _Spinner("choosing k, fitting cohorts", False):
-        model_id, model, assigned = cmd.discover(store, k=None, seed=seed, report=report_path)
-    payload = cmd.cards(model, model_id)
+    with open_store(db) as store, _Bars(False) as bars:
+        found = cmd.discover_model(store, k=None, seed=seed, report=report_path, on_progress=bars)
+    payload = cmd.cards(found.model, found.model_id)
+    assigned = found.assigned
     _print_cards(payload)
     (out_dir / "cohorts.json").write_text(json.dumps(payload, indent=2, default=str))
     pq.write_table(assigned, out_dir / "assignments.parquet")
@@ -613,7 +728,7 @@ def _demo_lookup(db: Path, learner_id: str) -> str:
 
 
 class _Spinner:
-    """A transient spinner on stderr for steps that may take more than a second."""
+    """A transient spinner on stderr for a wait of unknown length (only on a terminal)."""
 
     def __init__(self, text: str, quiet: bool) -> None:
         self._progress = Progress(
@@ -622,7 +737,7 @@ class _Spinner:
             TimeElapsedColumn(),
             console=err,
             transient=True,
-            disable=quiet,
+            disable=quiet or not err.is_terminal,
         )
         self._text = text
 
@@ -634,32 +749,96 @@ class _Spinner:
         self._progress.stop()
 
 
-class _RowsProgress:
-    """Rows-read counter per source, on stderr."""
+def _short(value: float) -> str:
+    """1234 -> "1,234"; 12345678 -> "12.3M"; 0.5 -> "0.5"."""
+    if value < 10:
+        return f"{value:.1f}".removesuffix(".0")
+    for threshold, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "K")):
+        if value >= threshold:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:,.0f}"
+
+
+class _CountColumn(ProgressColumn):
+    """ "12.3M/23.7M rows" (or "12.3M rows" while the total is unknown)."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        if task.total is None:
+            return Text(f"{_short(task.completed)} {unit}")
+        return Text(f"{_short(task.completed)}/{_short(task.total)} {unit}")
+
+
+class _RateColumn(ProgressColumn):
+    """ "1.2M rows/s": units per second over the last seconds."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("")
+        return Text(f"{_short(speed)} {task.fields.get('unit', '')}/s")
+
+
+class _EtaColumn(ProgressColumn):
+    """ "ETA 0:01:05" from the recent rate; the elapsed time while the total is unknown."""
+
+    max_refresh = 0.5
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text(f"{timedelta(seconds=int(task.elapsed or 0))} elapsed")
+        if task.finished:
+            return Text(f"in {timedelta(seconds=int(task.finished_time or 0))}")
+        left = task.time_remaining
+        return Text("ETA -:--:--" if left is None else f"ETA {timedelta(seconds=int(left))}")
+
+
+#: Width of a progress bar's label (a step name, or the end of a source's path).
+_LABEL = 24
+
+
+class _Bars:
+    """Progress bars on stderr, one per step the library reports (:mod:`cohortlens.progress`):
+    percent, count, rate and ETA. Only on a terminal and never with ``--json``; then the
+    library gets no callback at all (and skips what it would only do for one, like counting
+    the lines of a CSV file)."""
 
     def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and err.is_terminal
         self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TextColumn("{task.completed:,.0f} rows"),
-            TimeElapsedColumn(),
+            TextColumn(
+                "{task.description}",
+                table_column=Column(max_width=_LABEL, no_wrap=True, overflow="ellipsis"),
+            ),
+            BarColumn(bar_width=None),
+            TaskProgressColumn(),
+            _CountColumn(table_column=Column(no_wrap=True)),
+            _RateColumn(table_column=Column(no_wrap=True)),
+            _EtaColumn(table_column=Column(no_wrap=True)),
             console=err,
             transient=True,
-            disable=quiet,
+            expand=True,
+            disable=not self.enabled,
         )
-        self._tasks: dict[str, Any] = {}
+        self._tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> Callable[[str, int], None]:
+    def __enter__(self) -> StepProgress | None:
+        if not self.enabled:
+            return None
         self._progress.start()
-        return self._update
+        return self.update
 
-    def _update(self, source: str, rows: int) -> None:
-        if source not in self._tasks:
-            self._tasks[source] = self._progress.add_task(source, total=None)
-        self._progress.update(self._tasks[source], completed=rows)
+    def update(self, step: str, done: int, total: int | None, unit: str) -> None:
+        """The :class:`cohortlens.progress.Progress` callback."""
+        task = self._tasks.get(step)
+        if task is None:
+            label = step if len(step) <= _LABEL else "…" + step[1 - _LABEL :]  # a path's end
+            task = self._tasks[step] = self._progress.add_task(label, total=total, unit=unit)
+        self._progress.update(task, completed=done, total=total, unit=unit)
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self.enabled:
+            self._progress.stop()
 
 
 def _mount_subcommands() -> None:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cohortlens.cli._errors import handle_errors
-from cohortlens.errors import InputError, StoreError
+from cohortlens.errors import InputError
 
 app = typer.Typer(
     help="Progressive delivery of cohort models: canary → ramp → full, with auto-rollback.",
@@ -54,10 +54,12 @@ def _print_json(payload: object) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _open(db: str | None) -> Any:
-    from cohortlens.store import open_store
+def _open(db: str | None, *, read_only: bool) -> Any:
+    """The store of a rollout command: never created here (it must hold the models), waited
+    for while another process holds it (cli/_store.py)."""
+    from cohortlens.cli._store import open_for_command
 
-    return open_store(db)
+    return open_for_command(db, read_only=read_only, create=False)
 
 
 def _pct(weight: float) -> str:
@@ -178,9 +180,10 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Phase, step, weight and analysis counters of a rollout (or a list of all)."""
+    from cohortlens.cli._store import read_routing
     from cohortlens.rollout.runner import load_spec_of, load_status
 
-    store = _open(db)
+    store = _open(db, read_only=True)
     try:
         if name is None:
             rows = []
@@ -190,6 +193,15 @@ def status(
                     rows.append({"name": n, "revision": got[0]} | got[1])
             if as_json:
                 _print_json(rows)
+                return
+            if not rows:
+                out.print(
+                    f"no rollouts in {store.url}; start one with: "
+                    "cohortlens rollout init > rollout.yaml, then cohortlens rollout run "
+                    "rollout.yaml",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 return
             table = Table("rollout", "phase", "step", "weight", "reason", "updated")
             for r in rows:
@@ -205,7 +217,16 @@ def status(
             return
         rev, st = load_status(store, name)
         spec = load_spec_of(store, name)
-        routing = _routing_or_none(store)
+        found = read_routing(store)
+        routing = None
+        if found is not None:
+            routing = {
+                "stable_model_id": found.stable_model_id,
+                "candidate_model_id": found.candidate_model_id,
+                "candidate_weight_percent": round(found.candidate_weight * 100.0, 6),
+                "release_id": found.release_id,
+                "revision": found.revision,
+            }
     finally:
         store.close()
     if as_json:
@@ -253,20 +274,6 @@ def status(
         out.print(table)
 
 
-def _routing_or_none(store: Any) -> dict[str, Any] | None:
-    try:
-        r = store.routing()
-    except (StoreError, AttributeError):
-        return None
-    return {
-        "stable_model_id": r.stable_model_id,
-        "candidate_model_id": r.candidate_model_id,
-        "candidate_weight_percent": round(r.candidate_weight * 100.0, 6),
-        "release_id": r.release_id,
-        "revision": r.revision,
-    }
-
-
 @app.command()
 @_errors
 def history(
@@ -281,7 +288,7 @@ def history(
     """Every transition and measurement of a rollout, with its machine-readable reason."""
     from cohortlens.rollout.runner import load_status
 
-    store = _open(db)
+    store = _open(db, read_only=True)
     try:
         load_status(store, name)
         events = store.rollout_events(name)
@@ -331,7 +338,7 @@ def _event_line(kind: str, reason: str, detail: dict[str, Any]) -> str:
 def _command(name: str, command: Any, db: str | None, reason: str | None, as_json: bool) -> None:
     from cohortlens.rollout.runner import build_router, run_command
 
-    store = _open(db)
+    store = _open(db, read_only=False)
     try:
         decision, problems = run_command(
             store,
@@ -433,18 +440,46 @@ def retry(
 # ---------------------------------------------------------------------------- helpers
 
 
+def _newest_candidate(db: str | None) -> int:
+    """The newest model with status ``candidate`` (said on stderr), or exit 2 saying how to
+    make one."""
+    from cohortlens.cli._store import newest_candidate
+
+    with _open(db, read_only=True) as store:
+        found, url = newest_candidate(store), store.url
+    if found is None:
+        raise InputError(
+            f"{url} has no candidate model; make one with `cohortlens discover --candidate` "
+            "(or name one with --candidate ID: `cohortlens models` lists them)"
+        )
+    err.print(f"candidate model {found} (the newest in {url})", highlight=False)
+    return found
+
+
 @app.command()
 @_errors
 def init(
-    candidate: Annotated[int, typer.Option("--candidate", min=1, help="Model id to ship.")],
+    candidate: Annotated[
+        int | None,
+        typer.Option(
+            "--candidate",
+            min=1,
+            help="Model id to ship (default: the newest candidate in the store, from "
+            "`cohortlens discover --candidate`).",
+        ),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Rollout name.")] = "cohort-model",
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Write here (default stdout).")
     ] = None,
+    db: DbOption = None,
 ) -> None:
-    """Print the default spec (canary 1 % → ramp 10 % → full 100 %) to edit."""
+    """Print the default spec (canary 1 % → ramp 10 % → full 100 %) to edit; only the YAML
+    goes to stdout."""
     from cohortlens.rollout.spec import RolloutSpec, dump_spec_yaml
 
+    if candidate is None:
+        candidate = _newest_candidate(db)
     try:
         spec = RolloutSpec(name=name, candidate_model_id=candidate)
     except ValueError as exc:

@@ -76,12 +76,19 @@ from cohortlens.cohorts.quality import (
 from cohortlens.cohorts.scaling import RobustScaler
 from cohortlens.cohorts.selection import Selection, choose_n_cohorts
 from cohortlens.errors import InputError
+from cohortlens.progress import Progress, tell
 
 #: Artifact ``kind`` tag.
 ARTIFACT_KIND = "cohortlens/cohort-model"
 #: Outcome columns read from an outcomes table (OUTCOME_SCHEMA).
 OUTCOME_COLUMNS: tuple[str, ...] = ("completed", "churned", "revenue")
 _TRANSFORM_CODE = {"identity": 0, "log": 1, "logit": 2}
+
+
+#: Progress of a fit after the k sweep: k-means (with k-POD), quality, profiles and names,
+#: drift against the previous model.
+_FIT_STEP = "fitting cohorts"
+_FIT_STAGES = 4
 
 
 def _specs(items: Sequence[FeatureSpec | str]) -> tuple[FeatureSpec, ...]:
@@ -224,6 +231,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
         previous: CohortModel | None = None,
         previous_assignments: pa.Table | None = None,
         feature_run: str | None = None,
+        on_progress: Progress | None = None,
     ) -> Self:
         """Learn scaling, k, centroids, ids, names and quality from a feature table.
 
@@ -241,6 +249,8 @@ class CohortModel(ClusterMixin, BaseEstimator):
                 previous run, for the share of learners who changed cohort (otherwise the
                 previous model is applied to ``X``).
             feature_run: id of the feature run ``X`` came from (kept in the artifact).
+            on_progress: told each k of the sweep, then each stage of the fit
+                (:mod:`cohortlens.progress`).
         """
         self._check_params()
         rng = np.random.default_rng(self.random_state)
@@ -282,11 +292,12 @@ class CohortModel(ClusterMixin, BaseEstimator):
             )
         seed = int(rng.integers(2**31))
         if self.n_cohorts is None:
-            self.selection_ = choose_n_cohorts(zc, self.selection, seed)
+            self.selection_ = choose_n_cohorts(zc, self.selection, seed, on_progress=on_progress)
             k = self.selection_.chosen_k
         else:
             self.selection_ = None
             k = int(self.n_cohorts)
+        tell(on_progress, _FIT_STEP, 0, _FIT_STAGES, "stages")
         km = KMeans(
             k,
             n_init=self.n_init,
@@ -341,6 +352,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
         self.n_insufficient_ = int((~sufficient).sum())
         self.feature_run_ = feature_run
 
+        tell(on_progress, _FIT_STEP, 1, _FIT_STAGES, "stages")
         # quality
         self.quality_ = self._quality(z[complete], labels[sufficient][complete], k, rng)
         z_all = self.scaler_.transform(xa)
@@ -353,6 +365,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
             )
             self.quality_ = replace(self.quality_, outcomes=assoc)
 
+        tell(on_progress, _FIT_STEP, 2, _FIT_STAGES, "stages")
         # profiles, names, cards
         prof_specs, prof_x = self._profile_matrix(X, xa, specs, table_input)
         self.profile_features_ = prof_specs
@@ -385,8 +398,10 @@ class CohortModel(ClusterMixin, BaseEstimator):
         self.matches_ = tuple(matches)
         self.retired_ids_ = tuple(retired)
         self._fast_path = None
+        tell(on_progress, _FIT_STEP, 3, _FIT_STAGES, "stages")
         if previous is not None:
             self.drift_ = drift_report(previous, self, X, previous_assignments)
+        tell(on_progress, _FIT_STEP, _FIT_STAGES, _FIT_STAGES, "stages")
         return self
 
     # ------------------------------------------------------------------ fit helpers

@@ -22,6 +22,7 @@ from cohortlens.cohorts._threads import kmeans_threads
 from cohortlens.cohorts.params import SelectionParams
 from cohortlens.cohorts.quality import bootstrap_stability, sample_distances, silhouette_values
 from cohortlens.errors import InputError
+from cohortlens.progress import Progress, tell
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,21 @@ class Selection:
         )
 
 
-def choose_n_cohorts(z: np.ndarray, params: SelectionParams, seed: int = 0) -> Selection:
-    """Sweep k over ``[params.k_min, params.k_max]`` on samples of ``z`` (scaled, no NaN)."""
+#: Progress step of the sweep (:mod:`cohortlens.progress`).
+SWEEP_STEP = "choosing k"
+
+
+def choose_n_cohorts(
+    z: np.ndarray,
+    params: SelectionParams,
+    seed: int = 0,
+    *,
+    on_progress: Progress | None = None,
+) -> Selection:
+    """Sweep k over ``[params.k_min, params.k_max]`` on samples of ``z`` (scaled, no NaN).
+
+    ``on_progress`` is told each k swept.
+    """
     rng = np.random.default_rng(seed)
     n = len(z)
     ks = [k for k in range(params.k_min, params.k_max + 1) if k < n]
@@ -106,7 +120,8 @@ def choose_n_cohorts(z: np.ndarray, params: SelectionParams, seed: int = 0) -> S
     distances = sample_distances(sample[sil_rows])
     sil: dict[int, np.ndarray] = {}
     rows: dict[int, dict[str, Any]] = {}
-    for k in ks:  # one fit + n_bootstrap refits per k, on the sample
+    tell(on_progress, SWEEP_STEP, 0, len(ks), "k values")
+    for i, k in enumerate(ks):  # one fit + n_bootstrap refits per k, on the sample
         fit = KMeans(k, n_init=params.sweep_n_init, random_state=int(rng.integers(2**31)))
         with kmeans_threads(len(sample)):
             fit.fit(sample)
@@ -126,6 +141,7 @@ def choose_n_cohorts(z: np.ndarray, params: SelectionParams, seed: int = 0) -> S
             "stability_ari_min": float(aris.min()),
             "inertia_per_learner": float(fit.inertia_) / len(sample),
         }
+        tell(on_progress, SWEEP_STEP, i + 1, len(ks), "k values")
     stable = [k for k in ks if rows[k]["stability_ari"] >= params.min_stability_ari]
     if stable:
         best = max(stable, key=lambda k: rows[k]["silhouette"])

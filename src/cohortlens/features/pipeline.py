@@ -18,7 +18,13 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import (
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +48,7 @@ from cohortlens.features.engine import (
 )
 from cohortlens.features.params import FeatureParams
 from cohortlens.features.stats import GlobalStats, ItemStats, ItemStatsAccumulator
+from cohortlens.progress import Progress, tell
 
 T = TypeVar("T")
 
@@ -63,6 +70,13 @@ EVENTS_PER_PARTITION = 2_000_000
 #: 60 bytes per event at peak, so 3.6 GB at the default); larger ones take the spill path.
 IN_MEMORY_MAX_EVENTS = 60_000_000
 _STRING_COLUMNS = ("learner_id", "domain", "item_id")
+#: Progress step names (:mod:`cohortlens.progress`).
+_READING = "reading events"
+_COMPUTING = "computing features"
+_PARTITIONS = "learner partitions"
+#: Stages of the in-memory path after reading: items + prepare, partial features, the
+#: population fit, finishing (retention MAP).
+_IN_MEMORY_STAGES = 4
 
 
 @dataclass(frozen=True)
@@ -281,7 +295,11 @@ def _row_groups(files: list[str]) -> Iterator[pa.Table]:
 
 
 def _build_in_memory(
-    files: list[str], total_rows: int, params: FeatureParams, n_threads: int
+    files: list[str],
+    total_rows: int,
+    params: FeatureParams,
+    n_threads: int,
+    on_progress: Progress | None = None,
 ) -> pa.Table:
     """All learners at once in this process: encode while reading, sort once, run the engines.
 
@@ -292,18 +310,28 @@ def _build_in_memory(
     nb.set_num_threads(max(1, min(n_threads, int(nb.config.NUMBA_NUM_THREADS))))  # type: ignore[attr-defined]
     try:
         encoder = EventEncoder(capacity=total_rows)
+        read = 0
+        tell(on_progress, _READING, 0, total_rows, "events")
         for table in _row_groups(files):
             encoder.add(table)
+            read += table.num_rows
+            tell(on_progress, _READING, read, total_rows, "events")
         enc = encoder.finish()
         del encoder
+        tell(on_progress, _COMPUTING, 0, _IN_MEMORY_STAGES, "stages")
         items = encoded_item_stats(enc, params.velocity)
         prep = prepare_encoded(enc, items, release=True)
         del enc
+        tell(on_progress, _COMPUTING, 1, _IN_MEMORY_STAGES, "stages")
         partial = partial_features(prep, items, params)
+        tell(on_progress, _COMPUTING, 2, _IN_MEMORY_STAGES, "stages")
         sample = sample_pairs(prep, params.retention, partial.pairs)
         del prep
         stats = global_stats_from(items, [sample], params)
-        return attach_stats(finish_features(partial, stats.retention, params), stats)
+        tell(on_progress, _COMPUTING, 3, _IN_MEMORY_STAGES, "stages")
+        feats = attach_stats(finish_features(partial, stats.retention, params), stats)
+        tell(on_progress, _COMPUTING, _IN_MEMORY_STAGES, _IN_MEMORY_STAGES, "stages")
+        return feats
     finally:
         nb.set_num_threads(prev_threads)
 
@@ -327,6 +355,8 @@ def build_features(
     batch_rows: int = 1 << 18,
     flush_rows: int = 1 << 17,
     in_memory_max_events: int = IN_MEMORY_MAX_EVENTS,
+    on_progress: Progress | None = None,
+    total_events: int | None = None,
 ) -> pa.Table:
     """Features of every learner in ``source`` (Parquet file/dir or a record batch reader).
 
@@ -340,6 +370,10 @@ def build_features(
     A Parquet source of at most ``in_memory_max_events`` rows is processed in memory in this
     process (``n_workers`` numba threads; about 60 bytes per event at peak); larger sources and
     record batch readers take the bounded-memory spill path. Both give the same table.
+
+    ``on_progress`` (:mod:`cohortlens.progress`) is told the events read, then the stages or
+    learner partitions finished; ``total_events`` is the row count of a record batch reader
+    when the caller knows it (a Parquet source's comes from its footers).
     """
     params = params or FeatureParams()
     n_workers = max(1, int(n_workers))
@@ -347,7 +381,7 @@ def build_features(
         files = _parquet_files(Path(source))
         total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         if total_rows <= in_memory_max_events:
-            feats = _build_in_memory(files, total_rows, params, n_workers)
+            feats = _build_in_memory(files, total_rows, params, n_workers, on_progress)
             if out_dir is not None:
                 n_parts = n_partitions or max(
                     2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
@@ -369,8 +403,10 @@ def build_features(
             if isinstance(source, pa.RecordBatchReader):
                 n_parts = n_partitions or 64
                 spiller = _Spiller(work, n_parts, 0, flush_rows)
+                tell(on_progress, _READING, 0, total_events, "events")
                 for t in _reader_batches(source):
                     spiller.add(t)
+                    tell(on_progress, _READING, spiller.rows, total_events, "events")
                 partials = [spiller.close()[0]]
             else:
                 files = _parquet_files(Path(source))
@@ -378,26 +414,45 @@ def build_features(
                 n_parts = n_partitions or max(
                     2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
                 )
+                tell(on_progress, _READING, 0, total_rows, "events")
                 futs = [
                     pool.submit(_spill_worker, t, str(work), n_parts, flush_rows, batch_rows)
                     for t in tasks
                 ]
+                read = 0
+                for done in as_completed(futs):
+                    read += done.result()[1]
+                    tell(on_progress, _READING, read, total_rows, "events")
                 partials = [f.result()[0] for f in futs]
             items = _merge_items(partials, params)
             part_files = [
                 sorted(str(p) for p in work.glob(f"part-{i:05d}-w*.arrow")) for i in range(n_parts)
             ]
             caches = [str(work / f"partial-{i:05d}.pkl") for i in range(n_parts)]
-            samples = list(
-                pool.map(_phase_a_worker, part_files, [items] * n_parts, [params] * n_parts, caches)
+            # Each partition is read and prepared once (phase A), then finished (phase B).
+            tell(on_progress, _PARTITIONS, 0, 2 * n_parts, "partitions")
+            samples = _in_order(
+                [
+                    pool.submit(_phase_a_worker, part, items, params, cache)
+                    for part, cache in zip(part_files, caches, strict=True)
+                ],
+                on_progress,
+                0,
+                2 * n_parts,
             )
             stats = global_stats_from(items, samples, params)
             outs: list[str | None] = [None] * n_parts
             if out_dir is not None:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
                 outs = [str(Path(out_dir) / f"features-{i:05d}.parquet") for i in range(n_parts)]
-            results = list(
-                pool.map(_phase_b_worker, caches, [stats] * n_parts, [params] * n_parts, outs)
+            results = _in_order(
+                [
+                    pool.submit(_phase_b_worker, cache, stats, params, out)
+                    for cache, out in zip(caches, outs, strict=True)
+                ],
+                on_progress,
+                n_parts,
+                2 * n_parts,
             )
         tables = [pq.read_table(r) if isinstance(r, str) else r for r in results]
         feats = pa.concat_tables(tables) if tables else FEATURE_SCHEMA.empty_table()
@@ -405,6 +460,18 @@ def build_features(
         return attach_stats(feats, stats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _in_order(
+    futures: list[Future[T]], on_progress: Progress | None, done_before: int, total: int
+) -> list[T]:
+    """The futures' results in submission order, telling ``on_progress`` as each finishes."""
+    done = done_before
+    for fut in as_completed(futures):
+        fut.result()  # raises the first failure now
+        done += 1
+        tell(on_progress, _PARTITIONS, done, total, "partitions")
+    return [f.result() for f in futures]
 
 
 def write_features(

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cohortlens.events.schema import EVENT_SCHEMA
+from cohortlens.progress import Progress, tell
 from cohortlens.simulate._events import KIND_NAMES, KIND_VIEW, WeekEvents, generate_weeks
 from cohortlens.simulate._traits import (
     F64,
@@ -27,6 +28,8 @@ from cohortlens.simulate.outcomes import draw_outcomes
 from cohortlens.simulate.params import SimulationParams
 
 _TS = pa.timestamp("us", tz="UTC")
+#: Rows per Parquet row group (``pq.write_table``'s default).
+_ROW_GROUP_ROWS = 1 << 20
 
 #: Per-event ground truth (only with ``keep_event_truth``), aligned row by row with events.
 EVENT_TRUTH_SCHEMA = pa.schema(
@@ -98,11 +101,12 @@ class Simulation:
     event_truth: pa.Table | None = None
 
 
-def simulate(params: SimulationParams) -> Simulation:
+def simulate(params: SimulationParams, *, on_progress: Progress | None = None) -> Simulation:
     """Simulate a learning platform (deterministic given ``params``; see docs/SIMULATOR.md).
 
     Independent generator streams (spawned from ``seed``) feed traits, items, events and
     outcomes, so e.g. changing ``n_weeks`` leaves every learner's traits unchanged.
+    ``on_progress`` (:mod:`cohortlens.progress`) is told each simulated week.
     """
     trait_rng, item_rng, event_rng, outcome_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(params.seed).spawn(4)
@@ -120,8 +124,10 @@ def simulate(params: SimulationParams) -> Simulation:
     futures: list[Future[tuple[pa.RecordBatch, pa.RecordBatch | None]]] = []
     # Arrow builds week w's strings in a second thread while numpy draws week w + 1; waiting
     # for week w before submitting w + 1 keeps at most two weeks of raw arrays alive.
+    step = "simulating"
+    tell(on_progress, step, 0, params.n_weeks, "weeks")
     with ThreadPoolExecutor(max_workers=1) as pool:
-        for week in generate_weeks(params, traits, difficulty, event_rng):
+        for w, week in enumerate(generate_weeks(params, traits, difficulty, event_rng)):
             if futures:
                 futures[-1].result()
             futures.append(
@@ -141,6 +147,7 @@ def simulate(params: SimulationParams) -> Simulation:
             n_events += np.bincount(week.learner, minlength=params.n_learners)
             graded = week.kind != KIND_VIEW
             n_graded += np.bincount(week.learner[graded], minlength=params.n_learners)
+            tell(on_progress, step, w + 1, params.n_weeks, "weeks")
         results = [f.result() for f in futures]
     batches = [r[0] for r in results]
     truth_batches = [r[1] for r in results if r[1] is not None]
@@ -163,11 +170,13 @@ def simulate(params: SimulationParams) -> Simulation:
     return Simulation(params, events, outcomes, truth, items, event_truth)
 
 
-def write_simulation(sim: Simulation, out_dir: Path | str) -> dict[str, Path]:
+def write_simulation(
+    sim: Simulation, out_dir: Path | str, *, on_progress: Progress | None = None
+) -> dict[str, Path]:
     """Write the tables as Parquet (plus ``params.json``) and return name -> path.
 
     Keys: ``events``, ``outcomes``, ``truth``, ``items``, ``params`` and, when kept,
-    ``event_truth``.
+    ``event_truth``. ``on_progress`` is told the rows written, one row group at a time.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,9 +189,19 @@ def write_simulation(sim: Simulation, out_dir: Path | str) -> dict[str, Path]:
     if sim.event_truth is not None:
         tables["event_truth"] = sim.event_truth
     paths: dict[str, Path] = {}
+    total = sum(t.num_rows for t in tables.values())
+    written = 0
+    tell(on_progress, "writing Parquet", 0, total, "rows")
     for name, table in tables.items():
         path = out / f"{name}.parquet"
-        pq.write_table(table, path, compression="zstd")
+        # Row groups of pq.write_table's default size, one at a time: the same file, with
+        # progress between groups.
+        with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
+            for start in range(0, table.num_rows, _ROW_GROUP_ROWS):
+                piece = table.slice(start, _ROW_GROUP_ROWS)
+                writer.write_table(piece, row_group_size=_ROW_GROUP_ROWS)
+                written += piece.num_rows
+                tell(on_progress, "writing Parquet", written, total, "rows")
         paths[name] = path
     params_path = out / "params.json"
     params_path.write_text(json.dumps(asdict(sim.params), indent=2, default=str) + "\n")

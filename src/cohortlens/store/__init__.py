@@ -73,6 +73,7 @@ def open_shared(
     *,
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    create: bool = True,
 ) -> TurnTakingStore | SerializedStore:
     """The store for a long-running process (the service, the rollout controller).
 
@@ -82,8 +83,8 @@ def open_shared(
     """
     url = resolve_db(str(db) if db is not None else None)
     if url.startswith(POSTGRES_SCHEMES) or url == ":memory:":
-        return SerializedStore(open_store(url, wait_s=wait_s, on_wait=on_wait))
-    return TurnTakingStore(url, wait_s=wait_s, on_wait=on_wait)
+        return SerializedStore(open_store(url, wait_s=wait_s, on_wait=on_wait, create=create))
+    return TurnTakingStore(url, wait_s=wait_s, on_wait=on_wait, create=create)
 
 
 __all__ = [

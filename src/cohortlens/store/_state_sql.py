@@ -415,3 +415,36 @@ class SharedState:
     def release_lease(self, name: str, holder: str) -> None:
         """Give up lease ``name``; nothing happens unless ``holder`` holds it."""
         self._q("DELETE FROM leases WHERE name = ? AND holder = ?", [name, holder])
+
+
+def quarantine_query(
+    columns: Sequence[str],
+    limit: int | None,
+    reason: str | None,
+    source: str | None,
+    placeholder: str = "?",
+) -> tuple[str, list[Any]]:
+    """The quarantine rows read by ``read_quarantine``, newest ingest first, plus a ``_total``
+    column counting every row that matches the filters (in the same snapshot).
+
+    ``source`` matches a stored source equal to it or ending in ``/`` + it (a file name).
+    """
+    where, params = [], []
+    if reason is not None:
+        where.append(f"reason = {placeholder}")
+        params.append(reason)
+    if source is not None:
+        where.append(
+            f"(source = {placeholder} OR "
+            f"right(source, length({placeholder}) + 1) = '/' || {placeholder})"
+        )
+        params += [source, source, source]
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    lim = f" LIMIT {max(int(limit), 1)}" if limit is not None else ""  # 1: the total survives
+    cols = ", ".join(columns)
+    query = (
+        f"WITH matching AS (SELECT ingest_id, {cols} FROM quarantine{cond}) "
+        f"SELECT {cols}, (SELECT count(*) FROM matching) AS _total FROM matching "
+        f"ORDER BY ingest_id DESC, source, line{lim}"
+    )
+    return query, params

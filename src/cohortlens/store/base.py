@@ -19,6 +19,25 @@ from cohortlens.errors import StoreError
 
 #: Statuses of a stored cohort model (``cohort_models.status``).
 MODEL_STATUSES: tuple[str, ...] = ("active", "candidate", "retired")
+#: Schema metadata key of ``read_quarantine``'s result: the rows matching its filters in all.
+QUARANTINE_TOTAL_KEY = b"cohortlens.total_rows"
+
+
+def with_quarantine_total(rows: pa.Table, schema: pa.Schema, limit: int | None) -> pa.Table:
+    """Rows of a quarantine query (``_state_sql.quarantine_query``: a ``_total`` column, at
+    least one row when any matches) -> at most ``limit`` rows of ``schema``, the total kept in
+    the schema metadata."""
+    total = int(rows.column("_total")[0].as_py()) if rows.num_rows else 0
+    table = rows.drop_columns(["_total"]).cast(schema)
+    if limit is not None:
+        table = table.slice(0, max(limit, 0))
+    return table.replace_schema_metadata({QUARANTINE_TOTAL_KEY: str(total).encode()})
+
+
+def quarantine_total(table: pa.Table) -> int:
+    """How many quarantined rows matched a ``read_quarantine`` call (beyond its limit)."""
+    meta = table.schema.metadata or {}
+    return int(meta.get(QUARANTINE_TOTAL_KEY, str(table.num_rows).encode()))
 
 
 class ConflictError(StoreError):
@@ -164,8 +183,15 @@ class Store(Protocol):
     def read_outcomes(self) -> pa.Table:
         """All learner outcomes."""
 
-    def read_quarantine(self, limit: int | None = None) -> pa.Table:
-        """Quarantined rows, oldest first."""
+    def read_quarantine(
+        self, limit: int | None = None, *, reason: str | None = None, source: str | None = None
+    ) -> pa.Table:
+        """Quarantined rows, newest ingest first (by source and line within one ingest).
+
+        ``reason`` keeps one reason code; ``source`` one source (its stored name, or a name it
+        ends with after a ``/``). The schema metadata holds how many rows match in all,
+        whatever ``limit`` (:func:`quarantine_total`).
+        """
 
     def ingest_log(self) -> pa.Table:
         """One row per committed ingest with its counts."""

@@ -40,13 +40,14 @@ from cohortlens.store._ingest_sql import (
     merge_outcomes_sql,
     outcome_columns,
 )
-from cohortlens.store._state_sql import SharedState
+from cohortlens.store._state_sql import SharedState, quarantine_query
 from cohortlens.store.base import (
     CommitCounts,
     ConflictError,
     OutcomeCounts,
     RejectExample,
     StoreBusyError,
+    with_quarantine_total,
 )
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
 
@@ -306,12 +307,13 @@ class DuckDBStore(SharedState):
         table = self._con.sql(f"SELECT {cols} FROM outcomes ORDER BY learner_id").to_arrow_table()
         return table.cast(OUTCOME_SCHEMA)
 
-    def read_quarantine(self, limit: int | None = None) -> pa.Table:
-        """Quarantined rows in ingest order."""
-        cols = ", ".join(QUARANTINE_SCHEMA.names)
-        lim = f" LIMIT {int(limit)}" if limit is not None else ""
-        q = f"SELECT {cols} FROM quarantine ORDER BY ingest_id, source, line{lim}"
-        return self._con.sql(q).to_arrow_table().cast(QUARANTINE_SCHEMA)
+    def read_quarantine(
+        self, limit: int | None = None, *, reason: str | None = None, source: str | None = None
+    ) -> pa.Table:
+        """Quarantined rows, newest ingest first, filtered; the matching total in the metadata."""
+        query, params = quarantine_query(QUARANTINE_SCHEMA.names, limit, reason, source)
+        rows = self._con.sql(query, params=params).to_arrow_table()
+        return with_quarantine_total(rows, QUARANTINE_SCHEMA, limit)
 
     def ingest_log(self) -> pa.Table:
         """One row per committed ingest."""
@@ -615,6 +617,29 @@ class _DuckDBIngest:
             query, validation_params(now), source, rows, partial(_view_scan, con, view)
         )
         return rows, accepted, counts
+
+    @contextmanager
+    def progress_tracked(self) -> Iterator[Callable[[], float | None]]:
+        """While the block runs, DuckDB tracks how far each statement of this ingest is.
+
+        Yields a function giving the share done (0-1) of the statement running now, or None;
+        it may be called from another thread while :meth:`stage_native` runs (DuckDB's own
+        estimate, by the rows its scan has read). DuckDB's own bar is never printed (it would
+        go to stdout); tracking is off again after the block.
+        """
+        con = self._con
+        _exec(con, "SET enable_progress_bar = true")
+        _exec(con, "SET enable_progress_bar_print = false")
+
+        def share() -> float | None:
+            value = float(con.query_progress())
+            return value / 100.0 if value >= 0 else None
+
+        try:
+            yield share
+        finally:
+            _exec(con, "RESET enable_progress_bar")
+            _exec(con, "RESET enable_progress_bar_print")
 
     def _insert_validated(
         self,

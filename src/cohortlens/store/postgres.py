@@ -42,8 +42,14 @@ from cohortlens.store._ingest_sql import (
 )
 from cohortlens.store._pgcopy import copy_in, copy_out, copy_out_table
 from cohortlens.store._routing import utc
-from cohortlens.store._state_sql import SharedState
-from cohortlens.store.base import CommitCounts, ConflictError, OutcomeCounts, RejectExample
+from cohortlens.store._state_sql import SharedState, quarantine_query
+from cohortlens.store.base import (
+    CommitCounts,
+    ConflictError,
+    OutcomeCounts,
+    RejectExample,
+    with_quarantine_total,
+)
 from cohortlens.store.migrations import POSTGRES as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
@@ -333,11 +339,14 @@ class PostgresStore(SharedState):
         q = f"SELECT {_OUTCOME_COLUMNS} FROM outcomes ORDER BY learner_id"
         return self._table(q, (), OUTCOME_SCHEMA)
 
-    def read_quarantine(self, limit: int | None = None) -> pa.Table:
-        """Quarantined rows in ingest order."""
-        lim = f" LIMIT {int(limit)}" if limit is not None else ""
-        q = f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY ingest_id, source, line{lim}"
-        return self._table(q, (), QUARANTINE_SCHEMA)
+    def read_quarantine(
+        self, limit: int | None = None, *, reason: str | None = None, source: str | None = None
+    ) -> pa.Table:
+        """Quarantined rows, newest ingest first, filtered; the matching total in the metadata."""
+        query, params = quarantine_query(QUARANTINE_SCHEMA.names, limit, reason, source, "%s")
+        with_total = QUARANTINE_SCHEMA.append(pa.field("_total", pa.int64()))
+        rows = self._table(query, params, with_total)
+        return with_quarantine_total(rows, QUARANTINE_SCHEMA, limit)
 
     def ingest_log(self) -> pa.Table:
         """One row per committed ingest (``report`` as JSON text)."""

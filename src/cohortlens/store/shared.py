@@ -87,9 +87,12 @@ class TurnTakingStore:
         *,
         wait_s: float | None = None,
         on_wait: Callable[[str], None] | None = None,
+        create: bool = True,
     ) -> None:
-        """Open ``path`` once now (creating and migrating it), then close it."""
+        """Open ``path`` once now (migrating it; creating it unless ``create=False``), then
+        close it."""
         self.url = str(path)
+        self._create = create
         self.wait_s = wait_s
         self._on_wait = on_wait
         self._lock = threading.RLock()
@@ -113,6 +116,7 @@ class TurnTakingStore:
             store = DuckDBStore(
                 self.url,
                 read_only=read_only,
+                create=self._create,
                 wait_s=self.wait_s if wait_s is None else wait_s,
                 on_wait=self._on_wait,
                 migrate=not self._migrated,
