@@ -384,7 +384,7 @@ def test_promote_skips_an_analysis_and_applies_the_next_weight() -> None:
         w.until_wake(w.tick())
     d = w.record(apply_command(w.spec, w.status, Command.PROMOTE, w.now))
     assert [e.kind for e in d.events][:3] == ["step_skipped", "step_started", "weight_set"]
-    assert d.actions == (SetWeight(0.1, 1, "manual promote"),)
+    assert d.actions == (SetWeight(0.1, 1, "step 2"),)
     assert w.status.step_index == 3
     assert w.routing.candidate_weight == 0.1
 

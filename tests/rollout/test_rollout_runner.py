@@ -403,3 +403,39 @@ def test_simulated_fault_on_postgres(pg_url: str) -> None:
     assert r.rollback_s is not None
     assert r.bound_s is not None
     assert r.rollback_s <= r.bound_s
+
+
+def test_healthy_steps_log_weight_set_and_never_drift(store: Any, service: FakeService) -> None:
+    """Issue 17 bug: each healthy step's weight is issued by the step itself (``weight_set``);
+    ``routing_reconciled``/``weight_drift`` stays reserved for crash recovery."""
+    _, cand = _models(store)
+    spec = _spec(cand, service.url)
+    clock = ManualClock()
+    final = _drive(_controller(store, spec, clock, "c1"), store, service, clock)
+    assert final.phase == Phase.PROMOTED
+    events = store.rollout_events(spec.name)
+    assert [e for e in events if e.kind == "routing_reconciled"] == []
+    assert [e.detail["weight"] for e in events if e.kind == "weight_set"] == [0.1, 1.0]
+
+
+def test_the_lease_is_released_when_run_fails(store: Any, service: FakeService) -> None:
+    """Issue 17 bug: an error after the lease was taken frees it at once (no lease_ttl_s wait)."""
+    _, cand = _models(store)
+    spec = _spec(cand, service.url)
+    clock = ManualClock()
+
+    class Failing:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def rollout_status(self, name: str) -> Any:
+            raise InputError("stored status of ship-model: unreadable (test)")
+
+    ctrl = _controller(Failing(store), spec, clock, "doomed")
+    with pytest.raises(InputError, match="unreadable"):
+        ctrl.run()
+    # Free at the same instant: another holder gets it without waiting for expiry.
+    assert store.acquire_lease("rollout/ship-model", "next", 30, clock.now())

@@ -137,7 +137,10 @@ def run(
         err.print(f"signal {signum}: stopping after this tick (lease released)")
         clock.stop.set()
 
+    # SIGTERM and SIGHUP stop after the current tick; Ctrl-C (SIGINT) interrupts at once.
+    # Either way ``Controller.run`` releases the lease on its way out.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     if not as_json:
         err.print(
             f"controller {holder} for rollout {spec.name} (store {store.url})", highlight=False

@@ -214,6 +214,11 @@ class _Out:
     def event(self, kind: str, reason: str, **detail: Any) -> None:
         self.events.append(Event(kind, reason, detail))
 
+    def set_weight(self, action: SetWeight) -> None:
+        """Issue ``action``, replacing a weight change decided earlier in this decision."""
+        self.actions = [a for a in self.actions if not isinstance(a, SetWeight)]
+        self.actions.append(action)
+
     def wake_at(self, at: datetime | None) -> None:
         if at is not None and (self.wake is None or at < self.wake):
             self.wake = at
@@ -396,6 +401,8 @@ def _advance(spec: RolloutSpec, st: RolloutStatus, out: _Out) -> None:
             out.event("step_started", step.kind, step=i, weight=st.weight)
             if isinstance(step, SetWeightStep):
                 st.weight = step.set_weight / 100.0
+                if st.release_id is not None:
+                    out.set_weight(SetWeight(st.weight, st.release_id, f"step {i}"))
                 out.event("weight_set", "step", step=i, weight=st.weight)
                 _complete_step(st)
                 continue

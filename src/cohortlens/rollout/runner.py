@@ -524,6 +524,7 @@ class Controller:
         """
         store_errors = 0
         once_ticks = 0
+        lost = False
         try:
             while True:
                 try:
@@ -541,6 +542,7 @@ class Controller:
                     self.clock.sleep(min(LEASE_WAIT_S * store_errors, self.renew_every_s))
                     continue
                 if res.lease == "lost":
+                    lost = True
                     raise LeaseLostError(
                         f"rollout {self.spec.name}: another controller took the lease; "
                         "this one stopped acting"
@@ -550,33 +552,33 @@ class Controller:
                 if res.conflict:
                     continue
                 if res.status is not None and res.status.phase in TERMINAL and res.converged:
-                    self.release()
                     return res.status
                 now = self.clock.now()
                 if once and res.lease == "held":
                     once_ticks += 1
                     idle = res.next_wake_at is None or res.next_wake_at > now
                     if idle or once_ticks >= _ONCE_MAX_TICKS:
-                        self.release()
                         return res.status
                     continue
                 wake = res.next_wake_at or now + timedelta(seconds=self.renew_every_s)
                 delay = min((wake - now).total_seconds(), self.renew_every_s)
                 if isinstance(self.clock, SystemClock) and self.clock.stop.is_set():
-                    self.release()
                     return res.status
                 if delay > 0:
                     self.clock.sleep(delay)
-        except KeyboardInterrupt:
-            self.release()
-            raise
+        finally:
+            # Every way out (done, --once, a signal, an error) frees the lease at once, so a
+            # successor need not wait lease_ttl_s; a lost lease is another holder's.
+            if self._had_lease and not lost:
+                self.release()
 
     def release(self) -> None:
         """Give the lease up (a replacement can take over at once)."""
         try:
             self.store.release_lease(self.lease, self.holder)
-        except StoreError as exc:  # pragma: no cover - best effort on shutdown
+        except Exception as exc:  # best effort on the way out: the lease then expires
             log.warning("%s: could not release the lease: %s", self.spec.name, exc)
+        self._had_lease = False
         if self.exporter is not None:
             self.exporter.set_lease(self.spec.name, False)
 
