@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from cohortlens.errors import InputError
-from cohortlens.rollout.controller import Command
+from cohortlens.rollout.commands import Command
 from cohortlens.rollout.providers import ServiceMetricsProvider, StoreOutcomes
 from cohortlens.rollout.routers import StoreRouter
 from cohortlens.rollout.routing import candidate_mask
@@ -187,7 +187,7 @@ def test_controller_promotes_over_http_scrapes(store: Any, service: FakeService)
     assert weights == [0.0, 0.1, 1.0, 0.0]  # release, 10 %, 100 %, promotion
     assert history[-1]["routing"]["stable_model_id"] == cand
     kinds = [e.kind for e in store.rollout_events(spec.name)]
-    assert kinds[:3] == ["created", "controller_attached", "started"]
+    assert kinds[:4] == ["created", "controller_attached", "preflight_passed", "started"]
     assert kinds.count("analysis_succeeded") == 2
     assert kinds[-1] == "promoted"
     seqs = [e.seq for e in store.rollout_events(spec.name)]
@@ -333,7 +333,7 @@ def test_actions_of_a_superseded_decision_are_not_applied(store: Any) -> None:
         store.set_candidate_weight(0.6, actor="t", expected_revision=0)
 
 
-def test_register_accepts_tuning_but_not_new_steps_in_flight(
+def test_register_stores_any_new_spec_and_says_what_changed(
     store: Any, service: FakeService
 ) -> None:
     _, cand = _models(store)
@@ -345,13 +345,13 @@ def test_register_accepts_tuning_but_not_new_steps_in_flight(
     tuned = _spec(cand, service.url, analysis={"interval_s": 20})
     _, st = register(store, tuned, clock.now())
     assert st.spec_hash == tuned.spec_hash()
-    assert store.rollout_events(spec.name)[-1].kind == "spec_updated"
+    updated = store.rollout_events(spec.name)[-1]
+    assert (updated.kind, updated.detail["changed"]) == ("spec_updated", ["analysis"])
+    # New steps and a new candidate are stored too: the controller restarts or supersedes.
     new_steps = _spec(cand, service.url, steps=[{"set_weight": 50}, {"analysis": {}}])
-    with pytest.raises(InputError, match="steps cannot change in flight"):
-        register(store, new_steps, clock.now())
-    other = _spec(cand + 100, service.url)
-    with pytest.raises(InputError, match="give the new rollout its own name"):
-        register(store, other, clock.now())
+    register(store, new_steps, clock.now())
+    assert store.rollout_events(spec.name)[-1].detail["changed"] == ["analysis", "steps"]
+    assert store.rollout_spec(spec.name)["steps"][0] == {"set_weight": 50.0}
 
 
 def test_store_outcomes_split_learners_by_the_release(store: Any) -> None:
