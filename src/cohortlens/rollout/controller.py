@@ -292,8 +292,8 @@ def _spec_changes(t: _Tick) -> bool:
             st.weight = 0.0
             if st.phase == Phase.PAUSED:
                 st.phase = Phase.PROGRESSING
-    if st.ready_at is None and (st.step_index > 0 or st.step_started_at is not None):
-        st.ready_at = st.step_started_at or t.now  # a status from before the readiness gate
+    if st.ready_at is None and st.release_id is not None and st.weight > 0.0:
+        st.ready_at = t.now  # a status from before the readiness gate, already serving
     return True
 
 

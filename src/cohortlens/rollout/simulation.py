@@ -455,6 +455,8 @@ class SimulationResult:
         violations: ``(at_s, served, allowed)`` whenever the routing gave the candidate more
             than the persisted status allowed (0 before the candidate was ready or after
             an abort); empty in a correct run.
+        served: look-ups the fleet served per ``model_role`` label (``stable``,
+            ``candidate``, ``override``).
     """
 
     phase: Phase
@@ -472,6 +474,7 @@ class SimulationResult:
     ticks: int = 0
     max_weight: float = 0.0
     violations: list[tuple[float, float, float]] = field(default_factory=list)
+    served: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (``rollout simulate --json``)."""
@@ -488,6 +491,7 @@ class SimulationResult:
             "weights": [list(w) for w in self.weights],
             "max_weight": self.max_weight,
             "violations": [list(v) for v in self.violations],
+            "served": self.served,
             "ticks": self.ticks,
             "events": self.events,
             "status": self.status,
@@ -679,6 +683,10 @@ def _run(
         clock.sleep(max(delay, 0.0))
 
     _, final = _status(store, spec.name)
+    for replica in fleet.counters:
+        for (role, _version), c in replica.items():
+            result.served[role] = result.served.get(role, 0.0) + c.ok
+    result.served = dict(sorted(result.served.items()))
     result.phase = Phase(final["phase"])
     result.reason = final["reason"]
     result.status = final
