@@ -70,6 +70,12 @@ class ControllerMetrics:
             buckets=DURATION_BUCKETS_S,
             registry=r,
         )
+        self.ready = Gauge(
+            "cohortlens_rollout_candidate_ready",
+            "1 once the candidate passed the readiness gate (it may then get traffic).",
+            ["rollout"],
+            registry=r,
+        )
         self.notifications = Counter(
             "cohortlens_rollout_notifications",
             "Webhook notifications by outcome (delivered, failed after retries, dropped).",
@@ -161,6 +167,7 @@ class ControllerMetrics:
         self.steps.labels(name).set(n_steps)
         self.weight.labels(name).set(status.weight)
         candidate = status.weight if status.phase not in (Phase.PROMOTED, Phase.ABORTED) else 0.0
+        self.ready.labels(name).set(1.0 if status.ready_at is not None else 0.0)
         self.traffic.labels(name, "candidate").set(candidate)
         self.traffic.labels(name, "stable").set(1.0 - candidate)
         for reason in HoldReason:
