@@ -310,6 +310,15 @@ def evaluate_guardrail(check: GuardrailCheck, arms: GuardrailArms) -> CheckResul
         )
     lo, hi = est.seq_ci_lower, est.seq_ci_upper
     harmful = lo > 0.0 if check.lower_is_better else hi < 0.0
+    margin = None if check.max_harm_rel is None else check.max_harm_rel * abs(est.mean_control)
+    worst_case = hi if check.lower_is_better else -lo  # the largest harm still allowed
+    power = _power_to_fail(est.std_error, hi - est.effect_size, margin)
+    detail |= {
+        "margin": margin,
+        "harm_upper": worst_case,
+        "power": power,
+        "std_error": est.std_error,
+    }
     text = (
         f"{check.metric}: candidate {est.mean_treatment:.4g} vs stable {est.mean_control:.4g}, "
         f"always-valid {1 - check.alpha:.0%} interval of the lift [{lo:.4g}, {hi:.4g}]"
@@ -323,12 +332,8 @@ def evaluate_guardrail(check: GuardrailCheck, arms: GuardrailArms) -> CheckResul
             detail,
             versions,
         )
-    if check.max_harm_rel is None:
+    if check.max_harm_rel is None or margin is None:
         return CheckResult(check.name, Outcome.SUCCESSFUL, est.effect_size, text, detail, versions)
-    margin = check.max_harm_rel * abs(est.mean_control)
-    worst_case = hi if check.lower_is_better else -lo  # the largest harm still allowed
-    power = _power_to_fail(est.std_error, hi - est.effect_size, margin)
-    detail |= {"margin": margin, "harm_upper": worst_case, "power": power}
     if worst_case < margin:
         return CheckResult(
             check.name,
@@ -350,13 +355,15 @@ def evaluate_guardrail(check: GuardrailCheck, arms: GuardrailArms) -> CheckResul
     )
 
 
-def _power_to_fail(se: float, half_width: float, margin: float) -> float:
+def _power_to_fail(se: float, half_width: float, margin: float | None) -> float | None:
     """P(the always-valid interval lies wholly on the harmful side | true harm = margin).
 
     The interval is ``effect ± c·se``; with ``c = half_width / se`` taken from the
     interval itself, the check fails when ``effect/se`` passes ``c`` on the harmful side:
     ``Φ(margin/se − c)``.
     """
+    if margin is None:
+        return None
     if not (se > 0.0 and math.isfinite(se) and math.isfinite(half_width)):
         return math.nan
     return float(special.ndtr(margin / se - half_width / se))
