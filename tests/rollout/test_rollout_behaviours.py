@@ -22,7 +22,7 @@ from tests.rollout._scripted import T0, World
 from cohortlens.errors import InputError
 from cohortlens.rollout.commands import Command
 from cohortlens.rollout.measure import parse_service_metrics
-from cohortlens.rollout.notify import SIGNATURE_HEADER, WebhookNotifier
+from cohortlens.rollout.notify import SIGNATURE_HEADER, WebhookNotifier, payload
 from cohortlens.rollout.simulation import FleetParams, simulate, simulation_spec
 from cohortlens.rollout.spec import RolloutSpec, WebhookSpec
 from cohortlens.rollout.state import Phase
@@ -700,6 +700,32 @@ def test_webhooks_are_signed_retried_and_never_block_the_controller() -> None:
         _Hook.release.set()
         server.shutdown()
         server.server_close()
+
+
+def test_a_phase_change_by_an_operator_is_notified_by_the_running_controller() -> None:
+    """Argo Rollouts' ``on-rollout-aborted`` fires for a manual abort too."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[dict[str, Any]] = []
+
+        def notify(self, before: Any, status: Any, events: Any, at: Any) -> bool:
+            body = payload(before, status, events, at)
+            if body is not None:
+                self.sent.append(body)
+            return body is not None
+
+    # Given a running rollout whose controller notifies
+    w = World({})
+    recorder = Recorder()
+    w.ctrl.notifier = recorder  # type: ignore[assignment]
+    w.run(lambda w: w.status.weight > 0)
+    # When an operator aborts it from the CLI, and the controller ticks
+    w.command(Command.ABORT, reason="support tickets")
+    w.tick()
+    # Then the abort was notified, with the operator's reason
+    assert [(b["phase"], b["reason"]) for b in recorder.sent][-1] == ("Aborted", "manual_abort")
+    assert recorder.sent[-1]["message"] == "support tickets"
 
 
 def test_a_webhook_without_its_secret_is_refused() -> None:

@@ -522,71 +522,87 @@ def _failure_detail(st: RolloutStatus, check: str | None) -> dict[str, Any]:
 
 def _steps(t: _Tick) -> bool:
     """Walk the steps from the current one as far as the time and the analysis allow."""
-    spec, st, out, now = t.spec, t.st, t.out, t.now
+    spec, st, out = t.spec, t.st, t.out
     while True:
         if st.hold is not None:
             st.phase = Phase.PAUSED
             if st.analysis is not None:
                 out.wake_at(st.analysis.next_measurement_at)
             return True
-        i = st.step_index
-        if i >= len(spec.steps):
+        if st.step_index >= len(spec.steps):
             _finish_promoted(st, out, "steps_completed")
             return True
-        step = spec.steps[i]
+        step = spec.steps[st.step_index]
         if st.step_started_at is None:
-            st.step_started_at = now
-            out.event("step_started", step.kind, step=i, weight=st.weight)
-            if isinstance(step, SetWeightStep):
-                st.weight = step.set_weight / 100.0
-                if st.release_id is not None:
-                    out.act(SetWeight(st.weight, st.release_id, f"step {i}"))
-                out.event("weight_set", "step", step=i, weight=st.weight)
-                _complete_step(st)
-                continue
-            if isinstance(step, AnalysisStep) or spec.background_checks(i):
-                st.analysis = new_analysis(spec, st, i, now)
-        if isinstance(step, PauseStep):
-            duration = step.pause.duration_s
-            if duration is not None and now >= st.step_started_at + timedelta(seconds=duration):
-                out.event("pause_elapsed", "duration", step=i, duration_s=duration)
-                _complete_step(st)
-                continue
-            st.phase = Phase.PAUSED
-            if duration is not None:
-                out.wake_at(st.step_started_at + timedelta(seconds=duration))
-            if st.analysis is not None:
-                out.wake_at(st.analysis.next_measurement_at)
-            _set_reason(
-                st,
-                "pause_step",
-                f"paused at step {i} "
-                + (f"for {duration:g} s" if duration is not None else "until promoted"),
-            )
+            _enter_step(t, step)
+        done = (
+            _pause_done(t, step)
+            if isinstance(step, PauseStep)
+            else _analysis_done(t)
+            if isinstance(step, AnalysisStep)
+            else True  # a set_weight step is done as soon as it is entered
+        )
+        if not done:
             return True
-        if isinstance(step, AnalysisStep):
-            st.phase = Phase.PROGRESSING
-            a = st.analysis
-            if a is None or a.step_index != i:  # status written by an older spec
-                a = st.analysis = new_analysis(spec, st, i, now)
-            verdict = decide(spec, a, now)
-            if verdict.phase == AnalysisPhase.SUCCESSFUL:
-                out.event(
-                    "analysis_succeeded",
-                    verdict.reason,
-                    step=i,
-                    message=verdict.message,
-                    measurements=a.measurements,
-                    checks={n: c.model_dump() for n, c in a.checks.items()},
-                    scores=[j.score for j in a.judgements],
-                    dry_run=dry_run_summary(spec, a),
-                )
-                _complete_step(st)
-                continue
-            _set_reason(st, "analysis", f"analysing step {i} at {st.weight:.2%}")
-            out.wake_at(a.next_measurement_at)
-            out.wake_at(verdict.wait_until)
-            return True
+        _complete_step(st)
+
+
+def _enter_step(t: _Tick, step: Any) -> None:
+    """Start step ``step``: a set_weight issues its weight; analyses start counting."""
+    spec, st, out, i = t.spec, t.st, t.out, t.st.step_index
+    st.step_started_at = t.now
+    out.event("step_started", step.kind, step=i, weight=st.weight)
+    if isinstance(step, SetWeightStep):
+        st.weight = step.set_weight / 100.0
+        if st.release_id is not None:
+            out.act(SetWeight(st.weight, st.release_id, f"step {i}"))
+        out.event("weight_set", "step", step=i, weight=st.weight)
+    elif isinstance(step, AnalysisStep) or spec.background_checks(i):
+        st.analysis = new_analysis(spec, st, i, t.now)
+
+
+def _pause_done(t: _Tick, step: PauseStep) -> bool:
+    """A timed pause ends at its persisted start + duration; an untimed one by ``promote``."""
+    st, out, i = t.st, t.out, t.st.step_index
+    duration = step.pause.duration_s
+    assert st.step_started_at is not None
+    if duration is not None and t.now >= st.step_started_at + timedelta(seconds=duration):
+        out.event("pause_elapsed", "duration", step=i, duration_s=duration)
+        return True
+    st.phase = Phase.PAUSED
+    if duration is not None:
+        out.wake_at(st.step_started_at + timedelta(seconds=duration))
+    if st.analysis is not None:
+        out.wake_at(st.analysis.next_measurement_at)
+    until = f"for {duration:g} s" if duration is not None else "until promoted"
+    _set_reason(st, "pause_step", f"paused at step {i} {until}")
+    return False
+
+
+def _analysis_done(t: _Tick) -> bool:
+    """An analysis step is done when its verdict is successful (and ``min_duration_s`` passed)."""
+    spec, st, out, i = t.spec, t.st, t.out, t.st.step_index
+    st.phase = Phase.PROGRESSING
+    a = st.analysis
+    if a is None or a.step_index != i:  # status written by an older spec
+        a = st.analysis = new_analysis(spec, st, i, t.now)
+    verdict = decide(spec, a, t.now)
+    if verdict.phase == AnalysisPhase.SUCCESSFUL:
+        out.event(
+            "analysis_succeeded",
+            verdict.reason,
+            step=i,
+            message=verdict.message,
+            measurements=a.measurements,
+            checks={n: c.model_dump() for n, c in a.checks.items()},
+            scores=[j.score for j in a.judgements],
+            dry_run=dry_run_summary(spec, a),
+        )
+        return True
+    _set_reason(st, "analysis", f"analysing step {i} at {st.weight:.2%}")
+    out.wake_at(a.next_measurement_at)
+    out.wake_at(verdict.wait_until)
+    return False
 
 
 _STEPS: tuple[Callable[[_Tick], bool], ...] = (

@@ -67,6 +67,7 @@ from cohortlens.rollout.state import (
     Action,
     Decision,
     Event,
+    Phase,
     Promote,
     RolloutStatus,
     ScaleDown,
@@ -459,6 +460,7 @@ class Controller:
         self._attached = False
         self._registered = False
         self._counters: dict[str, int] | None = None
+        self._phase: Phase | None = None  # the phase this controller last saw or wrote
 
     @property
     def renew_every_s(self) -> float:
@@ -472,17 +474,14 @@ class Controller:
             # Desired state first, lease or not: a holder picks a new spec up next tick.
             register(self.store, self.spec, now)
             self._registered = True
-        if not self.store.acquire_lease(self.lease, self.holder, self.spec.lease_ttl_s, now):
-            if self.exporter is not None:
-                self.exporter.set_lease(self.spec.name, False)
-            if self._had_lease:
-                return TickResult(None, "lost")
-            wait = min(LEASE_WAIT_S, self.renew_every_s)
-            return TickResult(None, "waiting", next_wake_at=now + timedelta(seconds=wait))
-        self._had_lease = True
-        if self.exporter is not None:
-            self.exporter.set_lease(self.spec.name, True)
+        waiting = self._lease(now)
+        if waiting is not None:
+            return waiting
         rev, status = load_status(self.store, self.spec.name)
+        if self.notifier is not None and self._phase not in (None, status.phase):
+            # A phase change written by someone else (an operator's command): notify it too.
+            self.notifier.notify(self._phase, status, [], now)
+        self._phase = status.phase
         if status.spec_hash != self.spec.spec_hash():
             self._use(load_spec_of(self.store, self.spec.name))
         routing: Routing | None = None
@@ -496,52 +495,12 @@ class Controller:
         decision = reconcile(self.spec, status, obs, now)
         if decision.status.candidate_model_id != status.candidate_model_id:
             self._use(self.spec)  # superseded: the edges now serve the new candidate
-        events = list(decision.events)
-        if not self._attached:
-            events.insert(
-                0,
-                Event(
-                    "controller_attached",
-                    "lease_acquired",
-                    {
-                        "holder": self.holder,
-                        "phase": status.phase.value,
-                        "step": status.step_index,
-                        "weight": status.weight,
-                    },
-                ),
-            )
+        events = self._with_attachment(status, decision.events)
         changed = bool(events or decision.actions) or (
             decision.status.to_json_dict() != status.to_json_dict()
         )
-        recorded = False
-        if changed:
-            try:
-                new_rev = self.store.record_rollout(
-                    self.spec.name,
-                    decision.status.to_json_dict(),
-                    [e.as_tuple() for e in events],
-                    expected_revision=rev,
-                    at=now,
-                    counters=decision.counters,
-                )
-            except ConflictError:
-                return TickResult(status, "held", conflict=True, next_wake_at=now)
-            recorded = True
-            self._attached = True
-            if decision.counters:
-                self._counters = None
-            if self.on_events is not None and events:
-                self.on_events(now, events)
-            if self.notifier is not None:
-                self.notifier.notify(status.phase, decision.status, events, now)
-            if self.after_persist is not None:
-                self.after_persist(decision)
-            problems = execute_actions(
-                self.store, self.spec.name, self.router, decision.actions, new_rev
-            )
-            for p in problems:
-                log.warning("%s: routing not updated (will retry): %s", self.spec.name, p)
+        if changed and not self._persist(status, rev, decision, events, now):
+            return TickResult(status, "held", conflict=True, next_wake_at=now)
         if self.exporter is not None:
             if self._counters is None:
                 self._counters = self.store.rollout_counters().get(self.spec.name, {})
@@ -559,10 +518,77 @@ class Controller:
         return TickResult(
             decision.status,
             "held",
-            recorded=recorded,
+            recorded=changed,
             converged=converged and decision.next_wake_at is None,
             next_wake_at=wake,
         )
+
+    def _lease(self, now: datetime) -> TickResult | None:
+        """Take or renew the lease; a result when this controller must not act."""
+        if self.store.acquire_lease(self.lease, self.holder, self.spec.lease_ttl_s, now):
+            self._had_lease = True
+            if self.exporter is not None:
+                self.exporter.set_lease(self.spec.name, True)
+            return None
+        if self.exporter is not None:
+            self.exporter.set_lease(self.spec.name, False)
+        if self._had_lease:
+            return TickResult(None, "lost")
+        wait = min(LEASE_WAIT_S, self.renew_every_s)
+        return TickResult(None, "waiting", next_wake_at=now + timedelta(seconds=wait))
+
+    def _with_attachment(self, status: RolloutStatus, events: Sequence[Event]) -> list[Event]:
+        """The decision's events, after ``controller_attached`` on this controller's first."""
+        if self._attached:
+            return list(events)
+        attached = Event(
+            "controller_attached",
+            "lease_acquired",
+            {
+                "holder": self.holder,
+                "phase": status.phase.value,
+                "step": status.step_index,
+                "weight": status.weight,
+            },
+        )
+        return [attached, *events]
+
+    def _persist(
+        self,
+        before: RolloutStatus,
+        rev: int,
+        decision: Decision,
+        events: list[Event],
+        now: datetime,
+    ) -> bool:
+        """Record the decision (False on a write conflict), tell the listeners, then act."""
+        try:
+            new_rev = self.store.record_rollout(
+                self.spec.name,
+                decision.status.to_json_dict(),
+                [e.as_tuple() for e in events],
+                expected_revision=rev,
+                at=now,
+                counters=decision.counters,
+            )
+        except ConflictError:
+            return False
+        self._attached = True
+        self._phase = decision.status.phase
+        if decision.counters:
+            self._counters = None
+        if self.on_events is not None and events:
+            self.on_events(now, events)
+        if self.notifier is not None:
+            self.notifier.notify(before.phase, decision.status, events, now)
+        if self.after_persist is not None:
+            self.after_persist(decision)
+        problems = execute_actions(
+            self.store, self.spec.name, self.router, decision.actions, new_rev
+        )
+        for p in problems:
+            log.warning("%s: routing not updated (will retry): %s", self.spec.name, p)
+        return True
 
     def _use(self, spec: RolloutSpec) -> None:
         """Switch to ``spec`` (stored by another process), with edges for its candidate."""
