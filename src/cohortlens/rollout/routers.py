@@ -211,16 +211,25 @@ class AdminApiRouter:
     def set_overrides(
         self, learner_ids: tuple[str, ...], *, reason: str, expected_revision: int | None
     ) -> Routing:
-        """``PUT /v1/admin/routing/overrides`` (409 when ``expected_revision`` is stale)."""
-        return self._call(
-            "PUT",
-            "/v1/admin/routing/overrides",
-            {
-                "learner_ids": list(learner_ids),
-                "expected_revision": expected_revision,
-                "reason": reason,
-            },
-        )
+        """``PUT /v1/admin/routing/overrides`` (409 when ``expected_revision`` is stale).
+
+        A service without that route answers 404: a RouterError (logged and retried), so
+        the rest of the rollout goes on.
+        """
+        body = {
+            "learner_ids": list(learner_ids),
+            "expected_revision": expected_revision,
+            "reason": reason,
+        }
+        try:
+            return self._call("PUT", "/v1/admin/routing/overrides", body)
+        except StoreError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+            raise RouterError(
+                f"{self.url}: this service has no /v1/admin/routing/overrides; override "
+                "routes are not applied"
+            ) from exc
 
     def recent_stable_models(self, limit: int) -> list[int]:
         """The admin API has no routing history: the rollback window needs ``router: store``."""
