@@ -94,6 +94,9 @@ def test_operator_commands_drive_a_rollout(tmp_path: Path, db: str, metrics_url:
                 "name": "ship-2",
                 "candidate_model_id": 2,
                 "metrics": {"kind": "service", "urls": [metrics_url]},
+                # Test artifacts are not cohort models and the stand-in /metrics has no
+                # model_info: readiness has tests of its own.
+                "readiness": {"store": False, "replicas": False},
                 "steps": [{"set_weight": 5}, {"pause": {}}, {"set_weight": 50}, {"pause": {}}],
             }
         )

@@ -20,12 +20,11 @@ from hypothesis import strategies as st
 from cohortlens.errors import InputError
 from cohortlens.experiments.stats import SufficientStats
 from cohortlens.rollout.checks import GuardrailArms
+from cohortlens.rollout.commands import Command, apply_command
 from cohortlens.rollout.controller import (
-    Command,
     MetricsFetch,
     Observation,
-    RoutingView,
-    apply_command,
+    Readiness,
     initial_status,
     plan,
     reconcile,
@@ -37,9 +36,12 @@ from cohortlens.rollout.state import (
     Phase,
     Promote,
     RolloutStatus,
+    ScaleDown,
+    SetOverrides,
     SetWeight,
     StartRelease,
 )
+from cohortlens.store.base import Routing
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 EDGES = (0.01, 0.1, 0.25, 1.0, math.inf)
@@ -66,8 +68,8 @@ def window(
 
 
 HEALTHY_ARMS = GuardrailArms(
-    stable=SufficientStats(n=5000, sum_y=3000.0, sum_yy=3000.0),
-    candidate=SufficientStats(n=600, sum_y=362.0, sum_yy=362.0),
+    stable=SufficientStats(n=30_000, sum_y=18_000.0, sum_yy=18_000.0),
+    candidate=SufficientStats(n=3000, sum_y=1809.0, sum_yy=1809.0),
 )
 BAD_ARMS = GuardrailArms(
     stable=SufficientStats(n=5000, sum_y=3000.0, sum_yy=3000.0),
@@ -75,22 +77,41 @@ BAD_ARMS = GuardrailArms(
 )
 
 
+def routing_of(
+    stable: int | None,
+    candidate: int | None,
+    weight: float,
+    salt: str,
+    release: int,
+    revision: int,
+    overrides: tuple[str, ...] = (),
+) -> Routing:
+    """A routing record (the store's one type)."""
+    return Routing(stable, candidate, weight, salt, release, revision, T0, "t", None, overrides)
+
+
 class World:
-    """Applies decided actions to a routing record, like the store; keeps the history."""
+    """Applies decided actions to a routing record, like the store; keeps the history.
+
+    Pre-flight answers and readiness are healthy unless a test says otherwise.
+    """
 
     def __init__(self, spec: RolloutSpec) -> None:
         self.spec = spec
         self.now = T0
-        self.routing = RoutingView(1, None, 0.0, "salt-0", 0, 0)
+        self.routing = routing_of(1, None, 0.0, "salt-0", 0, 0)
         self.status = initial_status(spec, T0)
         self.events: list[tuple[float, str, str, dict[str, Any]]] = []
         self.decisions: list[Decision] = []
+        self.preflight: dict[str, str | None] = {"metrics": None, "outcomes": None}
+        self.ready = Readiness(True, "all replicas serve the candidate")
+        self.known_good: tuple[int, ...] = ()
 
     def apply(self, actions: tuple[Any, ...]) -> None:
         r = self.routing
         for a in actions:
             if isinstance(a, StartRelease):
-                r = RoutingView(
+                r = routing_of(
                     r.stable_model_id,
                     a.model_id,
                     0.0,
@@ -101,8 +122,18 @@ class World:
             elif isinstance(a, SetWeight):
                 assert a.release_id == r.release_id
                 r = replace(r, candidate_weight=a.weight, revision=r.revision + 1)
+            elif isinstance(a, SetOverrides):
+                r = replace(r, overrides=a.learner_ids, revision=r.revision + 1)
+            elif isinstance(a, ScaleDown):
+                r = replace(
+                    r,
+                    candidate_model_id=None,
+                    candidate_weight=0.0,
+                    overrides=(),
+                    revision=r.revision + 1,
+                )
             elif isinstance(a, Promote):
-                r = RoutingView(
+                r = routing_of(
                     r.candidate_model_id, None, 0.0, r.salt, r.release_id, r.revision + 1
                 )
         self.routing = r
@@ -121,7 +152,7 @@ class World:
         *,
         arms: GuardrailArms = HEALTHY_ARMS,
         error: str | None = None,
-        routing: RoutingView | str | None = "world",
+        routing: Routing | str | None = "world",
     ) -> Decision:
         """Fetch what the plan asks for (``win`` as the window), reconcile, apply."""
         p = plan(self.spec, self.status, self.now)
@@ -135,7 +166,15 @@ class World:
                 fetch = MetricsFetch(win if win is not None else window(), {"scrape": 1})
         guard = {name: arms for name, _, _ in p.guardrails}
         seen = self.routing if routing == "world" else routing
-        obs = Observation(seen, None, fetch, guard)  # type: ignore[arg-type]
+        obs = Observation(
+            seen,  # type: ignore[arg-type]
+            None,
+            fetch,
+            guard,
+            preflight=self.preflight if p.preflight else None,
+            readiness=self.ready if p.readiness else None,
+            known_good=self.known_good if p.known_good else None,
+        )
         return self.record(reconcile(self.spec, self.status, obs, self.now))
 
     def advance(self, seconds: float) -> None:
@@ -171,14 +210,17 @@ def test_healthy_rollout_walks_canary_ramp_full_and_promotes() -> None:
     assert w.routing.candidate_model_id is None
     weights = [e[3]["weight"] for e in w.events if e[1] == "weight_set"]
     assert weights == [0.01, 0.1, 1.0]
-    assert w.kinds()[:6] == [
+    assert w.kinds()[:8] == [
+        "preflight_passed",
         "started",
         "release_requested",
         "release_started",
+        "candidate_ready",
         "step_started",
         "weight_set",
         "step_started",
     ]
+    assert "routing_reconciled" not in w.kinds()
     # Each analysis step: one baseline scrape, then 3 successful measurements 60 s apart.
     succeeded = [e for e in w.events if e[1] == "analysis_succeeded"]
     assert [e[3]["step"] for e in succeeded] == [1, 3, 5]
@@ -213,7 +255,7 @@ def test_failure_limit_aborts_and_zeroes_the_weight_in_the_same_decision() -> No
 
 
 def test_aborted_stays_aborted_until_retry() -> None:
-    w = World(_spec())
+    w = World(_spec(abort_scale_down_delay_s=0))  # keep the aborted candidate loaded
     for _ in range(4):
         w.until_wake(w.tick())
     w.until_wake(w.tick(window(300, 60)))
@@ -228,9 +270,10 @@ def test_aborted_stays_aborted_until_retry() -> None:
     # Someone raises the weight by hand: the controller puts it back to 0.
     w.routing = replace(w.routing, candidate_weight=0.05)
     d = w.tick()
-    assert d.actions == (SetWeight(0.0, 1, "aborted"),)
+    assert d.actions == (SetWeight(0.0, 1, "reconcile"),)
+    assert [(e.kind, e.reason) for e in d.events] == [("routing_reconciled", "weight_drift")]
     retried = w.record(apply_command(w.spec, w.status, Command.RETRY, w.now))
-    assert retried.status.phase == Phase.PROGRESSING
+    assert retried.status.phase == Phase.PENDING  # from the pre-flight again
     assert retried.status.attempt == 2
     assert retried.status.step_index == 0
     _run_healthy(w)
@@ -348,7 +391,13 @@ def test_guardrail_regression_aborts() -> None:
 
 def test_timed_pause_ends_from_its_persisted_start_across_restarts() -> None:
     spec = _spec(
-        steps=[{"set_weight": 5}, {"pause": {"duration_s": 600}}, {"set_weight": 20}, {"pause": {}}]
+        steps=[
+            {"set_weight": 5},
+            {"pause": {"duration_s": 600}},
+            {"set_weight": 20},
+            {"pause": {}},
+        ],
+        analysis={"during_pauses": False},  # the timer alone (pause analysis: own tests)
     )
     w = World(spec)
     d = w.tick()
@@ -384,7 +433,7 @@ def test_promote_skips_an_analysis_and_applies_the_next_weight() -> None:
         w.until_wake(w.tick())
     d = w.record(apply_command(w.spec, w.status, Command.PROMOTE, w.now))
     assert [e.kind for e in d.events][:3] == ["step_skipped", "step_started", "weight_set"]
-    assert d.actions == (SetWeight(0.1, 1, "manual promote"),)
+    assert d.actions == (SetWeight(0.1, 1, "step 2"),)
     assert w.status.step_index == 3
     assert w.routing.candidate_weight == 0.1
 
@@ -395,7 +444,7 @@ def test_promote_full_and_abort_commands() -> None:
         w.until_wake(w.tick())
     d = apply_command(w.spec, w.status, Command.PROMOTE_FULL, w.now)
     assert d.status.phase == Phase.PROMOTED
-    assert d.actions == (Promote(1, "manual_promote_full"),)
+    assert d.actions == (Promote(1, "ManualPromoteFull"),)
     d = apply_command(w.spec, w.status, Command.ABORT, w.now, reason="bad cohorts")
     assert d.status.phase == Phase.ABORTED
     assert d.actions == (SetWeight(0.0, 1, "aborted: manual_abort"),)
@@ -406,7 +455,8 @@ def test_promote_full_and_abort_commands() -> None:
     ("phase_setup", "command", "needle"),
     [
         ("pending", Command.PAUSE, "has not started a release"),
-        ("pending", Command.PROMOTE_FULL, "has not started a release"),
+        ("pending", Command.RESUME, "has not started a release"),
+        ("promoted", Command.PROMOTE_FULL, "is Promoted; nothing to promote"),
         ("running", Command.RETRY, "only an aborted rollout can be retried"),
         ("running", Command.RESUME, "is not held"),
         ("promoted", Command.ABORT, "is Promoted; nothing to abort"),
@@ -429,7 +479,7 @@ def test_release_moved_elsewhere_aborts_without_touching_the_routing() -> None:
     w = World(_spec())
     for _ in range(4):
         w.until_wake(w.tick())
-    w.routing = RoutingView(1, 9, 0.3, "other", 2, 50)
+    w.routing = routing_of(1, 9, 0.3, "other", 2, 50)
     d = w.tick()
     assert w.status.phase == Phase.ABORTED
     assert w.status.reason == "release_superseded"
@@ -438,7 +488,7 @@ def test_release_moved_elsewhere_aborts_without_touching_the_routing() -> None:
     # A retry starts a release of its own.
     w.record(apply_command(w.spec, w.status, Command.RETRY, w.now))
     assert w.status.release_id is None
-    w.routing = RoutingView(1, None, 0.0, "other", 2, 51)
+    w.routing = routing_of(1, None, 0.0, "other", 2, 51)
     d = w.tick()
     assert isinstance(d.actions[0], StartRelease)
 
@@ -447,26 +497,26 @@ def test_candidate_cleared_or_promoted_outside_the_controller() -> None:
     w = World(_spec())
     for _ in range(4):
         w.until_wake(w.tick())
-    w.routing = RoutingView(1, None, 0.0, w.routing.salt, 1, 20)
+    w.routing = routing_of(1, None, 0.0, w.routing.salt, 1, 20)
     w.tick()
     assert (w.status.phase, w.status.reason) == (Phase.ABORTED, "candidate_cleared")
     w2 = World(_spec())
     for _ in range(4):
         w2.until_wake(w2.tick())
-    w2.routing = RoutingView(7, None, 0.0, w2.routing.salt, 1, 20)
+    w2.routing = routing_of(7, None, 0.0, w2.routing.salt, 1, 20)
     w2.tick()
     assert (w2.status.phase, w2.status.reason) == (Phase.PROMOTED, "promoted_outside_controller")
 
 
 def test_pending_waits_while_another_candidate_has_traffic() -> None:
     w = World(_spec())
-    w.routing = RoutingView(1, 4, 0.1, "s", 3, 9)
+    w.routing = routing_of(1, 4, 0.1, "s", 3, 9)
     d = w.tick()
     assert w.status.phase == Phase.PENDING
     assert d.actions == ()
     assert w.status.reason == "routing_busy"
     assert d.next_wake_at == T0 + timedelta(seconds=60)
-    w.routing = RoutingView(1, None, 0.0, "s", 3, 10)
+    w.routing = routing_of(1, None, 0.0, "s", 3, 10)
     d = w.tick()
     assert d.actions == (StartRelease(7, "rollout started"),)
 

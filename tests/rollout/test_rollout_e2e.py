@@ -104,6 +104,9 @@ def _spec(path: Path, name: str, candidate: int, server: Server) -> Path:
                 },
                 "analysis": {"interval_s": INTERVAL_S, "error_retry_interval_s": 0.5},
                 "lease_ttl_s": 3,
+                # Keep the aborted candidate loaded: the healthy rollout adopts its release.
+                "abort_scale_down_delay_s": 0,
+                "readiness": {"interval_s": 0.5},
                 "checks": [
                     {
                         "type": "error_rate",

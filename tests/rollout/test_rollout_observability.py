@@ -133,11 +133,20 @@ def _exported_names() -> set[str]:
     ctrl = ControllerMetrics()
     ctrl.update(
         _paused_status(),
-        [Event("measurement", "ok", {"checks": {"c": {"outcome": "successful"}}})],
+        [
+            Event(
+                "measurement",
+                "ok",
+                {"checks": {"c": {"outcome": "successful", "by_version": {"candidate": 0.1}}}},
+            ),
+            Event("aborted", "failure_limit_exceeded", {"duration_s": 300.0}),
+        ],
         n_steps=1,
         at=0,
+        counters={"aborted": 1},
     )
     ctrl.set_lease("r1", True)
+    ctrl.notification("r1", "failed")
     names = set()
     for text in (svc.render().decode(), ctrl.render().decode()):
         for fam in text_string_to_metric_families(text):
@@ -182,6 +191,12 @@ def test_dashboard_covers_service_and_rollout() -> None:
         "cohortlens_rollout_weight",
         "cohortlens_rollout_measurements_total",
         "cohortlens_rollout_check_failures",
+        "cohortlens_rollout_traffic_weight",
+        "cohortlens_rollout_check_value",
+        "cohortlens_rollout_duration_seconds_bucket",
+        "cohortlens_rollout_completed_total",
+        "cohortlens_rollout_aborted_total",
+        "cohortlens_rollout_candidate_ready",
     ):
         assert series in text
     ids = [p["id"] for p in dash["panels"]]

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 from cohortlens.rollout.checks import Outcome, evaluate_service_check
 from cohortlens.rollout.providers import PrometheusProvider, ProviderError, ServiceMetricsProvider
+from cohortlens.rollout.readiness import ReplicaProbe
 from cohortlens.rollout.spec import CompareErrorsCheck
 
 ROUTE = "/v1/learners/{learner_id}/cohort"
@@ -245,3 +246,52 @@ def test_prometheus_provider_against_a_real_server(
     assert result.outcome == Outcome.INCONCLUSIVE or result.outcome == Outcome.FAILED
     check = CompareErrorsCheck(type="compare_errors", name="e", min_requests=50)
     assert evaluate_service_check(check, w).outcome == Outcome.FAILED
+
+
+def test_replicas_report_whether_they_serve_the_candidate() -> None:
+    """The readiness gate reads cohortlens_model_info from every replica's /metrics."""
+    texts = {
+        "http://a/metrics": (
+            "# TYPE cohortlens_model_info gauge\n"
+            'cohortlens_model_info{model_role="stable",model_version="1"} 1.0\n'
+            'cohortlens_model_info{model_role="candidate",model_version="9"} 1.0\n'
+        ),
+        "http://b/metrics": (
+            "# TYPE cohortlens_model_info gauge\n"
+            'cohortlens_model_info{model_role="stable",model_version="1"} 1.0\n'
+            'cohortlens_model_info{model_role="candidate",model_version="8"} 1.0\n'
+        ),
+    }
+
+    def get(url: str) -> str:
+        if url == "http://c/metrics":
+            raise ProviderError("ConnectError: refused")
+        return texts[url]
+
+    urls = [*texts, "http://c/metrics"]
+    provider = ServiceMetricsProvider(urls, "9", transport=get)
+    assert provider.candidate_replicas() == {
+        "http://a/metrics": True,
+        "http://b/metrics": False,  # an older candidate
+        "http://c/metrics": "ConnectError: refused",
+    }
+    ready = ReplicaProbe(provider).check(9)
+    assert not ready.ready
+    assert ready.message.startswith("1 of 3 replicas serve the candidate")
+
+
+def test_prometheus_replicas_are_the_instances_of_the_routing_revision() -> None:
+    asked: list[str] = []
+
+    def query(promql: str, at: float) -> list[dict[str, Any]]:
+        asked.append(promql)
+        if promql.startswith("cohortlens_routing_revision"):
+            return [{"metric": {"instance": i}, "value": [at, "3"]} for i in ("r1", "r2")]
+        return [{"metric": {"instance": "r1"}, "value": [at, "1"]}]
+
+    provider = PrometheusProvider("http://prom", "9", selector='job="cl"', transport=query)
+    assert provider.candidate_replicas() == {"r1": True, "r2": False}
+    assert asked == [
+        'cohortlens_routing_revision{job="cl"}',
+        'cohortlens_model_info{job="cl",model_role="candidate",model_version="9"} == 1',
+    ]

@@ -14,7 +14,14 @@ import pytest
 
 from cohortlens.experiments.assignment import bucket_of, buckets
 from cohortlens.rollout.routers import StoreRouter
-from cohortlens.rollout.routing import candidate_mask, candidate_threshold, guardrail_arms
+from cohortlens.rollout.routing import (
+    Role,
+    candidate_mask,
+    candidate_threshold,
+    guardrail_arms,
+    override_mask,
+    route,
+)
 from cohortlens.rollout.simulation import release_salts
 from cohortlens.serve import routing as serve_routing
 from cohortlens.store.duckdb import DuckDBStore
@@ -87,11 +94,45 @@ def test_the_vectorised_hash_is_the_reference_hash() -> None:
         assert list(mask) == [bucket_of(i, salt) < round(w * 10_000) for i in sample]
 
 
-def test_the_service_routes_with_the_same_rule() -> None:
-    for w in np.linspace(0.0, 1.0, 1001):
-        assert serve_routing.candidate_threshold(float(w)) == candidate_threshold(float(w))
+def test_the_service_routes_with_the_one_rule() -> None:
+    """One candidate-routing rule: the service's names are the rollout's functions."""
+    from cohortlens.serve import snapshot
+
+    assert serve_routing.candidate_threshold is candidate_threshold
+    assert serve_routing.route is route
+    assert serve_routing.Role is Role
+    assert snapshot.candidate_threshold is candidate_threshold
+    assert [candidate_threshold(w) for w in (0.0, 0.00005, 0.01, 0.1, 1.0)] == [
+        0,
+        0,
+        100,
+        1000,
+        10_000,
+    ]
     with pytest.raises(ValueError, match="must be in"):
         candidate_threshold(1.5)
+
+
+def test_override_learners_get_the_candidate_whatever_the_weight() -> None:
+    assert route(9999, 0, True, override=True) == Role.OVERRIDE
+    assert route(5, 100, True) == Role.CANDIDATE
+    assert route(500, 100, True) == Role.STABLE
+    assert route(5, 100, False, override=True) == Role.STABLE  # no candidate: nobody
+    ids = pa.array(["a", "b", None, "c"], pa.string())
+    assert list(override_mask(ids, ["c", "a", "zz"])) == [True, False, False, True]
+    assert list(override_mask(["a", "b"], [])) == [False, False]
+
+
+def test_guardrail_arms_leave_override_learners_out() -> None:
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    ids = [f"l{i}" for i in range(200)]
+    values = np.ones(200)
+    as_of = np.full(200, np.datetime64("2030-01-01T00:10:00", "us"))
+    window = {"since": t0, "until": t0 + timedelta(hours=1), "salt": "s", "weight": 0.5}
+    everyone = guardrail_arms(ids, values, as_of, **window)
+    without = guardrail_arms(ids, values, as_of, overrides=ids[:30], **window)
+    assert everyone.candidate.n + everyone.stable.n == 200
+    assert without.candidate.n + without.stable.n == 170
 
 
 def test_guardrail_arms_exact_sums() -> None:

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from cohortlens.errors import InputError
-from cohortlens.rollout.controller import Command
+from cohortlens.rollout.commands import Command
 from cohortlens.rollout.providers import ServiceMetricsProvider, StoreOutcomes
 from cohortlens.rollout.routers import StoreRouter
 from cohortlens.rollout.routing import candidate_mask
@@ -187,7 +187,7 @@ def test_controller_promotes_over_http_scrapes(store: Any, service: FakeService)
     assert weights == [0.0, 0.1, 1.0, 0.0]  # release, 10 %, 100 %, promotion
     assert history[-1]["routing"]["stable_model_id"] == cand
     kinds = [e.kind for e in store.rollout_events(spec.name)]
-    assert kinds[:3] == ["created", "controller_attached", "started"]
+    assert kinds[:4] == ["created", "controller_attached", "preflight_passed", "started"]
     assert kinds.count("analysis_succeeded") == 2
     assert kinds[-1] == "promoted"
     seqs = [e.seq for e in store.rollout_events(spec.name)]
@@ -333,7 +333,7 @@ def test_actions_of_a_superseded_decision_are_not_applied(store: Any) -> None:
         store.set_candidate_weight(0.6, actor="t", expected_revision=0)
 
 
-def test_register_accepts_tuning_but_not_new_steps_in_flight(
+def test_register_stores_any_new_spec_and_says_what_changed(
     store: Any, service: FakeService
 ) -> None:
     _, cand = _models(store)
@@ -345,13 +345,13 @@ def test_register_accepts_tuning_but_not_new_steps_in_flight(
     tuned = _spec(cand, service.url, analysis={"interval_s": 20})
     _, st = register(store, tuned, clock.now())
     assert st.spec_hash == tuned.spec_hash()
-    assert store.rollout_events(spec.name)[-1].kind == "spec_updated"
+    updated = store.rollout_events(spec.name)[-1]
+    assert (updated.kind, updated.detail["changed"]) == ("spec_updated", ["analysis"])
+    # New steps and a new candidate are stored too: the controller restarts or supersedes.
     new_steps = _spec(cand, service.url, steps=[{"set_weight": 50}, {"analysis": {}}])
-    with pytest.raises(InputError, match="steps cannot change in flight"):
-        register(store, new_steps, clock.now())
-    other = _spec(cand + 100, service.url)
-    with pytest.raises(InputError, match="give the new rollout its own name"):
-        register(store, other, clock.now())
+    register(store, new_steps, clock.now())
+    assert store.rollout_events(spec.name)[-1].detail["changed"] == ["analysis", "steps"]
+    assert store.rollout_spec(spec.name)["steps"][0] == {"set_weight": 50.0}
 
 
 def test_store_outcomes_split_learners_by_the_release(store: Any) -> None:
@@ -403,3 +403,39 @@ def test_simulated_fault_on_postgres(pg_url: str) -> None:
     assert r.rollback_s is not None
     assert r.bound_s is not None
     assert r.rollback_s <= r.bound_s
+
+
+def test_healthy_steps_log_weight_set_and_never_drift(store: Any, service: FakeService) -> None:
+    """Issue 17 bug: each healthy step's weight is issued by the step itself (``weight_set``);
+    ``routing_reconciled``/``weight_drift`` stays reserved for crash recovery."""
+    _, cand = _models(store)
+    spec = _spec(cand, service.url)
+    clock = ManualClock()
+    final = _drive(_controller(store, spec, clock, "c1"), store, service, clock)
+    assert final.phase == Phase.PROMOTED
+    events = store.rollout_events(spec.name)
+    assert [e for e in events if e.kind == "routing_reconciled"] == []
+    assert [e.detail["weight"] for e in events if e.kind == "weight_set"] == [0.1, 1.0]
+
+
+def test_the_lease_is_released_when_run_fails(store: Any, service: FakeService) -> None:
+    """Issue 17 bug: an error after the lease was taken frees it at once (no lease_ttl_s wait)."""
+    _, cand = _models(store)
+    spec = _spec(cand, service.url)
+    clock = ManualClock()
+
+    class Failing:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def rollout_status(self, name: str) -> Any:
+            raise InputError("stored status of ship-model: unreadable (test)")
+
+    ctrl = _controller(Failing(store), spec, clock, "doomed")
+    with pytest.raises(InputError, match="unreadable"):
+        ctrl.run()
+    # Free at the same instant: another holder gets it without waiting for expiry.
+    assert store.acquire_lease("rollout/ship-model", "next", 30, clock.now())

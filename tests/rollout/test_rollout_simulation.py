@@ -46,6 +46,13 @@ def _monotone_until_abort(weights: list[tuple[float, float]]) -> bool:
     return all(a <= b for a, b in itertools.pairwise(seen))
 
 
+#: Why each fault present from the start aborts (the weight never leaves 0).
+START_REASONS = {
+    "provider_down": "preflight_failed",
+    "unloadable_candidate": "progress_deadline_exceeded",
+}
+
+
 @pytest.mark.parametrize(("kind", "step"), sorted(EXPECTED))
 def test_fault_matrix(kind: str, step: str) -> None:
     r = simulate(faults=[Fault(kind, step)], seed=SEED)
@@ -53,6 +60,25 @@ def test_fault_matrix(kind: str, step: str) -> None:
     assert r.phase == expected, (r.reason, r.status.get("message"))
     kinds = [e["kind"] for e in r.events]
     assert _monotone_until_abort(r.weights), r.weights
+    # In every cell, the fleet never gave the candidate more than the verdicts allowed.
+    assert r.violations == []
+    if step == "start":
+        assert r.max_weight == 0.0
+        assert [w for _, w in r.weights] == [0.0]
+        assert r.reason == START_REASONS[kind]
+        assert r.rollback_s is not None
+        assert r.bound_s is not None
+        assert 0.0 <= r.rollback_s <= r.bound_s
+        if kind == "provider_down":
+            assert "simulated outage" in r.status["message"]
+            assert "release_requested" not in kinds  # nothing touched the routing
+        else:
+            assert "candidate not loaded" in r.status["message"]
+        return
+    assert "candidate_ready" in kinds
+    first_weight = next(e for e in r.events if e["kind"] == "weight_set")
+    ready = next(e for e in r.events if e["kind"] == "candidate_ready")
+    assert ready["at_s"] <= first_weight["at_s"]
     if expected == Phase.ABORTED:
         assert "promoted" not in kinds
         assert r.weights[-1][1] == 0.0  # the routing the fleet serves went back to stable

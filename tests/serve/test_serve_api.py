@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -244,6 +246,54 @@ def test_weights_are_percent_and_the_old_unit_is_named(built: Built, tmp_path: P
         assert router.routing().candidate_weight == 0.05
     with open_store(str(db)) as store:
         assert store.routing().candidate_weight == 0.05
+
+
+def test_override_learners_get_the_candidate_whatever_the_weight(
+    built: Built, tmp_path: Path
+) -> None:
+    """Argo-style override routes: an allow-list (QA, pilots) on the candidate at weight 0,
+    labelled ``override`` in answers and metrics, set through the admin API and the rollout
+    controller's admin-API router alike, gone when the release is cleared."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    db = fresh_copy(built, tmp_path)
+    pilot, other = (str(x) for x in built.stable.column("learner_id").to_pylist()[:2])
+    with in_process(db) as (client, _):
+        r = client.put("/v1/admin/routing/overrides", json={"learner_ids": [pilot]}, headers=admin)
+        assert r.status_code == 409  # no candidate yet: nothing to route them to
+        client.put(
+            "/v1/admin/routing/candidate", json={"model_id": built.candidate_id}, headers=admin
+        )
+        router = AdminApiRouter("http://testserver", ADMIN_TOKEN, client=client)
+        view = router.set_overrides((pilot,), reason="QA", expected_revision=None)
+        assert view.overrides == (pilot,)
+        assert view.candidate_weight == 0.0
+        got = client.get(f"/v1/learners/{pilot}/cohort").json()
+        assert (got["model_role"], got["model_version"]) == ("override", built.candidate_id)
+        assert client.get(f"/v1/learners/{other}/cohort").json()["model_role"] == "stable"
+        rows = built.features.filter(
+            pc.is_in(built.features.column("learner_id"), value_set=pa.array([pilot, other]))
+        )
+        body = {"features": [_feature_row(r) for r in rows.to_pylist()]}
+        assigned = client.post("/v1/cohorts/assign", json=body).json()
+        roles = {a["learner_id"]: a["model_role"] for a in assigned["assignments"]}
+        assert roles == {pilot: "override", other: "stable"}
+        assert assigned["routed"] == {"stable": 1, "candidate": 0, "override": 1}
+        assert 'model_role="override"' in client.get("/metrics").text
+        stale = client.put(
+            "/v1/admin/routing/overrides",
+            json={"learner_ids": [], "expected_revision": 0},
+            headers=admin,
+        )
+        assert stale.status_code == 409
+        client.post("/v1/admin/routing/clear", headers=admin)
+        assert client.get("/v1/models").json()["routing"]["overrides"] == []
+        assert client.get(f"/v1/learners/{pilot}/cohort").json()["model_role"] == "stable"
+
+
+def _feature_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not isinstance(v, str) or k == "learner_id"} | {
+        k: None for k, v in row.items() if hasattr(v, "isoformat")
+    }
 
 
 # -- /docs and /redoc offline ------------------------------------------------------------------

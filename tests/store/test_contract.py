@@ -47,7 +47,7 @@ def _routing_fields(store: Any) -> tuple[Any, ...]:
 
 
 def test_both_dialects_define_the_same_versions() -> None:
-    assert sorted(DUCKDB) == sorted(POSTGRES) == [1, 2, 3, 4, 5]
+    assert sorted(DUCKDB) == sorted(POSTGRES) == [1, 2, 3, 4, 5, 6]
     tables = {
         "model_routing",
         "routing_log",
@@ -63,10 +63,10 @@ def test_both_dialects_define_the_same_versions() -> None:
         assert created == tables
 
 
-def test_migrations_reach_version_5_once(store: Any) -> None:
-    assert store.schema_version() == 5
+def test_migrations_reach_version_6_once(store: Any) -> None:
+    assert store.schema_version() == 6
     assert store._q("SELECT count(*), min(version), max(version) FROM schema_migrations") == [
-        (5, 1, 5)
+        (6, 1, 6)
     ]
 
 
@@ -671,3 +671,59 @@ def test_reject_examples_are_this_ingests_first_rows_per_reason(store: Any) -> N
         assert [e.line for e in session.reject_examples("x.csv", 5)] == [3, 7, 5, 4]
         session.resolve()
         session.commit({"totals": {}})
+
+
+# -- override routes and lifetime counters (migration 6) ----------------------------------------
+
+
+def test_override_learners_ride_on_the_routing_and_leave_with_the_release(store: Any) -> None:
+    store.save_model({"m": 1}, feature_run_id=None, activate=True)
+    cand = store.save_model({"m": 2}, feature_run_id=None, activate=False)
+    with pytest.raises(InputError, match="no candidate model"):
+        store.set_overrides(["qa-1"], actor="t")
+    assert store.routing().overrides == ()
+    store.start_release(cand, actor="t")
+    rev = store.routing().revision
+    r = store.set_overrides(["qa-2", "qa-1", "qa-2"], actor="t", expected_revision=rev)
+    assert r.overrides == ("qa-1", "qa-2")  # sorted, without repeats
+    assert store.routing().overrides == ("qa-1", "qa-2")
+    assert store.routing().revision == rev + 1
+    assert store.routing_history()[-1]["routing"]["overrides"] == ["qa-1", "qa-2"]
+    assert store.set_overrides(["qa-1", "qa-2"], actor="t").revision == rev + 1  # no-op
+    with pytest.raises(ConflictError):
+        store.set_overrides(["qa-3"], actor="t", expected_revision=rev)
+    for bad, field in (("qa-1", "learner_ids"), ([""], "learner_ids[0]"), ([3], "learner_ids[0]")):
+        with pytest.raises(InputError, match=re.escape(field)):
+            store.set_overrides(bad, actor="t")
+    store.set_candidate_weight(0.5, actor="t")
+    assert store.routing().overrides == ("qa-1", "qa-2")  # a weight change keeps them
+    store.promote_candidate(actor="t")
+    assert store.routing().overrides == ()
+    other = store.save_model({"m": 3}, feature_run_id=None, activate=False)
+    store.start_release(other, actor="t")
+    store.set_overrides(["qa-1"], actor="t")
+    store.clear_candidate(actor="t")
+    assert store.routing().overrides == ()
+
+
+def test_lifetime_counters_move_with_the_recorded_transition(store: Any) -> None:
+    assert store.rollout_counters() == {}
+    rev = store.record_rollout("r", {"phase": "Pending"}, [], expected_revision=None, at=T0)
+    rev = store.record_rollout(
+        "r", {"phase": "Aborted"}, [], expected_revision=rev, at=T0, counters=("aborted",)
+    )
+    rev = store.record_rollout(
+        "r",
+        {"phase": "Promoted"},
+        [],
+        expected_revision=rev,
+        at=T0,
+        counters=("aborted", "completed"),
+    )
+    assert store.rollout_counters() == {"r": {"aborted": 2, "completed": 1}}
+    # A conflicting write counts nothing.
+    with pytest.raises(ConflictError):
+        store.record_rollout("r", {}, [], expected_revision=rev - 1, at=T0, counters=("aborted",))
+    assert store.rollout_counters()["r"]["aborted"] == 2
+    with pytest.raises(InputError, match=re.escape("counters[0]")):
+        store.record_rollout("r", {}, [], expected_revision=rev, at=T0, counters=("",))

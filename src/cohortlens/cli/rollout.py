@@ -88,14 +88,7 @@ def run(
 ) -> None:
     """Drive a rollout until it is promoted or aborted (resumes where a previous run stopped)."""
     from cohortlens.rollout.exporter import ControllerMetrics
-    from cohortlens.rollout.runner import (
-        Controller,
-        SystemClock,
-        build_guardrails,
-        build_metrics,
-        build_router,
-        new_holder,
-    )
+    from cohortlens.rollout.runner import Controller, SystemClock, build_providers, new_holder
     from cohortlens.rollout.spec import load_spec
     from cohortlens.rollout.state import Phase
 
@@ -123,23 +116,38 @@ def run(
                 highlight=False,
             )
 
+    def providers(s: Any) -> Any:
+        return build_providers(
+            s,
+            store,
+            actor=f"rollout:{s.name}",
+            on_notification=lambda outcome: exporter.notification(s.name, outcome),
+        )
+
+    edges = providers(spec)
     controller = Controller(
         store,
         spec,
-        router=build_router(spec, store, actor=f"rollout:{spec.name}"),
-        metrics=build_metrics(spec),
-        guardrails=build_guardrails(spec, store),
+        router=edges.router,
+        metrics=edges.metrics,
+        guardrails=edges.guardrails,
+        readiness=edges.readiness,
+        notifier=edges.notifier,
         clock=clock,
         holder=holder,
         exporter=exporter,
         on_events=on_events,
+        rebuild=providers,
     )
 
     def stop(signum: int, _frame: Any) -> None:
         err.print(f"signal {signum}: stopping after this tick (lease released)")
         clock.stop.set()
 
+    # SIGTERM and SIGHUP stop after the current tick; Ctrl-C (SIGINT) interrupts at once.
+    # Either way ``Controller.run`` releases the lease on its way out.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     if not as_json:
         err.print(
             f"controller {holder} for rollout {spec.name} (store {store.url})", highlight=False
@@ -147,6 +155,8 @@ def run(
     try:
         status = controller.run(once=once)
     finally:
+        if controller.notifier is not None:
+            controller.notifier.close(timeout_s=2.0)  # a last chance for queued webhooks
         store.close()
     if status is None:
         message = f"rollout {spec.name}: another controller holds the lease; nothing done"
@@ -388,7 +398,7 @@ def promote(
     as_json: JsonOption = False,
 ) -> None:
     """Skip the current step (ends a pause, an analysis or a hold); --full promotes at once."""
-    from cohortlens.rollout.controller import Command
+    from cohortlens.rollout.commands import Command
 
     _command(name, Command.PROMOTE_FULL if full else Command.PROMOTE, db, reason, as_json)
 
@@ -399,7 +409,7 @@ def abort(
     name: NameArg, reason: ReasonOption = None, db: DbOption = None, as_json: JsonOption = False
 ) -> None:
     """Abort: the candidate's weight goes to 0 now; stays aborted until `retry`."""
-    from cohortlens.rollout.controller import Command
+    from cohortlens.rollout.commands import Command
 
     _command(name, Command.ABORT, db, reason, as_json)
 
@@ -410,7 +420,7 @@ def pause(
     name: NameArg, reason: ReasonOption = None, db: DbOption = None, as_json: JsonOption = False
 ) -> None:
     """Hold at the current weight (measurements go on; a failure still aborts)."""
-    from cohortlens.rollout.controller import Command
+    from cohortlens.rollout.commands import Command
 
     _command(name, Command.PAUSE, db, reason, as_json)
 
@@ -421,7 +431,7 @@ def resume(
     name: NameArg, reason: ReasonOption = None, db: DbOption = None, as_json: JsonOption = False
 ) -> None:
     """Release a hold (manual, inconclusive analysis, or provider errors)."""
-    from cohortlens.rollout.controller import Command
+    from cohortlens.rollout.commands import Command
 
     _command(name, Command.RESUME, db, reason, as_json)
 
@@ -432,7 +442,7 @@ def retry(
     name: NameArg, reason: ReasonOption = None, db: DbOption = None, as_json: JsonOption = False
 ) -> None:
     """Start an aborted rollout again from step 0 (same release unless it was superseded)."""
-    from cohortlens.rollout.controller import Command
+    from cohortlens.rollout.commands import Command
 
     _command(name, Command.RETRY, db, reason, as_json)
 
@@ -503,7 +513,8 @@ def simulate(
         typer.Option(
             "--fault",
             help="KIND@STEP[+OFFSET_S], repeatable; KIND: error_rate, latency, guardrail, "
-            "metrics_outage, controller_crash; STEP: canary, ramp, full or an analysis index.",
+            "metrics_outage, controller_crash (STEP: canary, ramp, full or an analysis "
+            "index), provider_down, unloadable_candidate (STEP: start).",
         ),
     ] = None,
     matrix: Annotated[
@@ -523,9 +534,14 @@ def simulate(
         rows: list[dict[str, Any]] = []
         for (kind, step), expected in EXPECTED.items():
             r = run_sim(spec, [Fault(kind, step)], seed=seed)
-            ok = r.phase == expected and (
-                expected != Phase.ABORTED
-                or (r.rollback_s is not None and r.rollback_s <= (r.bound_s or 0.0))
+            ok = (
+                r.phase == expected
+                and not r.violations
+                and (step != "start" or r.max_weight == 0.0)
+                and (
+                    expected != Phase.ABORTED
+                    or (r.rollback_s is not None and r.rollback_s <= (r.bound_s or 0.0))
+                )
             )
             rows.append(
                 {
@@ -536,6 +552,8 @@ def simulate(
                     "reason": r.reason,
                     "rollback_s": r.rollback_s,
                     "bound_s": r.bound_s,
+                    "max_weight": r.max_weight,
+                    "violations": len(r.violations),
                     "duration_s": r.duration_s,
                     "ok": ok,
                 }
@@ -543,7 +561,9 @@ def simulate(
         if as_json:
             _print_json(rows)
             return
-        table = Table("fault", "step", "expected", "got", "reason", "rollback s", "bound s", "ok")
+        table = Table(
+            "fault", "step", "expected", "got", "reason", "max w", "rollback s", "bound s", "ok"
+        )
         for row in rows:
             table.add_row(
                 str(row["fault"]),
@@ -551,6 +571,7 @@ def simulate(
                 str(row["expected"]),
                 str(row["phase"]),
                 str(row["reason"]),
+                _pct(float(row["max_weight"])),
                 "-" if row["rollback_s"] is None else f"{row['rollback_s']:g}",
                 "-" if row["bound_s"] is None else f"{row['bound_s']:g}",
                 "yes" if row["ok"] else "[bold red]NO[/]",

@@ -1,9 +1,11 @@
 """One measurement of one check: a window of service metrics or guardrail arms → an outcome.
 
-Pure. Four outcomes, as in Argo Rollouts: ``successful``, ``failed``, ``inconclusive`` (not
-enough data to judge: too few requests or learners, or no stable traffic to compare with)
-and ``error`` (the provider could not be read). The controller turns counts of these into
-decisions (:mod:`cohortlens.rollout.controller`).
+Pure. Five outcomes: ``successful`` and ``failed`` (the success or the failure condition
+holds), ``inconclusive`` (some data, but too little to judge, or a value between the success
+and the failure condition: the inconclusive band), ``nodata`` (nothing at all in the window:
+Kayenta's Nodata; a check with ``must_have_data`` fails instead) and ``error`` (the
+provider could not be read), as in Argo Rollouts plus Kayenta's Nodata. The verdicts over
+several measurements are in :mod:`cohortlens.rollout.verdict`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from scipy import special
 
 from cohortlens.experiments.analysis import compare
 from cohortlens.experiments.errors import AnalysisStatus
@@ -39,11 +43,18 @@ class Outcome(StrEnum):
     SUCCESSFUL = "successful"
     FAILED = "failed"
     INCONCLUSIVE = "inconclusive"
+    NODATA = "nodata"
     ERROR = "error"
 
 
 #: Severity order used to summarise several results (worst first).
-SEVERITY = (Outcome.FAILED, Outcome.ERROR, Outcome.INCONCLUSIVE, Outcome.SUCCESSFUL)
+SEVERITY = (
+    Outcome.FAILED,
+    Outcome.ERROR,
+    Outcome.INCONCLUSIVE,
+    Outcome.NODATA,
+    Outcome.SUCCESSFUL,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class CheckResult:
     value: float | None
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The measured value per version (``candidate``, ``stable``), where it applies.
+    by_version: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (NaN becomes ``None``)."""
@@ -79,6 +92,7 @@ class CheckResult:
             "outcome": self.outcome.value,
             "value": _num(self.value),
             "message": self.message,
+            "by_version": {k: _num(v) for k, v in self.by_version.items()},
             "detail": {k: _num(v) if isinstance(v, float) else v for k, v in self.detail.items()},
         }
 
@@ -103,51 +117,67 @@ def evaluate_service_check(check: Any, window: Window) -> CheckResult:
 
 def _error_rate(check: ErrorRateCheck, window: Window) -> CheckResult:
     v = window.version(check.version)
-    detail = {"requests": v.requests, "errors": v.errors, "max_error_rate": check.max_error_rate}
+    success = _or(check.success_max_error_rate, check.max_error_rate)
+    detail = {
+        "requests": v.requests,
+        "errors": v.errors,
+        "max_error_rate": check.max_error_rate,
+        "success_max_error_rate": success,
+    }
     if v.requests < check.min_requests:
-        return _too_few(check.name, check.version, v.requests, check.min_requests, detail)
+        return _too_few(check, check.version, v.requests, check.min_requests, detail)
     rate = v.errors / v.requests
-    if rate > check.max_error_rate:
-        return CheckResult(
-            check.name,
-            Outcome.FAILED,
-            rate,
-            f"{check.version} error rate {rate:.2%} > {check.max_error_rate:.2%} "
-            f"({v.errors:g} of {v.requests:g} requests)",
-            detail,
-        )
+    counts = f"({v.errors:g} of {v.requests:g} requests)"
+    outcome, text = _banded(rate, success, check.max_error_rate, lambda x: f"{x:.2%}")
     return CheckResult(
         check.name,
-        Outcome.SUCCESSFUL,
+        outcome,
         rate,
-        f"{check.version} error rate {rate:.2%} <= {check.max_error_rate:.2%}",
+        f"{check.version} error rate {text} {counts}",
         detail,
+        {check.version: rate},
     )
 
 
 def _latency(check: LatencyCheck, window: Window) -> CheckResult:
     v = window.version(check.version)
     n = float(sum(v.bucket_counts))
-    detail = {"requests": n, "quantile": check.quantile, "max_latency_s": check.max_latency_s}
+    success = _or(check.success_max_latency_s, check.max_latency_s)
+    detail = {
+        "requests": n,
+        "quantile": check.quantile,
+        "max_latency_s": check.max_latency_s,
+        "success_max_latency_s": success,
+    }
     if n < check.min_requests:
-        return _too_few(check.name, check.version, n, check.min_requests, detail)
+        return _too_few(check, check.version, n, check.min_requests, detail)
     q = histogram_quantile(check.quantile, v.bucket_edges_s, v.bucket_counts)
     label = f"p{check.quantile * 100:g}"
-    if q > check.max_latency_s:
-        return CheckResult(
-            check.name,
-            Outcome.FAILED,
-            q,
-            f"{check.version} {label} latency {q * 1000:.1f} ms > {check.max_latency_s * 1000:g} ms",
-            detail,
-        )
+    outcome, text = _banded(q, success, check.max_latency_s, lambda x: f"{x * 1000:.1f} ms")
     return CheckResult(
         check.name,
-        Outcome.SUCCESSFUL,
+        outcome,
         q,
-        f"{check.version} {label} latency {q * 1000:.1f} ms <= {check.max_latency_s * 1000:g} ms",
+        f"{check.version} {label} latency {text}",
         detail,
+        {check.version: q},
     )
+
+
+def _banded(value: float, success: float, failure: float, fmt: Any) -> tuple[Outcome, str]:
+    """Failed above ``failure``, successful at or below ``success``, inconclusive between."""
+    if value > failure:
+        return Outcome.FAILED, f"{fmt(value)} > {fmt(failure)}"
+    if value <= success:
+        return Outcome.SUCCESSFUL, f"{fmt(value)} <= {fmt(success)}"
+    return Outcome.INCONCLUSIVE, (
+        f"{fmt(value)} is between the success condition (<= {fmt(success)}) and the "
+        f"failure condition (> {fmt(failure)})"
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _compare_errors(check: CompareErrorsCheck, window: Window) -> CheckResult:
@@ -163,7 +193,7 @@ def _compare_errors(check: CompareErrorsCheck, window: Window) -> CheckResult:
     }
     low = _low_version(c.requests, s.requests, check.min_requests)
     if low is not None:
-        return _too_few(check.name, low[0], low[1], check.min_requests, detail)
+        return _too_few(check, low[0], low[1], check.min_requests, detail)
     cmp = compare_error_rates(c.errors, c.requests, s.errors, s.requests)
     ratio = cmp.rate_candidate / cmp.rate_stable if cmp.rate_stable > 0 else math.inf
     if cmp.rate_candidate == 0.0:
@@ -178,7 +208,11 @@ def _compare_errors(check: CompareErrorsCheck, window: Window) -> CheckResult:
         f"candidate error rate {cmp.rate_candidate:.2%} vs stable {cmp.rate_stable:.2%} "
         f"(ratio {ratio:.2f}, one-sided p = {cmp.pvalue_greater:.3g})"
     )
-    return CheckResult(check.name, verdict, cmp.pvalue_greater, text, detail)
+    if not worse and check.success_max_ratio is not None and ratio > check.success_max_ratio:
+        verdict = Outcome.INCONCLUSIVE
+        text += f": ratio above the success condition (<= {check.success_max_ratio:g})"
+    versions = {"candidate": cmp.rate_candidate, "stable": cmp.rate_stable}
+    return CheckResult(check.name, verdict, cmp.pvalue_greater, text, detail, versions)
 
 
 def _compare_latency(check: CompareLatencyCheck, window: Window) -> CheckResult:
@@ -192,7 +226,7 @@ def _compare_latency(check: CompareLatencyCheck, window: Window) -> CheckResult:
     }
     low = _low_version(nc, ns, check.min_requests)
     if low is not None:
-        return _too_few(check.name, low[0], low[1], check.min_requests, detail)
+        return _too_few(check, low[0], low[1], check.min_requests, detail)
     if c.bucket_edges_s != s.bucket_edges_s:
         return CheckResult(
             check.name,
@@ -208,30 +242,38 @@ def _compare_latency(check: CompareLatencyCheck, window: Window) -> CheckResult:
         f"P(candidate slower) = {mw.cles:.3f} (max {check.max_cles:g}), "
         f"Mann–Whitney one-sided p = {mw.pvalue_greater:.3g}"
     )
-    return CheckResult(
-        check.name, Outcome.FAILED if worse else Outcome.SUCCESSFUL, mw.cles, text, detail
-    )
+    verdict = Outcome.FAILED if worse else Outcome.SUCCESSFUL
+    if not worse and check.success_max_cles is not None and mw.cles > check.success_max_cles:
+        verdict = Outcome.INCONCLUSIVE
+        text += f": above the success condition (<= {check.success_max_cles:g})"
+    p50 = {
+        v: histogram_quantile(0.5, counts.bucket_edges_s, counts.bucket_counts)
+        for v, counts in (("candidate", c), ("stable", s))
+    }
+    return CheckResult(check.name, verdict, mw.cles, text, detail, p50)
 
 
 def evaluate_guardrail(check: GuardrailCheck, arms: GuardrailArms) -> CheckResult:
-    """Judge a guardrail with the always-valid confidence sequence of the lift."""
+    """Judge a guardrail with the always-valid confidence sequence of the lift.
+
+    Failed: the interval lies wholly on the harmful side. Successful: it also rules out a
+    harm larger than ``max_harm_rel`` of the stable value (non-inferiority). In between
+    the data cannot tell yet: inconclusive, with the power the check has *now* to fail a
+    candidate that is exactly ``max_harm_rel`` worse (``Φ(margin/se − c)``, ``c`` the
+    always-valid boundary multiplier at the current sample size).
+    """
     s, c = arms.stable, arms.candidate
     detail: dict[str, Any] = {
         "stable_learners": s.n,
         "candidate_learners": c.n,
         "alpha": check.alpha,
         "tuning_n": check.tuning_n,
+        "max_harm_rel": check.max_harm_rel,
     }
     low = _low_version(float(c.n), float(s.n), check.min_learners)
     if low is not None:
         version, n = low
-        return CheckResult(
-            check.name,
-            Outcome.INCONCLUSIVE,
-            None,
-            f"{n:g} {version}-routed learners with outcomes < min_learners {check.min_learners}",
-            detail,
-        )
+        return _too_few(check, version, n, check.min_learners, detail, unit="routed learners")
     est = compare(
         s,
         c,
@@ -242,6 +284,7 @@ def evaluate_guardrail(check: GuardrailCheck, arms: GuardrailArms) -> CheckResul
         variant="candidate",
         control_name="stable",
     )
+    versions = {"candidate": est.mean_treatment, "stable": est.mean_control}
     detail |= {
         "mean_stable": est.mean_control,
         "mean_candidate": est.mean_treatment,
@@ -250,26 +293,86 @@ def evaluate_guardrail(check: GuardrailCheck, arms: GuardrailArms) -> CheckResul
         "seq_ci_upper": est.seq_ci_upper,
         "seq_pvalue": est.seq_pvalue,
     }
+    sign = 1.0 if check.lower_is_better else -1.0  # harm is a lift in this direction
     if est.status not in (AnalysisStatus.OK, AnalysisStatus.ZERO_BASELINE):
-        # Constant data in both arms (e.g. everybody completed): nothing got worse.
+        # Constant data in both arms (e.g. everybody completed): nothing to test; with at
+        # least min_learners per arm, a worse constant is a real difference.
+        delta = est.mean_treatment - est.mean_control
+        worse = sign * delta > 0.0
         return CheckResult(
             check.name,
-            Outcome.SUCCESSFUL,
-            est.effect_size,
-            f"{check.metric}: no variation to test ({est.status.value})",
+            Outcome.FAILED if worse else Outcome.SUCCESSFUL,
+            delta,
+            f"{check.metric}: no variation within the arms ({est.status.value}); candidate "
+            f"{est.mean_treatment:.4g} vs stable {est.mean_control:.4g}",
             detail,
+            versions,
         )
     lo, hi = est.seq_ci_lower, est.seq_ci_upper
     harmful = lo > 0.0 if check.lower_is_better else hi < 0.0
+    margin = None if check.max_harm_rel is None else check.max_harm_rel * abs(est.mean_control)
+    worst_case = hi if check.lower_is_better else -lo  # the largest harm still allowed
+    power = _power_to_fail(est.std_error, hi - est.effect_size, margin)
+    detail |= {
+        "margin": margin,
+        "harm_upper": worst_case,
+        "power": power,
+        "std_error": est.std_error,
+    }
     text = (
         f"{check.metric}: candidate {est.mean_treatment:.4g} vs stable {est.mean_control:.4g}, "
         f"always-valid {1 - check.alpha:.0%} interval of the lift [{lo:.4g}, {hi:.4g}]"
     )
     if harmful:
         return CheckResult(
-            check.name, Outcome.FAILED, est.effect_size, text + ": significantly worse", detail
+            check.name,
+            Outcome.FAILED,
+            est.effect_size,
+            text + ": significantly worse",
+            detail,
+            versions,
         )
-    return CheckResult(check.name, Outcome.SUCCESSFUL, est.effect_size, text, detail)
+    if check.max_harm_rel is None or margin is None:
+        return CheckResult(check.name, Outcome.SUCCESSFUL, est.effect_size, text, detail, versions)
+    if worst_case < margin:
+        return CheckResult(
+            check.name,
+            Outcome.SUCCESSFUL,
+            est.effect_size,
+            text + f": rules out a harm above {check.max_harm_rel:.0%}",
+            detail,
+            versions,
+        )
+    return CheckResult(
+        check.name,
+        Outcome.INCONCLUSIVE,
+        est.effect_size,
+        text + f": a harm up to {_rel(worst_case, est.mean_control)} is still possible (allowed "
+        f"{check.max_harm_rel:.0%}); too little data to tell. Power to detect a "
+        f"{check.max_harm_rel:.0%} harm now: {power:.0%}",
+        detail,
+        versions,
+    )
+
+
+def _power_to_fail(se: float, half_width: float, margin: float | None) -> float | None:
+    """P(the always-valid interval lies wholly on the harmful side | true harm = margin).
+
+    The interval is ``effect ± c·se``; with ``c = half_width / se`` taken from the
+    interval itself, the check fails when ``effect/se`` passes ``c`` on the harmful side:
+    ``Φ(margin/se − c)``.
+    """
+    if margin is None:
+        return None
+    if not (se > 0.0 and math.isfinite(se) and math.isfinite(half_width)):
+        return math.nan
+    return float(special.ndtr(margin / se - half_width / se))
+
+
+def _rel(harm: float, baseline: float) -> str:
+    if baseline == 0.0:
+        return f"{harm:.4g}"
+    return f"{harm / abs(baseline):.0%}"
 
 
 def worst(outcomes: list[Outcome]) -> Outcome:
@@ -289,13 +392,27 @@ def _low_version(candidate: float, stable: float, minimum: int) -> tuple[str, fl
 
 
 def _too_few(
-    name: str, version: str, n: float, minimum: int, detail: dict[str, Any]
+    check: Any,
+    version: str,
+    n: float,
+    minimum: int,
+    detail: dict[str, Any],
+    *,
+    unit: str = "requests",
 ) -> CheckResult:
+    """NoData when the window is empty (failed with ``must_have_data``), else inconclusive."""
+    field_name = "min_learners" if unit != "requests" else "min_requests"
+    if n <= 0.0:
+        outcome = Outcome.FAILED if check.must_have_data else Outcome.NODATA
+        suffix = ": must_have_data" if check.must_have_data else ""
+        return CheckResult(
+            check.name, outcome, None, f"no {version} {unit} in the window{suffix}", detail
+        )
     return CheckResult(
-        name,
+        check.name,
         Outcome.INCONCLUSIVE,
         None,
-        f"{n:g} {version} requests in the window < min_requests {minimum}",
+        f"{n:g} {version} {unit} in the window < {field_name} {minimum}",
         detail,
     )
 

@@ -44,6 +44,7 @@ from cohortlens.experiments.stats import SufficientStats
 REQUESTS = "cohortlens_http_requests"
 LATENCY = "cohortlens_http_request_duration_seconds"
 FAILURES = "cohortlens_model_failures"
+MODEL_INFO = "cohortlens_model_info"
 VERSIONS = ("candidate", "stable")
 
 
@@ -180,6 +181,32 @@ def parse_service_metrics(
             bucket_counts=tuple(buckets[v][e] for e in edges),
         )
     return Snapshot(versions)
+
+
+def candidate_loaded(text: str, candidate_version: str) -> bool:
+    """Whether a replica's ``/metrics`` say it serves ``candidate_version`` as the candidate
+    (``cohortlens_model_info{model_role="candidate",model_version=...} 1``, published only
+    once the replica has loaded the model).
+
+    Raises:
+        MetricsFormatError: the text cannot be parsed.
+    """
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MetricsFormatError(f"not Prometheus text format: {exc}") from exc
+    for family in families:
+        if family.name != MODEL_INFO:
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                labels.get("model_role") == "candidate"
+                and labels.get("model_version") == candidate_version
+                and sample.value >= 1.0
+            ):
+                return True
+    return False
 
 
 def _version_of(labels: Mapping[str, str], candidate_version: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -27,6 +27,7 @@ from cohortlens.rollout.measure import (
     Snapshot,
     VersionCounts,
     Window,
+    candidate_loaded,
     parse_service_metrics,
     snapshot_delta,
     sum_counts,
@@ -41,19 +42,36 @@ class ProviderError(Exception):
 class MetricsProvider(Protocol):
     """Where service metrics come from."""
 
+    #: How the provider is named in pre-flight and readiness messages.
+    name: str
+
     def fetch(
         self, window_start: datetime, now: datetime, baseline: Mapping[str, Any] | None
     ) -> MetricsFetch:
         """Counts per version over ``[window_start, now]`` (see :class:`MetricsFetch`)."""
 
+    def candidate_replicas(self) -> dict[str, bool | str]:
+        """Per replica: whether it serves the candidate (``cohortlens_model_info``), or why
+        it could not be asked."""
+
 
 class GuardrailSource(Protocol):
     """Where learner outcomes come from."""
 
+    name: str
+
     def arms(
-        self, metric: str, *, since: datetime, until: datetime, salt: str, weight: float
+        self,
+        metric: str,
+        *,
+        since: datetime,
+        until: datetime,
+        salt: str,
+        weight: float,
+        overrides: Sequence[str] = (),
     ) -> GuardrailArms:
-        """Outcome statistics of stable- and candidate-routed learners in the window."""
+        """Outcome statistics of stable- and candidate-routed learners in the window
+        (override learners left out)."""
 
 
 # ---------------------------------------------------------------------------- /metrics
@@ -94,6 +112,17 @@ class ServiceMetricsProvider:
         self.candidate_version = candidate_version
         self.routes = tuple(routes) if routes is not None else None
         self._get = transport or _http_get_text(timeout_s)
+        self.name = "metrics (service /metrics: " + ", ".join(self.urls) + ")"
+
+    def candidate_replicas(self) -> dict[str, bool | str]:
+        """Scrape every replica: does it serve the candidate yet?"""
+        out: dict[str, bool | str] = {}
+        for url in self.urls:
+            try:
+                out[url] = candidate_loaded(self._get(url), self.candidate_version)
+            except (ProviderError, MetricsFormatError) as exc:
+                out[url] = str(exc) or type(exc).__name__
+        return out
 
     def fetch(
         self, window_start: datetime, now: datetime, baseline: Mapping[str, Any] | None
@@ -184,6 +213,23 @@ class PrometheusProvider:
         self.selector = selector.strip().strip(",")
         self.routes = tuple(routes) if routes is not None else None
         self._query = transport or _http_query(url, timeout_s)
+        self.name = f"metrics (prometheus {url})"
+
+    def candidate_replicas(self) -> dict[str, bool | str]:
+        """Per scraped replica (``instance``): does it serve the candidate yet?"""
+        sel = [self.selector] if self.selector else []
+        every = "cohortlens_routing_revision{" + ",".join(sel) + "}"
+        wanted = [*sel, 'model_role="candidate"', f'model_version="{self.candidate_version}"']
+        loaded = "cohortlens_model_info{" + ",".join(wanted) + "} == 1"
+        at = datetime.now(UTC).timestamp()
+        try:
+            replicas = self._query(every, at)
+            ready = {_instance(x) for x in self._query(loaded, at)}
+        except ProviderError as exc:
+            return {self.url: str(exc)}
+        except (KeyError, ValueError, TypeError) as exc:
+            return {self.url: f"unexpected answer: {exc}"}
+        return {_instance(x): _instance(x) in ready for x in replicas}
 
     def matchers(self, version: str, *, with_route: bool = True) -> str:
         """The label matchers of ``version`` (``candidate`` or ``stable``)."""
@@ -236,6 +282,11 @@ class PrometheusProvider:
         return MetricsFetch(Window(counts["candidate"], counts["stable"], window_s), {})
 
 
+def _instance(sample: dict[str, Any]) -> str:
+    labels = sample.get("metric", {})
+    return str(labels.get("instance") or labels.get("pod") or labels)
+
+
 def _scalar(result: list[dict[str, Any]]) -> float:
     """The value of a one-sample vector (0 for an empty vector: no such series yet)."""
     total = 0.0
@@ -267,14 +318,29 @@ class StoreOutcomes:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.name = f"guardrail_source (store_outcomes {getattr(store, 'url', store)})"
 
     def arms(
-        self, metric: str, *, since: datetime, until: datetime, salt: str, weight: float
+        self,
+        metric: str,
+        *,
+        since: datetime,
+        until: datetime,
+        salt: str,
+        weight: float,
+        overrides: Sequence[str] = (),
     ) -> GuardrailArms:
         """Outcomes recorded in ``[since, until)``, split by the release's routing."""
         ids, values, as_of = outcome_columns(self.store.read_outcomes(), metric)
         return guardrail_arms(
-            ids, values, as_of, since=since, until=until, salt=salt, weight=weight
+            ids,
+            values,
+            as_of,
+            since=since,
+            until=until,
+            salt=salt,
+            weight=weight,
+            overrides=overrides,
         )
 
 

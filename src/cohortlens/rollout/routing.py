@@ -1,10 +1,13 @@
 """Which learners a release routes to the candidate, and their outcomes by arm (pure).
 
-A learner is on the candidate iff ``bucket_of(learner_id, salt) < round(weight × 10000)``
-(:func:`cohortlens.experiments.assignment.buckets`, the service's rule). Consequences the
-tests check over 100,000 ids: the candidate's share tracks the weight (±0.5 points), the
-candidate set at a weight contains the set at any lower weight (nobody moves back to stable
-as the weight rises), and a new release (new salt) draws an independent split.
+**The** routing rule, used by the service (:mod:`cohortlens.serve.routing` re-exports it),
+the controller and the simulation alike: a learner is on the candidate iff it is one of the
+release's override learners (QA, pilots: role ``override``) or
+``bucket_of(learner_id, salt) < round(weight × 10000)``
+(:func:`cohortlens.experiments.assignment.buckets`). Consequences the tests check over
+100,000 ids: the candidate's share tracks the weight (±0.5 points), the candidate set at a
+weight contains the set at any lower weight (nobody moves back to stable as the weight
+rises), and a new release (new salt) draws an independent split.
 
 Because the split is a salted hash, candidate-routed and stable-routed learners form a
 randomized comparison: :func:`guardrail_arms` reduces their outcomes to the sufficient
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -26,18 +30,53 @@ from cohortlens.experiments.stats import SufficientStats
 from cohortlens.rollout.checks import GuardrailArms
 
 
+class Role(StrEnum):
+    """The part a model plays for a learner (the ``model_role`` label of every metric)."""
+
+    STABLE = "stable"
+    CANDIDATE = "candidate"
+    #: The candidate, for an override learner (its traffic is kept out of the analysis).
+    OVERRIDE = "override"
+    NONE = "none"
+
+
 def candidate_threshold(weight: float) -> int:
-    """Buckets below this go to the candidate: ``round(weight × 10000)``."""
+    """Buckets below this go to the candidate: ``round(weight × 10000)``, in [0, 10000]."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"candidate weight == {weight}, must be in [0, 1]")
     return round(weight * N_BUCKETS)
 
 
+def route(bucket: int, threshold: int, has_candidate: bool, *, override: bool = False) -> Role:
+    """The role of a learner with ``bucket`` (``override``: it is an override learner)."""
+    if not has_candidate:
+        return Role.STABLE
+    if override:
+        return Role.OVERRIDE
+    return Role.CANDIDATE if bucket < threshold else Role.STABLE
+
+
 def candidate_mask(
     learner_ids: pa.Array | pa.ChunkedArray | Sequence[str], salt: str, weight: float
 ) -> npt.NDArray[np.bool_]:
-    """True where a learner is routed to the candidate at ``weight`` under ``salt``."""
+    """True where a learner is routed to the candidate by weight at ``weight`` under ``salt``
+    (override learners aside: :func:`override_mask`)."""
     return buckets(learner_ids, salt) < candidate_threshold(weight)
+
+
+def override_mask(
+    learner_ids: pa.Array | pa.ChunkedArray | Sequence[str], overrides: Sequence[str]
+) -> npt.NDArray[np.bool_]:
+    """True where a learner is one of the release's override learners."""
+    ids = (
+        learner_ids
+        if isinstance(learner_ids, pa.Array | pa.ChunkedArray)
+        else pa.array(list(learner_ids), pa.string())
+    )
+    if not overrides:
+        return np.zeros(len(ids), dtype=bool)
+    hit = pc.is_in(ids, value_set=pa.array(list(overrides), pa.string()))
+    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def guardrail_arms(
@@ -49,11 +88,13 @@ def guardrail_arms(
     until: datetime,
     salt: str,
     weight: float,
+    overrides: Sequence[str] = (),
 ) -> GuardrailArms:
     """Sufficient statistics of ``values`` for stable- and candidate-routed learners.
 
     Only learners whose outcome was recorded in ``[since, until)`` count (outcomes of the
-    analysis step); NaN values (unknown outcomes) are left out.
+    analysis step); NaN values (unknown outcomes) are left out, and so are override
+    learners (chosen by hand, not randomized).
 
     Args:
         learner_ids: one id per row.
@@ -66,7 +107,7 @@ def guardrail_arms(
     t = np.asarray(as_of, dtype="datetime64[us]")
     lo = np.datetime64(_naive_utc(since), "us")
     hi = np.datetime64(_naive_utc(until), "us")
-    keep = (t >= lo) & (t < hi) & np.isfinite(v)
+    keep = (t >= lo) & (t < hi) & np.isfinite(v) & ~override_mask(learner_ids, overrides)
     cand = candidate_mask(learner_ids, salt, weight)
     return GuardrailArms(
         stable=SufficientStats.from_arrays(v[keep & ~cand]),
@@ -105,4 +146,12 @@ def _naive_utc(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(tzinfo=None)
 
 
-__all__ = ["candidate_mask", "candidate_threshold", "guardrail_arms", "outcome_columns"]
+__all__ = [
+    "Role",
+    "candidate_mask",
+    "candidate_threshold",
+    "guardrail_arms",
+    "outcome_columns",
+    "override_mask",
+    "route",
+]

@@ -30,17 +30,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from cohortlens.errors import CohortlensError, InputError, StoreError
+from cohortlens.rollout.commands import Command, apply_command
 from cohortlens.rollout.controller import (
-    Command,
     MetricsFetch,
     Observation,
-    RoutingView,
-    apply_command,
+    Readiness,
     initial_status,
     plan,
     reconcile,
 )
 from cohortlens.rollout.exporter import ControllerMetrics
+from cohortlens.rollout.notify import WebhookNotifier
 from cohortlens.rollout.providers import (
     GuardrailSource,
     MetricsProvider,
@@ -48,8 +48,15 @@ from cohortlens.rollout.providers import (
     ServiceMetricsProvider,
     StoreOutcomes,
 )
+from cohortlens.rollout.readiness import (
+    AllProbes,
+    ReadinessProbe,
+    ReplicaProbe,
+    StoreArtifactProbe,
+)
 from cohortlens.rollout.routers import AdminApiRouter, RouterError, StoreRouter, TrafficRouter
 from cohortlens.rollout.spec import (
+    SERVICE_METRIC_TYPES,
     AdminApiRouterSpec,
     PrometheusMetricsSpec,
     RolloutSpec,
@@ -60,12 +67,15 @@ from cohortlens.rollout.state import (
     Action,
     Decision,
     Event,
+    Phase,
     Promote,
     RolloutStatus,
+    ScaleDown,
+    SetOverrides,
     SetWeight,
     StartRelease,
 )
-from cohortlens.store.base import ConflictError
+from cohortlens.store.base import ConflictError, Routing
 
 log = logging.getLogger("cohortlens.rollout")
 
@@ -173,69 +183,107 @@ def build_guardrails(spec: RolloutSpec, store: Any) -> GuardrailSource:
     return StoreOutcomes(open_shared(db))
 
 
+def build_readiness(spec: RolloutSpec, store: Any, metrics: MetricsProvider) -> ReadinessProbe:
+    """The spec's readiness probes: the stored artifact (``router: store``) and every replica."""
+    probes: list[ReadinessProbe] = []
+    if spec.readiness.store and not isinstance(spec.router, AdminApiRouterSpec):
+        probes.append(StoreArtifactProbe(store))
+    if spec.readiness.replicas:
+        probes.append(ReplicaProbe(metrics))
+    return AllProbes(probes)
+
+
+@dataclass
+class Providers:
+    """The I/O edges of one spec (rebuilt when the stored spec changes)."""
+
+    router: TrafficRouter
+    metrics: MetricsProvider
+    guardrails: GuardrailSource
+    readiness: ReadinessProbe
+    notifier: WebhookNotifier | None = None
+
+
+def build_providers(
+    spec: RolloutSpec,
+    store: Any,
+    *,
+    actor: str,
+    on_notification: Callable[[str], None] | None = None,
+) -> Providers:
+    """Every edge the spec names (InputError for a missing token or webhook secret);
+    ``on_notification`` hears each webhook delivery's outcome."""
+    metrics = build_metrics(spec)
+    return Providers(
+        router=build_router(spec, store, actor),
+        metrics=metrics,
+        guardrails=build_guardrails(spec, store),
+        readiness=build_readiness(spec, store, metrics),
+        notifier=WebhookNotifier(spec.notifications.webhooks, on_result=on_notification),
+    )
+
+
 # ---------------------------------------------------------------------------- registration
 
 
 def register(store: Any, spec: RolloutSpec, now: datetime) -> tuple[int, RolloutStatus]:
     """Store the spec (desired state) and create the status when new.
 
-    A spec may change while the rollout runs as long as its steps stay the same (checks,
-    limits and sources can be tuned); new steps are accepted only before the first step
-    starts or after the rollout ended.
-
-    Raises:
-        InputError: the spec ships another model than the stored rollout, or changes the
-            steps of a rollout in flight.
+    The spec is the operator's: storing it needs no lease, so ``run`` with a changed spec
+    takes effect within one tick of whichever controller holds the lease. A new
+    ``candidate_model_id`` supersedes the release in flight (it is aborted and the new
+    candidate starts at step 0); new steps restart the rollout at step 0; checks, limits
+    and sources are tuned in place. The history records ``spec_updated`` with what changed.
     """
-    stored = store.rollout_status(spec.name)
     data = spec.to_json_dict()
-    if stored is None:
+    for _attempt in range(5):
+        stored = store.rollout_status(spec.name)
+        if stored is None:
+            store.put_rollout_spec(spec.name, data)
+            status = initial_status(spec, now)
+            try:
+                rev = store.record_rollout(
+                    spec.name,
+                    status.to_json_dict(),
+                    [
+                        Event(
+                            "created",
+                            "spec_stored",
+                            {"spec_hash": status.spec_hash, "candidate": spec.candidate_model_id},
+                        ).as_tuple()
+                    ],
+                    expected_revision=None,
+                    at=now,
+                )
+            except ConflictError:
+                continue
+            return rev, status
+        rev, raw = stored
+        status = RolloutStatus.from_json_dict(raw)
+        if status.spec_hash == spec.spec_hash():
+            return rev, status
+        old = store.rollout_spec(spec.name) or {}
+        changed = sorted(k for k in data if old.get(k) != data[k])
         store.put_rollout_spec(spec.name, data)
-        status = initial_status(spec, now)
-        rev = store.record_rollout(
-            spec.name,
-            status.to_json_dict(),
-            [
-                Event(
-                    "created",
-                    "spec_stored",
-                    {"spec_hash": status.spec_hash, "candidate": spec.candidate_model_id},
-                ).as_tuple()
-            ],
-            expected_revision=None,
-            at=now,
-        )
-        return rev, status
-    rev, raw = stored
-    status = RolloutStatus.from_json_dict(raw)
-    if status.spec_hash == spec.spec_hash():
-        return rev, status
-    if status.candidate_model_id != spec.candidate_model_id:
-        raise InputError(
-            f"rollout {spec.name} ships model {status.candidate_model_id}; this spec ships "
-            f"model {spec.candidate_model_id}: give the new rollout its own name"
-        )
-    old = store.rollout_spec(spec.name) or {}
-    started = status.step_index > 0 or status.step_started_at is not None
-    if status.phase not in TERMINAL and started and old.get("steps") != data["steps"]:
-        raise InputError(
-            f"rollout {spec.name} is {status.phase.value} at step {status.step_index}: its steps "
-            "cannot change in flight (checks, limits and sources can); abort it first"
-        )
-    store.put_rollout_spec(spec.name, data)
-    new = status.model_copy(update={"spec_hash": spec.spec_hash(), "updated_at": now})
-    rev = store.record_rollout(
-        spec.name,
-        new.to_json_dict(),
-        [
-            Event(
-                "spec_updated", "new_spec", {"old": status.spec_hash, "new": new.spec_hash}
-            ).as_tuple()
-        ],
-        expected_revision=rev,
-        at=now,
-    )
-    return rev, new
+        new = status.model_copy(update={"spec_hash": spec.spec_hash(), "updated_at": now})
+        try:
+            rev = store.record_rollout(
+                spec.name,
+                new.to_json_dict(),
+                [
+                    Event(
+                        "spec_updated",
+                        "new_spec",
+                        {"old": status.spec_hash, "new": new.spec_hash, "changed": changed},
+                    ).as_tuple()
+                ],
+                expected_revision=rev,
+                at=now,
+            )
+        except ConflictError:
+            continue
+        return rev, new
+    raise StoreError(f"rollout {spec.name} kept changing while its spec was stored; try again")
 
 
 def load_status(store: Any, name: str) -> tuple[int, RolloutStatus]:
@@ -296,7 +344,7 @@ def execute_actions(
     return problems
 
 
-def _apply(router: TrafficRouter, routing: RoutingView, action: Action) -> None:
+def _apply(router: TrafficRouter, routing: Routing, action: Action) -> None:
     if isinstance(action, StartRelease):
         if routing.candidate_model_id != action.model_id:
             router.start_release(action.model_id, reason=action.reason)
@@ -316,6 +364,13 @@ def _apply(router: TrafficRouter, routing: RoutingView, action: Action) -> None:
             )
     elif isinstance(action, Promote):
         router.promote(reason=action.reason, expected_revision=routing.revision)
+    elif isinstance(action, SetOverrides):
+        if tuple(sorted(routing.overrides)) != tuple(sorted(action.learner_ids)):
+            router.set_overrides(
+                action.learner_ids, reason=action.reason, expected_revision=routing.revision
+            )
+    elif isinstance(action, ScaleDown):
+        router.clear_candidate(reason=action.reason, expected_revision=routing.revision)
 
 
 def run_command(
@@ -348,6 +403,7 @@ def run_command(
                 [e.as_tuple() for e in events],
                 expected_revision=rev,
                 at=at,
+                counters=decision.counters,
             )
         except ConflictError:
             continue
@@ -374,26 +430,37 @@ class Controller:
         router: TrafficRouter,
         metrics: MetricsProvider,
         guardrails: GuardrailSource,
+        readiness: ReadinessProbe | None = None,
         clock: Clock | None = None,
         holder: str | None = None,
         exporter: ControllerMetrics | None = None,
+        notifier: WebhookNotifier | None = None,
         on_events: Callable[[datetime, Sequence[Event]], None] | None = None,
         after_persist: Callable[[Decision], None] | None = None,
+        rebuild: Callable[[RolloutSpec], Providers] | None = None,
     ) -> None:
+        """``readiness`` defaults to no probe (ready at once); ``rebuild`` makes the edges
+        of a spec another process stored (e.g. a superseding candidate); without it the
+        metrics provider is only pointed at the new candidate."""
         self.store = store
         self.spec = spec
         self.router = router
         self.metrics = metrics
         self.guardrails = guardrails
+        self.readiness: ReadinessProbe = readiness or AllProbes(())
         self.clock = clock or SystemClock()
         self.holder = holder or new_holder()
         self.exporter = exporter
+        self.notifier = notifier
         self.on_events = on_events
         self.after_persist = after_persist
+        self.rebuild = rebuild
         self.lease = lease_name(spec.name)
         self._had_lease = False
         self._attached = False
         self._registered = False
+        self._counters: dict[str, int] | None = None
+        self._phase: Phase | None = None  # the phase this controller last saw or wrote
 
     @property
     def renew_every_s(self) -> float:
@@ -403,23 +470,21 @@ class Controller:
     def tick(self) -> TickResult:
         """One reconcile (see the module docstring)."""
         now = self.clock.now()
-        if not self.store.acquire_lease(self.lease, self.holder, self.spec.lease_ttl_s, now):
-            if self.exporter is not None:
-                self.exporter.set_lease(self.spec.name, False)
-            if self._had_lease:
-                return TickResult(None, "lost")
-            wait = min(LEASE_WAIT_S, self.renew_every_s)
-            return TickResult(None, "waiting", next_wake_at=now + timedelta(seconds=wait))
-        self._had_lease = True
-        if self.exporter is not None:
-            self.exporter.set_lease(self.spec.name, True)
         if not self._registered:
+            # Desired state first, lease or not: a holder picks a new spec up next tick.
             register(self.store, self.spec, now)
             self._registered = True
+        waiting = self._lease(now)
+        if waiting is not None:
+            return waiting
         rev, status = load_status(self.store, self.spec.name)
+        if self.notifier is not None and self._phase not in (None, status.phase):
+            # A phase change written by someone else (an operator's command): notify it too.
+            self.notifier.notify(self._phase, status, [], now)
+        self._phase = status.phase
         if status.spec_hash != self.spec.spec_hash():
-            self.spec = load_spec_of(self.store, self.spec.name)
-        routing: RoutingView | None = None
+            self._use(load_spec_of(self.store, self.spec.name))
+        routing: Routing | None = None
         routing_error = None
         try:
             routing = self.router.routing()
@@ -428,50 +493,23 @@ class Controller:
             log.warning("%s: routing unreadable: %s", self.spec.name, exc)
         obs = self._observe(status, routing, routing_error, now)
         decision = reconcile(self.spec, status, obs, now)
-        events = list(decision.events)
-        if not self._attached:
-            events.insert(
-                0,
-                Event(
-                    "controller_attached",
-                    "lease_acquired",
-                    {
-                        "holder": self.holder,
-                        "phase": status.phase.value,
-                        "step": status.step_index,
-                        "weight": status.weight,
-                    },
-                ),
-            )
+        if decision.status.candidate_model_id != status.candidate_model_id:
+            self._use(self.spec)  # superseded: the edges now serve the new candidate
+        events = self._with_attachment(status, decision.events)
         changed = bool(events or decision.actions) or (
             decision.status.to_json_dict() != status.to_json_dict()
         )
-        recorded = False
-        if changed:
-            try:
-                new_rev = self.store.record_rollout(
-                    self.spec.name,
-                    decision.status.to_json_dict(),
-                    [e.as_tuple() for e in events],
-                    expected_revision=rev,
-                    at=now,
-                )
-            except ConflictError:
-                return TickResult(status, "held", conflict=True, next_wake_at=now)
-            recorded = True
-            self._attached = True
-            if self.on_events is not None and events:
-                self.on_events(now, events)
-            if self.after_persist is not None:
-                self.after_persist(decision)
-            problems = execute_actions(
-                self.store, self.spec.name, self.router, decision.actions, new_rev
-            )
-            for p in problems:
-                log.warning("%s: routing not updated (will retry): %s", self.spec.name, p)
+        if changed and not self._persist(status, rev, decision, events, now):
+            return TickResult(status, "held", conflict=True, next_wake_at=now)
         if self.exporter is not None:
+            if self._counters is None:
+                self._counters = self.store.rollout_counters().get(self.spec.name, {})
             self.exporter.update(
-                decision.status, events, n_steps=len(self.spec.steps), at=now.timestamp()
+                decision.status,
+                events,
+                n_steps=len(self.spec.steps),
+                at=now.timestamp(),
+                counters=self._counters,
             )
         converged = routing is not None and not decision.actions
         wake = decision.next_wake_at
@@ -480,15 +518,96 @@ class Controller:
         return TickResult(
             decision.status,
             "held",
-            recorded=recorded,
-            converged=converged,
+            recorded=changed,
+            converged=converged and decision.next_wake_at is None,
             next_wake_at=wake,
         )
+
+    def _lease(self, now: datetime) -> TickResult | None:
+        """Take or renew the lease; a result when this controller must not act."""
+        if self.store.acquire_lease(self.lease, self.holder, self.spec.lease_ttl_s, now):
+            self._had_lease = True
+            if self.exporter is not None:
+                self.exporter.set_lease(self.spec.name, True)
+            return None
+        if self.exporter is not None:
+            self.exporter.set_lease(self.spec.name, False)
+        if self._had_lease:
+            return TickResult(None, "lost")
+        wait = min(LEASE_WAIT_S, self.renew_every_s)
+        return TickResult(None, "waiting", next_wake_at=now + timedelta(seconds=wait))
+
+    def _with_attachment(self, status: RolloutStatus, events: Sequence[Event]) -> list[Event]:
+        """The decision's events, after ``controller_attached`` on this controller's first."""
+        if self._attached:
+            return list(events)
+        attached = Event(
+            "controller_attached",
+            "lease_acquired",
+            {
+                "holder": self.holder,
+                "phase": status.phase.value,
+                "step": status.step_index,
+                "weight": status.weight,
+            },
+        )
+        return [attached, *events]
+
+    def _persist(
+        self,
+        before: RolloutStatus,
+        rev: int,
+        decision: Decision,
+        events: list[Event],
+        now: datetime,
+    ) -> bool:
+        """Record the decision (False on a write conflict), tell the listeners, then act."""
+        try:
+            new_rev = self.store.record_rollout(
+                self.spec.name,
+                decision.status.to_json_dict(),
+                [e.as_tuple() for e in events],
+                expected_revision=rev,
+                at=now,
+                counters=decision.counters,
+            )
+        except ConflictError:
+            return False
+        self._attached = True
+        self._phase = decision.status.phase
+        if decision.counters:
+            self._counters = None
+        if self.on_events is not None and events:
+            self.on_events(now, events)
+        if self.notifier is not None:
+            self.notifier.notify(before.phase, decision.status, events, now)
+        if self.after_persist is not None:
+            self.after_persist(decision)
+        problems = execute_actions(
+            self.store, self.spec.name, self.router, decision.actions, new_rev
+        )
+        for p in problems:
+            log.warning("%s: routing not updated (will retry): %s", self.spec.name, p)
+        return True
+
+    def _use(self, spec: RolloutSpec) -> None:
+        """Switch to ``spec`` (stored by another process), with edges for its candidate."""
+        self.spec = spec
+        if self.rebuild is not None:
+            p = self.rebuild(spec)
+            self.router, self.metrics, self.guardrails = p.router, p.metrics, p.guardrails
+            self.readiness = p.readiness
+            if p.notifier is not None:
+                if self.notifier is not None:
+                    self.notifier.close(0.0)
+                self.notifier = p.notifier
+        elif hasattr(self.metrics, "candidate_version"):
+            self.metrics.candidate_version = str(spec.candidate_model_id)
 
     def _observe(
         self,
         status: RolloutStatus,
-        routing: RoutingView | None,
+        routing: Routing | None,
         routing_error: str | None,
         now: datetime,
     ) -> Observation:
@@ -506,11 +625,50 @@ class Controller:
                 continue
             try:
                 guardrails[check] = self.guardrails.arms(
-                    metric, since=since, until=now, salt=p.salt, weight=p.weight
+                    metric,
+                    since=since,
+                    until=now,
+                    salt=p.salt,
+                    weight=p.weight,
+                    overrides=p.overrides,
                 )
             except Exception as exc:
                 guardrails[check] = f"{type(exc).__name__}: {exc}"
-        return Observation(routing, routing_error, fetch, guardrails)
+        preflight = self._preflight(routing, now) if p.preflight and routing else None
+        readiness: Readiness | None = None
+        if p.readiness:
+            try:
+                readiness = self.readiness.check(status.candidate_model_id)
+            except Exception as exc:
+                readiness = Readiness(False, f"readiness probe: {type(exc).__name__}: {exc}")
+        known_good = None
+        if p.known_good and routing is not None:
+            try:
+                known_good = tuple(self.router.recent_stable_models(self.spec.rollback_window))
+            except (RouterError, OSError, StoreError) as exc:
+                log.warning("%s: recent stable models unreadable: %s", self.spec.name, exc)
+        return Observation(
+            routing, routing_error, fetch, guardrails, preflight, readiness, known_good
+        )
+
+    def _preflight(self, routing: Routing, now: datetime) -> dict[str, str | None]:
+        """Ask every metric provider and guardrail source once (Argo/Flagger pre-flight)."""
+        answers: dict[str, str | None] = {}
+        checks = self.spec.checks
+        if any(c.type in SERVICE_METRIC_TYPES for c in checks):
+            try:
+                got = self.metrics.fetch(now, now, None)
+                answers[self.metrics.name] = got.error
+            except Exception as exc:
+                answers[self.metrics.name] = f"{type(exc).__name__}: {exc}"
+        for metric in sorted({c.metric for c in checks if c.type == "guardrail"}):
+            name = f"{self.guardrails.name}, metric {metric}"
+            try:
+                self.guardrails.arms(metric, since=now, until=now, salt=routing.salt, weight=0.0)
+                answers[name] = None
+            except Exception as exc:
+                answers[name] = f"{type(exc).__name__}: {exc}"
+        return answers
 
     def run(self, *, once: bool = False) -> RolloutStatus | None:
         """Tick until the rollout is Promoted or Aborted and the routing agrees.
@@ -524,6 +682,7 @@ class Controller:
         """
         store_errors = 0
         once_ticks = 0
+        lost = False
         try:
             while True:
                 try:
@@ -541,6 +700,7 @@ class Controller:
                     self.clock.sleep(min(LEASE_WAIT_S * store_errors, self.renew_every_s))
                     continue
                 if res.lease == "lost":
+                    lost = True
                     raise LeaseLostError(
                         f"rollout {self.spec.name}: another controller took the lease; "
                         "this one stopped acting"
@@ -550,33 +710,33 @@ class Controller:
                 if res.conflict:
                     continue
                 if res.status is not None and res.status.phase in TERMINAL and res.converged:
-                    self.release()
                     return res.status
                 now = self.clock.now()
                 if once and res.lease == "held":
                     once_ticks += 1
                     idle = res.next_wake_at is None or res.next_wake_at > now
                     if idle or once_ticks >= _ONCE_MAX_TICKS:
-                        self.release()
                         return res.status
                     continue
                 wake = res.next_wake_at or now + timedelta(seconds=self.renew_every_s)
                 delay = min((wake - now).total_seconds(), self.renew_every_s)
                 if isinstance(self.clock, SystemClock) and self.clock.stop.is_set():
-                    self.release()
                     return res.status
                 if delay > 0:
                     self.clock.sleep(delay)
-        except KeyboardInterrupt:
-            self.release()
-            raise
+        finally:
+            # Every way out (done, --once, a signal, an error) frees the lease at once, so a
+            # successor need not wait lease_ttl_s; a lost lease is another holder's.
+            if self._had_lease and not lost:
+                self.release()
 
     def release(self) -> None:
         """Give the lease up (a replacement can take over at once)."""
         try:
             self.store.release_lease(self.lease, self.holder)
-        except StoreError as exc:  # pragma: no cover - best effort on shutdown
+        except Exception as exc:  # best effort on the way out: the lease then expires
             log.warning("%s: could not release the lease: %s", self.spec.name, exc)
+        self._had_lease = False
         if self.exporter is not None:
             self.exporter.set_lease(self.spec.name, False)
 

@@ -9,16 +9,25 @@ Time only moves when the controller sleeps. A run is reproducible: the traffic, 
 and the release salts (hence the split) all derive from the seed (:func:`release_salts`).
 
 Faults (:data:`FAULTS`), each injected ``offset_s`` after a chosen analysis step starts
-(``canary``, ``ramp``, ``full`` name the 1st, 2nd, 3rd analysis step):
+(``canary``, ``ramp``, ``full`` name the 1st, 2nd, 3rd analysis step), or from the very
+start (``start``):
 
 * ``error_rate``: requests routed to the candidate fail with probability 0.2;
 * ``latency``: candidate latencies × 5 (true p99 ≈ 0.32 s against 0.25 s allowed);
 * ``guardrail``: candidate-routed learners complete 25 points less often;
 * ``metrics_outage``: every ``/metrics`` scrape fails from then on;
 * ``controller_crash``: the controller dies right after persisting its next decision
-  (before acting on it) and a new one starts ``downtime_s`` later.
+  (before acting on it) and a new one starts ``downtime_s`` later;
+* ``provider_down`` (``start`` only): the metrics provider is down before the rollout
+  begins, so the pre-flight fails;
+* ``unloadable_candidate`` (``start`` only): no replica can load the candidate, so it never
+  passes the readiness gate.
 
-:data:`EXPECTED` documents the end state of each fault at each step.
+The replicas load a candidate ``FleetParams.load_delay_s`` after the routing names it and
+only then publish ``cohortlens_model_info`` for it (the readiness gate reads that); until
+then its learners get the stable model. :data:`EXPECTED` documents the end state of each
+fault at each step; in every run :attr:`SimulationResult.violations` lists any moment the
+routing gave the candidate more than the persisted verdicts allowed.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -42,15 +51,26 @@ from cohortlens.errors import InputError
 from cohortlens.experiments.assignment import buckets
 from cohortlens.rollout.checks import GuardrailArms
 from cohortlens.rollout.providers import ProviderError, ServiceMetricsProvider
+from cohortlens.rollout.readiness import ReplicaProbe
 from cohortlens.rollout.routers import StoreRouter
-from cohortlens.rollout.routing import candidate_threshold, guardrail_arms
+from cohortlens.rollout.routing import candidate_threshold, guardrail_arms, override_mask
 from cohortlens.rollout.runner import Controller
 from cohortlens.rollout.spec import AnalysisStep, RolloutSpec, ServiceMetricsSpec
 from cohortlens.rollout.state import TERMINAL, Decision, Phase
 from cohortlens.store._routing import SALT_BYTES
 
 #: Fault kinds understood by :func:`simulate`.
-FAULTS = ("error_rate", "latency", "guardrail", "metrics_outage", "controller_crash")
+FAULTS = (
+    "error_rate",
+    "latency",
+    "guardrail",
+    "metrics_outage",
+    "controller_crash",
+    "provider_down",
+    "unloadable_candidate",
+)
+#: Faults present before the rollout starts (``KIND@start``).
+START_FAULTS = frozenset({"provider_down", "unloadable_candidate"})
 #: Names of the analysis steps of the default spec (1st, 2nd, 3rd analysis step).
 STEP_NAMES = ("canary", "ramp", "full")
 #: Documented end state of each fault injected during each step of the default spec.
@@ -66,6 +86,8 @@ EXPECTED: dict[tuple[str, str], Phase] = {
     ("guardrail", "ramp"): Phase.ABORTED,
     ("guardrail", "full"): Phase.PROMOTED,
     **{("controller_crash", s): Phase.PROMOTED for s in STEP_NAMES},
+    ("provider_down", "start"): Phase.ABORTED,
+    ("unloadable_candidate", "start"): Phase.ABORTED,
 }
 
 LATENCY_EDGES_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -110,6 +132,7 @@ class FleetParams:
         latency_median_s, latency_sigma: log-normal latency of a look-up.
         completion_rate: probability a learner's reported outcome is "completed".
         outcomes_per_s: learners reporting an outcome per second.
+        load_delay_s: from the routing naming a candidate to a replica serving it.
     """
 
     learners: int = 100_000
@@ -120,6 +143,8 @@ class FleetParams:
     latency_sigma: float = 0.5
     completion_rate: float = 0.6
     outcomes_per_s: float = 400.0
+    #: Seconds from the routing naming a candidate to a replica serving it.
+    load_delay_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -141,14 +166,21 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
             raise InputError(f"fault kind {self.kind!r}: expected one of {', '.join(FAULTS)}")
-        if isinstance(self.step, str) and self.step not in STEP_NAMES:
+        if self.kind in START_FAULTS:
+            if self.step != "start":
+                raise InputError(
+                    f"fault {self.kind}: present from the start; use {self.kind}@start"
+                )
+        elif isinstance(self.step, str) and self.step not in STEP_NAMES:
             raise InputError(
                 f"fault step {self.step!r}: expected {', '.join(STEP_NAMES)} or an index"
             )
 
     @property
     def ordinal(self) -> int:
-        """0-based index among the spec's analysis steps."""
+        """0-based index among the spec's analysis steps (-1: from the start)."""
+        if self.step == "start":
+            return -1
         return STEP_NAMES.index(self.step) if isinstance(self.step, str) else int(self.step)
 
     @classmethod
@@ -213,6 +245,10 @@ class SimulatedFleet:
         self.as_of = np.full(params.learners, np.datetime64("NaT"), dtype="datetime64[us]")
         self._salt: str | None = None
         self._bucket = np.zeros(params.learners, dtype=np.int32)
+        #: The candidate the routing names, and since when (replicas load it after a delay).
+        self._named: tuple[int | None, datetime] = (None, start)
+        self._overrides: tuple[str, ...] = ()
+        self._override_mask = np.zeros(params.learners, dtype=bool)
 
     # -- faults ------------------------------------------------------------------------------
     def add_fault(self, kind: str, at: datetime) -> None:
@@ -232,15 +268,26 @@ class SimulatedFleet:
             self._serve(a, b)
         self.now = t1
 
-    def _routing(self) -> tuple[int | None, int | None, int]:
+    def loaded(self, at: datetime) -> int | None:
+        """The candidate the replicas serve at ``at`` (``None``: none loaded yet)."""
+        named, since = self._named
+        if named is None or self.active("unloadable_candidate", at):
+            return None
+        return named if at >= since + timedelta(seconds=self.params.load_delay_s) else None
+
+    def _routing(self, at: datetime) -> tuple[int | None, int | None, int]:
         r = self.store.routing()
         if r.salt != self._salt:
             self._salt = r.salt
             self._bucket = buckets(self.ids, r.salt)
-        threshold = (
-            candidate_threshold(r.candidate_weight) if r.candidate_model_id is not None else 0
-        )
-        return r.stable_model_id, r.candidate_model_id, threshold
+        if r.candidate_model_id != self._named[0]:
+            self._named = (r.candidate_model_id, at)
+        if r.overrides != self._overrides:
+            self._overrides = r.overrides
+            self._override_mask = override_mask(self.ids, r.overrides)
+        cand = self.loaded(at)
+        threshold = candidate_threshold(r.candidate_weight) if cand is not None else 0
+        return r.stable_model_id, cand, threshold
 
     def _serve(self, t0: datetime, t1: datetime) -> None:
         dt = (t1 - t0).total_seconds()
@@ -248,21 +295,23 @@ class SimulatedFleet:
             return
         p = self.params
         rng = self.rng
-        stable_id, cand_id, threshold = self._routing()
+        stable_id, cand_id, threshold = self._routing(t0)
         n = int(rng.poisson(p.rps * dt))
         who = rng.integers(0, p.learners, n)
-        on_cand = self._bucket[who] < threshold
+        override = self._override_mask[who] & (cand_id is not None)
+        on_cand = (self._bucket[who] < threshold) & ~override
         replica = rng.integers(0, p.replicas, n)
         for role, version, mask in (
             ("candidate", str(cand_id), on_cand),
-            ("stable", str(stable_id), ~on_cand),
+            ("override", str(cand_id), override),
+            ("stable", str(stable_id), ~on_cand & ~override),
         ):
             k = int(mask.sum())
             if k == 0:
                 continue
             err = p.error_rate
             factor = 1.0
-            if role == "candidate":
+            if role in ("candidate", "override"):
                 if self.active("error_rate", t0):
                     err = 0.2
                 if self.active("latency", t0):
@@ -292,10 +341,12 @@ class SimulatedFleet:
     # -- what the service exports ------------------------------------------------------------
     def metrics_text(self, replica: int) -> str:
         """Replica ``replica``'s ``/metrics`` text (fails during a metrics outage)."""
-        if self.active("metrics_outage", self.now):
+        if self.active("metrics_outage", self.now) or self.active("provider_down", self.now):
             raise ProviderError("ConnectError: [Errno 111] Connection refused (simulated outage)")
+        self._routing(self.now)  # the replica has polled the routing by now
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_FleetCollector(self.counters[replica]))
+        info = {"stable": self.store.routing().stable_model_id, "candidate": self.loaded(self.now)}
+        registry.register(_FleetCollector(self.counters[replica], info))
         return generate_latest(registry).decode()
 
     def urls(self) -> tuple[str, ...]:
@@ -308,8 +359,11 @@ class SimulatedFleet:
 
 
 class _FleetCollector(Collector):
-    def __init__(self, counters: dict[tuple[str, str], _Counters]) -> None:
+    def __init__(
+        self, counters: dict[tuple[str, str], _Counters], info: dict[str, int | None]
+    ) -> None:
         self.counters = counters
+        self.info = info
 
     def collect(self) -> Any:
         req = CounterMetricFamily(
@@ -332,9 +386,16 @@ class _FleetCollector(Collector):
             cum = np.cumsum(c.buckets)
             pairs = [(repr(e), float(n)) for e, n in zip(LATENCY_EDGES_S, cum[:-1], strict=True)]
             hist.add_metric([_ROUTE, role, version], [*pairs, ("+Inf", float(cum[-1]))], c.sum_s)
+        models = GaugeMetricFamily(
+            "cohortlens_model_info", "Models served", labels=["model_role", "model_version"]
+        )
+        for role, model in self.info.items():
+            if model is not None:
+                models.add_metric([role, str(model)], 1.0)
         yield req
         yield fail
         yield hist
+        yield models
 
 
 class SimulatedOutcomes:
@@ -343,15 +404,31 @@ class SimulatedOutcomes:
     def __init__(self, fleet: SimulatedFleet) -> None:
         self.fleet = fleet
 
+    name = "guardrail_source (simulated outcomes)"
+
     def arms(
-        self, metric: str, *, since: datetime, until: datetime, salt: str, weight: float
+        self,
+        metric: str,
+        *,
+        since: datetime,
+        until: datetime,
+        salt: str,
+        weight: float,
+        overrides: Sequence[str] = (),
     ) -> GuardrailArms:
         """Outcomes reported in ``[since, until)``."""
         if metric != "completed":
             raise KeyError(f"the simulated fleet reports 'completed' only, not {metric!r}")
         f = self.fleet
         return guardrail_arms(
-            f.ids, f.completed, f.as_of, since=since, until=until, salt=salt, weight=weight
+            f.ids,
+            f.completed,
+            f.as_of,
+            since=since,
+            until=until,
+            salt=salt,
+            weight=weight,
+            overrides=overrides,
         )
 
 
@@ -374,6 +451,12 @@ class SimulationResult:
         brief_bound_s: ``interval × (failure_limit + 1) + interval``.
         crashes: per crash: time, step and weights before, and after the restart.
         ticks: controller ticks.
+        max_weight: the largest candidate weight the fleet served.
+        violations: ``(at_s, served, allowed)`` whenever the routing gave the candidate more
+            than the persisted status allowed (0 before the candidate was ready or after
+            an abort); empty in a correct run.
+        served: look-ups the fleet served per ``model_role`` label (``stable``,
+            ``candidate``, ``override``).
     """
 
     phase: Phase
@@ -389,6 +472,9 @@ class SimulationResult:
     brief_bound_s: float | None = None
     crashes: list[dict[str, Any]] = field(default_factory=list)
     ticks: int = 0
+    max_weight: float = 0.0
+    violations: list[tuple[float, float, float]] = field(default_factory=list)
+    served: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (``rollout simulate --json``)."""
@@ -403,6 +489,9 @@ class SimulationResult:
             "brief_bound_s": self.brief_bound_s,
             "crashes": self.crashes,
             "weights": [list(w) for w in self.weights],
+            "max_weight": self.max_weight,
+            "violations": [list(v) for v in self.violations],
+            "served": self.served,
             "ticks": self.ticks,
             "events": self.events,
             "status": self.status,
@@ -485,12 +574,14 @@ def _run(
 
     def controller(n: int) -> Controller:
         holder = f"sim-controller-{n}"
+        metrics = ServiceMetricsProvider(fleet.urls(), str(cand_id), transport=fleet.transport)
         return Controller(
             store,
             spec,
             router=StoreRouter(store, holder, salts=salts),
-            metrics=ServiceMetricsProvider(fleet.urls(), str(cand_id), transport=fleet.transport),
+            metrics=metrics,
             guardrails=SimulatedOutcomes(fleet),
+            readiness=ReplicaProbe(metrics),
             clock=clock,
             holder=holder,
             after_persist=after_persist,
@@ -498,13 +589,21 @@ def _run(
 
     ctrl = controller(0)
     result = SimulationResult(Phase.PENDING, "", 0.0, {})
-    pending = list(faults)
+    pending = [f for f in faults if f.step != "start"]
     crash_pending: Fault | None = None
     fault_times: list[float] = []
     last_weight: float | None = None
 
     def rel(at: datetime) -> float:
         return (at - _START).total_seconds()
+
+    for f in faults:
+        if f.step == "start":
+            fleet.add_fault(f.kind, _START)
+            result.faults.append((f.kind, f.step, 0.0))
+            fault_times.append(0.0)
+            if result.bound_s is None:
+                result.bound_s = result.brief_bound_s = spec.start_bound_s()
 
     while True:
         try:
@@ -551,6 +650,11 @@ def _run(
             result.weights.append((rel(clock.now()), w))
             last_weight = w
         status = res.status
+        result.max_weight = max(result.max_weight, w)
+        if status is not None:
+            allowed = _allowed_weight(status)
+            if w > allowed + 1e-9:
+                result.violations.append((rel(clock.now()), w, allowed))
         if status is not None and status.analysis is not None:
             for f in list(pending):
                 idx = analysis_steps[f.ordinal] if f.ordinal < len(analysis_steps) else None
@@ -579,6 +683,10 @@ def _run(
         clock.sleep(max(delay, 0.0))
 
     _, final = _status(store, spec.name)
+    for replica in fleet.counters:
+        for (role, _version), c in replica.items():
+            result.served[role] = result.served.get(role, 0.0) + c.ok
+    result.served = dict(sorted(result.served.items()))
     result.phase = Phase(final["phase"])
     result.reason = final["reason"]
     result.status = final
@@ -593,6 +701,16 @@ def _run(
         if fault_times:
             result.rollback_s = result.aborted_at_s - min(fault_times)
     return result
+
+
+def _allowed_weight(status: Any) -> float:
+    """What the persisted verdicts allow the candidate: nothing before it is ready or after
+    an abort, the status's weight in flight, everything once promoted."""
+    if status.phase == Phase.PROMOTED:
+        return 1.0
+    if status.phase == Phase.ABORTED or status.ready_at is None:
+        return 0.0
+    return float(status.weight)
 
 
 def _brief_bound(spec: RolloutSpec, index: int) -> float:
@@ -610,6 +728,7 @@ def _status(store: Any, name: str) -> tuple[int, dict[str, Any]]:
 __all__ = [
     "EXPECTED",
     "FAULTS",
+    "START_FAULTS",
     "STEP_NAMES",
     "Fault",
     "FleetParams",

@@ -8,6 +8,7 @@ every field with its default.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -52,8 +53,21 @@ class _CheckBase(_Model):
     consecutive_error_limit: int = Field(default=4, ge=0)
     #: Successful measurements in a row needed before the step may advance.
     consecutive_success_limit: int = Field(default=3, ge=1)
-    #: Evaluated and reported, never decisive (no abort, no pause, not awaited to advance).
+    #: Evaluated and reported, never decisive (no abort, no pause, not awaited to advance);
+    #: ``analysis.dry_run`` name patterns make checks dry-run too.
     dry_run: bool = False
+    #: Measurements to take in a step (``None``: until a limit is reached). Reaching it
+    #: with neither ``consecutive_success_limit`` nor a failure limit reached is
+    #: Inconclusive, which pauses for a human (Argo Rollouts' ``count``).
+    count: int | None = Field(default=None, ge=1)
+    #: Aborts on its own (``failure_limit``) also under a score judge, and zeroes the
+    #: judge's score when it does not pass (Kayenta's ``critical``).
+    critical: bool = False
+    #: Weight in the score judge (Kayenta's group weight; relative to the other checks).
+    weight: float = Field(default=1.0, gt=0.0)
+    #: A window with no data at all fails instead of being NoData (Kayenta's
+    #: ``mustHaveData``).
+    must_have_data: bool = False
 
 
 class ErrorRateCheck(_CheckBase):
@@ -61,9 +75,18 @@ class ErrorRateCheck(_CheckBase):
 
     type: Literal["error_rate"]
     version: Literal["candidate", "stable"] = "candidate"
+    #: Failure condition: the error rate is above this.
     max_error_rate: float = Field(ge=0.0, le=1.0)
-    #: Fewer requests than this in the interval: inconclusive.
+    #: Success condition: the error rate is at or below this (default ``max_error_rate``);
+    #: between the two the measurement is inconclusive.
+    success_max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: Fewer requests than this in the interval: inconclusive (none at all: NoData).
     min_requests: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> ErrorRateCheck:
+        _check_band(self.success_max_error_rate, self.max_error_rate, "success_max_error_rate")
+        return self
 
 
 class LatencyCheck(_CheckBase):
@@ -72,8 +95,16 @@ class LatencyCheck(_CheckBase):
     type: Literal["latency"]
     version: Literal["candidate", "stable"] = "candidate"
     quantile: float = Field(default=0.99, gt=0.0, lt=1.0)
+    #: Failure condition: the quantile is above this.
     max_latency_s: float = Field(gt=0.0)
+    #: Success condition: the quantile is at or below this (default ``max_latency_s``).
+    success_max_latency_s: float | None = Field(default=None, gt=0.0)
     min_requests: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> LatencyCheck:
+        _check_band(self.success_max_latency_s, self.max_latency_s, "success_max_latency_s")
+        return self
 
 
 class CompareErrorsCheck(_CheckBase):
@@ -89,7 +120,15 @@ class CompareErrorsCheck(_CheckBase):
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     max_ratio: float = Field(default=2.0, ge=1.0)
     min_rate_diff: float = Field(default=0.005, ge=0.0, le=1.0)
+    #: Success condition: candidate/stable error-rate ratio at or below this (default: any
+    #: ratio that does not fail); between the two conditions: inconclusive.
+    success_max_ratio: float | None = Field(default=None, ge=0.0)
     min_requests: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> CompareErrorsCheck:
+        _check_band(self.success_max_ratio, self.max_ratio, "success_max_ratio")
+        return self
 
 
 class CompareLatencyCheck(_CheckBase):
@@ -103,7 +142,15 @@ class CompareLatencyCheck(_CheckBase):
     type: Literal["compare_latency"]
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     max_cles: float = Field(default=0.6, ge=0.5, lt=1.0)
+    #: Success condition: ``P(candidate slower)`` at or below this (default: any value that
+    #: does not fail); between the two conditions: inconclusive.
+    success_max_cles: float | None = Field(default=None, ge=0.0, lt=1.0)
     min_requests: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> CompareLatencyCheck:
+        _check_band(self.success_max_cles, self.max_cles, "success_max_cles")
+        return self
 
 
 class GuardrailCheck(_CheckBase):
@@ -112,7 +159,9 @@ class GuardrailCheck(_CheckBase):
     Routing is a salted hash, so the two groups are a randomized comparison. Evaluated with
     the always-valid (mSPRT) confidence sequence of :mod:`cohortlens.experiments`, so it
     may be looked at every interval. Fails when the interval lies entirely on the harmful
-    side (the metric is significantly worse).
+    side (the metric is significantly worse); succeeds only when it also rules out a
+    relative harm larger than ``max_harm_rel`` (non-inferiority); otherwise, with too
+    little data to tell, it is inconclusive and states its power to see that harm.
     """
 
     type: Literal["guardrail"]
@@ -125,6 +174,20 @@ class GuardrailCheck(_CheckBase):
     tuning_n: int = Field(default=10_000, ge=1)
     #: Fewer learners than this in either arm: inconclusive.
     min_learners: int = Field(default=100, ge=2)
+    #: Success condition: the interval of the relative lift excludes a harm larger than
+    #: this (0.1: 10 % worse than stable). ``None``: success whenever it does not fail.
+    max_harm_rel: float | None = Field(default=0.1, gt=0.0)
+    #: Outcomes accumulate over the whole step, so a guardrail waits longer than a
+    #: service check before asking a human (20 inconclusive measurements: 20 min at 60 s).
+    inconclusive_limit: int = Field(default=20, ge=0)
+
+
+def _check_band(success: float | None, failure: float, field: str) -> None:
+    if success is not None and success > failure:
+        raise ValueError(
+            f"{field} == {success:g} must be at or below the failure threshold {failure:g} "
+            "(values between the two are inconclusive)"
+        )
 
 
 Check = Annotated[
@@ -154,6 +217,8 @@ class AnalysisStepSpec(_Model):
     checks: tuple[str, ...] | None = None
     #: Overrides ``analysis.interval_s`` for this step.
     interval_s: float | None = Field(default=None, gt=0.0)
+    #: The step lasts at least this long, whatever the checks say early on.
+    min_duration_s: float | None = Field(default=None, gt=0.0)
 
 
 class SetWeightStep(_Model):
@@ -255,6 +320,34 @@ class StoreOutcomesSpec(_Model):
     db: str | None = None
 
 
+class ScoreJudgeSpec(_Model):
+    """Kayenta-style judge: each measurement round of an analysis step is scored.
+
+    A round's score is the weighted share of checks that passed (a check with no data
+    counts as passing, as in Kayenta's ``WeightedSumScorer``), 0 when a critical check did
+    not pass or when half the checks or more had no data. An interim score below
+    ``marginal_score`` aborts at once (``early_stop``); the ``rounds``-th score is final:
+    at least ``pass_score`` advances, at least ``marginal_score`` pauses for a human
+    (Inconclusive), below aborts.
+    """
+
+    pass_score: float = Field(default=95.0, gt=0.0, le=100.0)
+    marginal_score: float = Field(default=75.0, ge=0.0, le=100.0)
+    #: Scored rounds per analysis step; the last one is the final judgement.
+    rounds: int = Field(default=3, ge=1)
+    #: An interim score below ``marginal_score`` ends the analysis (Kayenta's TERMINAL).
+    early_stop: bool = True
+
+    @model_validator(mode="after")
+    def _order(self) -> ScoreJudgeSpec:
+        if self.marginal_score > self.pass_score:
+            raise ValueError(
+                f"marginal_score == {self.marginal_score:g} must be at or below "
+                f"pass_score == {self.pass_score:g}"
+            )
+        return self
+
+
 class AnalysisDefaults(_Model):
     """Settings shared by the analysis steps."""
 
@@ -263,6 +356,45 @@ class AnalysisDefaults(_Model):
     error_retry_interval_s: float = Field(default=10.0, gt=0.0)
     #: What a check's consecutive-error limit does: abort (default) or pause; never promote.
     on_error: Literal["abort", "pause"] = "abort"
+    #: Measure during pause steps too (background analysis): a failure aborts, too many
+    #: inconclusive measurements hold, a success never ends the pause.
+    during_pauses: bool = True
+    #: Check-name patterns (``fnmatch``: ``latency-*``) that run in dry-run mode.
+    dry_run: tuple[str, ...] = ()
+    #: Score the checks together (Kayenta) instead of per-check limits (Argo Rollouts).
+    judge: ScoreJudgeSpec | None = None
+
+
+class ReadinessSpec(_Model):
+    """What "the candidate is ready" means before it gets any traffic."""
+
+    #: Every replica the metrics provider reads reports the candidate loaded
+    #: (``cohortlens_model_info{model_role="candidate"}``).
+    replicas: bool = True
+    #: The candidate's artifact loads and it has assignments (``router: store`` only: the
+    #: controller's store is then the service's).
+    store: bool = True
+    #: How often readiness is probed while waiting.
+    interval_s: float = Field(default=5.0, gt=0.0)
+
+
+class WebhookSpec(_Model):
+    """One notification endpoint: a JSON POST on every phase change and abort."""
+
+    url: str = Field(pattern=r"^https?://")
+    #: Environment variable holding the HMAC-SHA256 key of ``X-Cohortlens-Signature``.
+    secret_env: str = "COHORTLENS_WEBHOOK_SECRET"
+    timeout_s: float = Field(default=5.0, gt=0.0)
+    #: Deliveries tried per notification (the first plus retries).
+    max_attempts: int = Field(default=5, ge=1)
+    #: Delay before the first retry; doubles after each failed attempt.
+    backoff_s: float = Field(default=1.0, gt=0.0)
+
+
+class NotificationsSpec(_Model):
+    """Where the controller reports phase changes (never blocking it)."""
+
+    webhooks: tuple[WebhookSpec, ...] = ()
 
 
 # ---------------------------------------------------------------------------- the spec
@@ -310,6 +442,22 @@ class RolloutSpec(_Model):
     steps: tuple[Step, ...] = Field(default_factory=default_steps)
     #: The controller's lease lifetime; it renews every tick (at most every ttl/3).
     lease_ttl_s: float = Field(default=30.0, gt=0.0)
+    #: The candidate must be ready (``readiness``) this long after its release started, or
+    #: the rollout aborts with ``progress_deadline_exceeded`` (Argo's
+    #: ``progressDeadlineSeconds``).
+    progress_deadline_s: float = Field(default=600.0, gt=0.0)
+    #: After an abort, the candidate stays loaded (at weight 0) this long, then is unloaded
+    #: from the routing (Argo's ``abortScaleDownDelaySeconds``); 0 keeps it loaded.
+    abort_scale_down_delay_s: float = Field(default=30.0, ge=0.0)
+    readiness: ReadinessSpec = ReadinessSpec()
+    #: Shipping one of the last N stable models again skips the steps and the analysis:
+    #: straight to 100 % once ready (Argo's ``rollbackWindow.revisions``); 0 disables.
+    rollback_window: int = Field(default=0, ge=0)
+    #: Learner ids always routed to the candidate while the rollout is in flight (QA,
+    #: pilots), whatever the weight; removed at completion or abort. Their traffic is
+    #: labelled ``model_role="override"`` and left out of the analysis.
+    overrides: tuple[str, ...] = Field(default=(), max_length=10_000)
+    notifications: NotificationsSpec = NotificationsSpec()
 
     @model_validator(mode="after")
     def _coherent(self) -> RolloutSpec:
@@ -317,6 +465,9 @@ class RolloutSpec(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"checks: names must be unique, repeated: {', '.join(dupes)}")
+        blank = [i for i, learner in enumerate(self.overrides) if not learner.strip()]
+        if blank:
+            raise ValueError(f"overrides[{blank[0]}]: a learner id must not be empty")
         by_name = {c.name: c for c in self.checks}
         weight = 0.0
         problems: list[str] = [] if self.steps else ["steps: at least one step is needed"]
@@ -381,6 +532,31 @@ class RolloutSpec(_Model):
             return tuple(c for c in self.checks if not (full and c.type in COMPARISON_TYPES))
         return tuple(c for c in self.checks if c.name in wanted)
 
+    def background_checks(self, index: int) -> tuple[Any, ...]:
+        """Checks measured during pause step ``index`` (background analysis).
+
+        Every check that applies at the step's weight (absolute ones only at 100 %); none
+        at weight 0 or with ``analysis.during_pauses`` off.
+        """
+        weight = self.weight_at(index)
+        if not isinstance(self.steps[index], PauseStep):
+            return ()
+        if not self.analysis.during_pauses or weight <= 0.0:
+            return ()
+        full = weight >= 1.0
+        return tuple(c for c in self.checks if not (full and c.type in COMPARISON_TYPES))
+
+    def is_dry_run(self, check: Any) -> bool:
+        """Whether ``check`` runs in dry-run mode (its flag, or a name pattern)."""
+        return bool(check.dry_run) or any(
+            fnmatch.fnmatchcase(check.name, p) for p in self.analysis.dry_run
+        )
+
+    def steps_hash(self) -> str:
+        """SHA-256 of the steps alone: a change restarts a rollout at step 0 (Argo's
+        ``currentStepHash``)."""
+        return spec_hash({"steps": self.to_json_dict()["steps"]})
+
     def step_interval_s(self, index: int) -> float:
         """Measurement interval of an analysis step."""
         step = self.steps[index]
@@ -406,14 +582,22 @@ class RolloutSpec(_Model):
         """
         interval = self.step_interval_s(index)
         bounds = [0.0]
-        for c in self.step_checks(index):
-            if c.dry_run:
+        checks = self.step_checks(index) or self.background_checks(index)
+        for c in checks:
+            if self.is_dry_run(c):
                 continue
             bounds.append(interval * (c.failure_limit + 1) + interval)
             bounds.append(
                 interval + self.analysis.error_retry_interval_s * c.consecutive_error_limit
             )
         return max(bounds)
+
+    def start_bound_s(self) -> float:
+        """Worst-case time to Aborted for a fault present before the first weight change
+        (the weight stays 0 throughout): a provider down fails the pre-flight at once; a
+        candidate that never becomes ready aborts at ``progress_deadline_s``, seen at most
+        one readiness interval late."""
+        return self.progress_deadline_s + self.readiness.interval_s
 
     def to_json_dict(self) -> dict[str, Any]:
         """Canonical JSON-ready form (what the store keeps)."""
@@ -529,14 +713,18 @@ __all__ = [
     "ErrorRateCheck",
     "GuardrailCheck",
     "LatencyCheck",
+    "NotificationsSpec",
     "PauseSpec",
     "PauseStep",
     "PrometheusMetricsSpec",
+    "ReadinessSpec",
     "RolloutSpec",
+    "ScoreJudgeSpec",
     "ServiceMetricsSpec",
     "SetWeightStep",
     "StoreOutcomesSpec",
     "StoreRouterSpec",
+    "WebhookSpec",
     "default_checks",
     "default_steps",
     "dump_spec_yaml",

@@ -34,6 +34,10 @@ class HoldReason(StrEnum):
     MANUAL = "manual"
     INCONCLUSIVE = "inconclusive_limit_exceeded"
     PROVIDER_ERROR = "consecutive_error_limit_exceeded"
+    #: A check reached its ``count`` with no limit reached (Argo: Inconclusive analysis).
+    COUNT_REACHED = "count_reached_inconclusive"
+    #: The score judge's final score is marginal (between marginal and pass).
+    MARGINAL_SCORE = "score_marginal"
 
 
 class _Model(BaseModel):
@@ -47,12 +51,32 @@ class CheckState(_Model):
     successes: int = 0
     failures: int = 0
     inconclusives: int = 0
+    nodata: int = 0
     errors: int = 0
     consecutive_successes: int = 0
     consecutive_errors: int = 0
     last_outcome: str | None = None
     last_value: float | None = None
+    #: The last measured value per version (``candidate``/``stable``), for the exporter.
+    last_values: dict[str, float] = Field(default_factory=dict)
     last_message: str = ""
+
+
+class Judgement(_Model):
+    """The score judge's verdict on one measurement round (Kayenta's interim judgement).
+
+    Attributes:
+        score: 0..100.
+        reason: why the score is what it is (``weighted`` or what zeroed it).
+        message: one human sentence.
+        zero_for_nodata: the score is 0 only because data was missing; an interim
+            judgement like that does not stop the analysis early (the final one counts).
+    """
+
+    score: float
+    reason: str
+    message: str = ""
+    zero_for_nodata: bool = False
 
 
 class AnalysisState(_Model):
@@ -68,6 +92,8 @@ class AnalysisState(_Model):
         next_measurement_at: when the next measurement (or retry) is due.
         measurements: measurements taken in this step.
         checks: per-check counters.
+        background: measured during a pause step (decides abort and hold, never advance).
+        judgements: the score judge's judgement of each scored round, oldest first.
     """
 
     step_index: int
@@ -78,6 +104,8 @@ class AnalysisState(_Model):
     next_measurement_at: datetime
     measurements: int = 0
     checks: dict[str, CheckState] = Field(default_factory=dict)
+    background: bool = False
+    judgements: list[Judgement] = Field(default_factory=list)
 
 
 class Hold(_Model):
@@ -115,6 +143,18 @@ class RolloutStatus(_Model):
         reason: machine-readable reason of the latest transition.
         message: human sentence for the latest transition.
         totals: lifetime measurement counts by outcome (for the exporter).
+        steps_hash: hash of the steps this status walks (a change restarts at step 0).
+        started_at: when this attempt started (for the duration histogram).
+        preflight_at: when every provider answered the pre-flight query.
+        release_started_at: when this rollout's release was started or adopted (the
+            progress deadline runs from here).
+        ready_at: when the candidate passed the readiness gate (traffic only after).
+        readiness_next_at: when readiness is probed again.
+        readiness_message: why the candidate is not ready yet.
+        scaled_down_at: when an aborted candidate was unloaded from the routing.
+        promote_full: ``promote --full`` latch, consumed by the controller (Argo's
+            ``promoteFull``).
+        rollback_window: shipping a recent known-good model: straight to 100 % when ready.
     """
 
     name: str
@@ -138,6 +178,16 @@ class RolloutStatus(_Model):
     totals: dict[str, int] = Field(
         default_factory=lambda: {"successful": 0, "failed": 0, "inconclusive": 0, "error": 0}
     )
+    steps_hash: str | None = None
+    started_at: datetime | None = None
+    preflight_at: datetime | None = None
+    release_started_at: datetime | None = None
+    ready_at: datetime | None = None
+    readiness_next_at: datetime | None = None
+    readiness_message: str = ""
+    scaled_down_at: datetime | None = None
+    promote_full: bool = False
+    rollback_window: bool = False
 
     def to_json_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what ``record_rollout`` stores)."""
@@ -183,12 +233,37 @@ class Promote:
     kind = "promote"
 
 
-Action = StartRelease | SetWeight | Promote
+@dataclass(frozen=True)
+class ScaleDown:
+    """Unload the aborted candidate of ``release_id`` (clear it from the routing)."""
+
+    release_id: int
+    reason: str
+
+    kind = "scale_down"
+
+
+@dataclass(frozen=True)
+class SetOverrides:
+    """Route exactly these learner ids to the candidate of ``release_id`` whatever the
+    weight (an empty tuple removes the override routes)."""
+
+    learner_ids: tuple[str, ...]
+    release_id: int
+    reason: str
+
+    kind = "set_overrides"
+
+
+Action = StartRelease | SetWeight | Promote | ScaleDown | SetOverrides
 
 
 def action_dict(action: Action) -> dict[str, Any]:
-    """JSON form of an action (inside event details)."""
-    return {"kind": action.kind, **asdict(action)}
+    """JSON form of an action (inside event details; override ids are only counted)."""
+    data = asdict(action)
+    if isinstance(action, SetOverrides):
+        data["learner_ids"] = len(action.learner_ids)
+    return {"kind": action.kind, **data}
 
 
 # ---------------------------------------------------------------------------- events
@@ -224,6 +299,13 @@ class Decision:
     next_wake_at: datetime | None = None
 
     @property
+    def counters(self) -> tuple[str, ...]:
+        """Lifetime counters this decision increments in the store (``completed``,
+        ``aborted``), in the transaction that persists it."""
+        kinds = {"promoted": "completed", "aborted": "aborted"}
+        return tuple(kinds[e.kind] for e in self.events if e.kind in kinds)
+
+    @property
     def changed(self) -> bool:
         """True when there is anything to persist or do."""
         return bool(self.actions or self.events)
@@ -239,9 +321,12 @@ __all__ = [
     "Event",
     "Hold",
     "HoldReason",
+    "Judgement",
     "Phase",
     "Promote",
     "RolloutStatus",
+    "ScaleDown",
+    "SetOverrides",
     "SetWeight",
     "StartRelease",
     "action_dict",

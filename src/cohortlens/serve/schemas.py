@@ -34,8 +34,9 @@ class LearnerCohort(BaseModel):
     cohort_id: int
     archetype: str
     model_version: int = Field(description="Id of the model that answered.")
-    model_role: Literal["stable", "candidate"] = Field(
-        description="Role of the model the learner is routed to."
+    model_role: Literal["stable", "candidate", "override"] = Field(
+        description="Role of the model the learner is routed to (override: the candidate, "
+        "for a learner on the release's override list)."
     )
     provisional: bool = Field(
         default=False,
@@ -137,7 +138,7 @@ class Assignment(BaseModel):
     cohort_id: int
     archetype: str
     model_version: int
-    model_role: Literal["stable", "candidate"]
+    model_role: Literal["stable", "candidate", "override"]
 
 
 class AssignResponse(BaseModel):
@@ -209,6 +210,10 @@ class RoutingInfo(BaseModel):
     updated_at: str | None
     updated_by: str
     reason: str | None
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="Learners routed to the candidate whatever the weight (QA, pilots).",
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -253,6 +258,16 @@ class CandidateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: int = Field(ge=1, le=2**53)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class OverridesRequest(BaseModel):
+    """Route exactly these learners to the candidate whatever the weight (empty: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learner_ids: list[str] = Field(max_length=10_000)
+    expected_revision: int | None = Field(default=None, ge=0, le=2**53)
     reason: str | None = Field(default=None, max_length=500)
 
 

@@ -210,7 +210,9 @@ class CohortService:
             and _model_id(current.stable) == stable_id
             and _model_id(current.candidate) == cand_id
         ):
-            snap = current.with_weight(routing.revision, routing.candidate_weight)
+            snap = current.with_weight(
+                routing.revision, routing.candidate_weight, frozenset(routing.overrides)
+            )
         else:
             stable = self._served(store, stable_id) if stable_id is not None else None
             cand = self._served(store, cand_id) if cand_id is not None else None
@@ -221,6 +223,7 @@ class CohortService:
                 weight=routing.candidate_weight if cand is not None else 0.0,
                 stable=stable,
                 candidate=cand,
+                overrides=frozenset(routing.overrides),
             )
             self._scanned_ingest = 0  # other models: every unseen learner is scored again
             self._provisional_ids = pa.array([], pa.string())
@@ -379,24 +382,23 @@ class CohortService:
                 )
         head = b'{"learner_id":' + json.dumps(learner_id).encode()
         cand = snap.candidate
-        if cand is not None and index.bucket[row] < snap.threshold:
+        override = bool(snap.overrides) and learner_id in snap.overrides
+        if cand is not None and (override or index.bucket[row] < snap.threshold):
+            role = Role.OVERRIDE.value if override else Role.CANDIDATE.value
+            tails = index.override_tails if override else index.candidate_tails
             version = str(cand.model_id)
             code = index.candidate_code[row]
             delay = self.faults.candidate_latency_ms / 1000.0
             if code >= 0:
                 try:
                     self._maybe_fail()
-                    return Lookup(
-                        200, head + index.candidate_tails[code], "candidate", version, delay
-                    )
+                    return Lookup(200, head + tails[code], role, version, delay)
                 except ModelFailureError:
-                    self.metrics.model_failures.labels("candidate", version).inc()
+                    self.metrics.model_failures.labels(role, version).inc()
             code = index.stable_code[row]
             if code < 0:
-                return Lookup(
-                    404, _error("not_found", "unknown learner_id"), "candidate", version, delay
-                )
-            return Lookup(200, head + index.stable_tails[code], "candidate", version, delay)
+                return Lookup(404, _error("not_found", "unknown learner_id"), role, version, delay)
+            return Lookup(200, head + index.stable_tails[code], role, version, delay)
         code = index.stable_code[row]
         version = str(snap.stable.model_id)
         if code < 0:
@@ -421,11 +423,16 @@ class CohortService:
         stable = snap.stable
         assert stable is not None
         role = np.zeros(n, dtype=bool)
+        override = np.zeros(n, dtype=bool)
         cand = snap.candidate
-        if cand is not None and snap.threshold > 0 and n:
-            from cohortlens.experiments.assignment import buckets
+        if cand is not None and n:
+            from cohortlens.rollout.routing import candidate_mask, override_mask
 
-            role = buckets(ids, snap.salt) < snap.threshold
+            if snap.threshold > 0:
+                role = candidate_mask(ids, snap.salt, snap.weight)
+            if snap.overrides:
+                override = override_mask(ids, tuple(snap.overrides))
+                role = role | override
         cohort = np.empty(n, dtype=np.int64)
         version = np.full(n, stable.model_id, dtype=np.int64)
         columns = _model_columns(features, stable, cand)
@@ -450,12 +457,15 @@ class CohortService:
                 ),
                 "model_version": pa.array(version, pa.int64()),
                 "model_role": pa.DictionaryArray.from_arrays(
-                    pa.array(role.astype(np.int8)),
-                    pa.array([Role.STABLE.value, Role.CANDIDATE.value]),
+                    pa.array(role.astype(np.int8) + override.astype(np.int8)),
+                    pa.array([Role.STABLE.value, Role.CANDIDATE.value, Role.OVERRIDE.value]),
                 ).cast(pa.string()),
             }
         )
-        return table, {"stable": int((~role).sum()), "candidate": int(role.sum())}
+        routed = {"stable": int((~role).sum()), "candidate": int((role & ~override).sum())}
+        if override.any():
+            routed["override"] = int(override.sum())
+        return table, routed
 
     def _require_snapshot(self) -> ServingSnapshot:
         snap = self.snapshot
@@ -848,6 +858,7 @@ def routing_to_dict(routing: Any) -> dict[str, Any]:
         "updated_at": routing.updated_at.isoformat() if routing.updated_at else None,
         "updated_by": routing.updated_by,
         "reason": routing.reason,
+        "overrides": list(getattr(routing, "overrides", ())),
     }
 
 

@@ -100,6 +100,8 @@ class LearnerIndex:
     candidate_code: array = field(repr=False)
     stable_tails: tuple[bytes, ...] = field(repr=False)
     candidate_tails: tuple[bytes, ...] = field(repr=False)
+    #: The candidate's answers for override learners (role ``override``).
+    override_tails: tuple[bytes, ...] = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -126,6 +128,7 @@ class LearnerIndex:
             candidate_code=array("h", candidate_codes.astype(np.int16).tobytes()),
             stable_tails=_tails(stable, Role.STABLE, provisional=provisional),
             candidate_tails=_tails(candidate, Role.CANDIDATE, provisional=provisional),
+            override_tails=_tails(candidate, Role.OVERRIDE, provisional=provisional),
         )
 
     @classmethod
@@ -160,6 +163,8 @@ class ServingSnapshot:
     learners: LearnerIndex = field(repr=False)
     #: Learners with stored events that neither model has seen, scored from those events.
     provisional: LearnerIndex = field(repr=False)
+    #: Learners always routed to the candidate (QA, pilots), whatever the weight.
+    overrides: frozenset[str] = frozenset()
 
     @property
     def threshold(self) -> int:
@@ -175,6 +180,7 @@ class ServingSnapshot:
         weight: float,
         stable: ServedModel | None,
         candidate: ServedModel | None,
+        overrides: frozenset[str] = frozenset(),
     ) -> ServingSnapshot:
         """Index both models' learners and precompute each learner's routing bucket.
 
@@ -205,12 +211,20 @@ class ServingSnapshot:
                 union, salt, stable, candidate, aligned(stable), aligned(candidate)
             ),
             provisional=LearnerIndex.empty(),
+            overrides=overrides if candidate is not None else frozenset(),
         )
 
-    def with_weight(self, revision: int, weight: float) -> ServingSnapshot:
-        """The same models and salt at another weight (no re-indexing)."""
+    def with_weight(
+        self, revision: int, weight: float, overrides: frozenset[str] = frozenset()
+    ) -> ServingSnapshot:
+        """The same models and salt at another weight and override list (no re-indexing)."""
         candidate_threshold(weight)
-        return replace(self, revision=revision, weight=weight)
+        return replace(
+            self,
+            revision=revision,
+            weight=weight,
+            overrides=overrides if self.candidate is not None else frozenset(),
+        )
 
     def with_provisional(self, index: LearnerIndex) -> ServingSnapshot:
         """The same snapshot with another set of provisionally scored learners."""

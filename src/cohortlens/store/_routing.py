@@ -118,7 +118,7 @@ def spec_hash(spec_json: str) -> str:
 
 def routing_from_row(row: tuple[Any, ...]) -> Routing:
     """A ``model_routing`` row (columns in :data:`ROUTING_COLUMNS` order) as :class:`Routing`."""
-    stable, candidate, w, salt, release_id, revision, updated_at, updated_by, reason = row
+    stable, candidate, w, salt, release_id, revision, updated_at, updated_by, reason, ov = row
     return Routing(
         stable_model_id=None if stable is None else int(stable),
         candidate_model_id=None if candidate is None else int(candidate),
@@ -129,13 +129,14 @@ def routing_from_row(row: tuple[Any, ...]) -> Routing:
         updated_at=utc(updated_at),
         updated_by=str(updated_by),
         reason=reason,
+        overrides=tuple(str(x) for x in (loads(ov) if ov is not None else [])),
     )
 
 
 #: ``model_routing`` columns in :class:`Routing` field order.
 ROUTING_COLUMNS = (
     "stable_model_id, candidate_model_id, candidate_weight, salt, release_id, revision, "
-    "updated_at, updated_by, reason"
+    "updated_at, updated_by, reason, overrides"
 )
 
 
@@ -151,7 +152,18 @@ def routing_values(r: Routing) -> list[Any]:
         r.updated_at,
         r.updated_by,
         r.reason,
+        dumps(list(r.overrides), "overrides"),
     ]
+
+
+def overrides(value: Any) -> tuple[str, ...]:
+    """Override learner ids: non-empty strings, returned sorted and without repeats."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise InputError(f"learner_ids: expected a list of learner ids, got {value!r}")
+    for i, learner in enumerate(value):
+        if not isinstance(learner, str) or not learner.strip():
+            raise InputError(f"learner_ids[{i}]: expected a non-empty string, got {learner!r}")
+    return tuple(sorted(set(value)))
 
 
 def initial_routing(stable_model_id: int | None, now: datetime) -> Routing:
@@ -192,7 +204,7 @@ def plan_activate(
     if cur.stable_model_id != model_id:
         fields["stable_model_id"] = model_id
     if cur.candidate_model_id == model_id:
-        fields |= {"candidate_model_id": None, "candidate_weight": 0.0}
+        fields |= {"candidate_model_id": None, "candidate_weight": 0.0, "overrides": ()}
     new = _next(cur, now, actor, reason, **fields) if fields else cur
     return Plan(new, bool(fields), activate=model_id, statuses=((model_id, "active"),))
 
@@ -211,7 +223,7 @@ def plan_status(
     if cur.stable_model_id == model_id:
         fields["stable_model_id"] = None
     if cur.candidate_model_id == model_id and new_status == "retired":
-        fields |= {"candidate_model_id": None, "candidate_weight": 0.0}
+        fields |= {"candidate_model_id": None, "candidate_weight": 0.0, "overrides": ()}
     new = _next(cur, now, actor, reason, **fields) if fields else cur
     return Plan(new, bool(fields), statuses=((model_id, new_status),))
 
@@ -245,6 +257,7 @@ def plan_start_release(
         candidate_weight=0.0,
         salt=salt,
         release_id=cur.release_id + 1,
+        overrides=(),
     )
     return Plan(new, True, statuses=tuple(statuses))
 
@@ -254,6 +267,18 @@ def plan_weight(cur: Routing, w: float, *, now: datetime, actor: str, reason: st
     if cur.candidate_model_id is None:
         raise InputError("weight: there is no candidate model; start a release first")
     return Plan(_next(cur, now, actor, reason, candidate_weight=w), True)
+
+
+def plan_overrides(
+    cur: Routing, ids: tuple[str, ...], *, now: datetime, actor: str, reason: str | None
+) -> Plan:
+    """Route exactly ``ids`` to the candidate whatever the weight (InputError without one,
+    unless the list is empty: removing overrides always works)."""
+    if cur.overrides == ids:
+        return Plan(cur, False)
+    if cur.candidate_model_id is None and ids:
+        raise InputError("overrides: there is no candidate model; start a release first")
+    return Plan(_next(cur, now, actor, reason, overrides=ids), True)
 
 
 def plan_promote(cur: Routing, *, now: datetime, actor: str, reason: str | None) -> Plan:
@@ -269,6 +294,7 @@ def plan_promote(cur: Routing, *, now: datetime, actor: str, reason: str | None)
         stable_model_id=candidate,
         candidate_model_id=None,
         candidate_weight=0.0,
+        overrides=(),
     )
     return Plan(new, True, activate=candidate, statuses=((candidate, "active"),))
 
@@ -280,7 +306,9 @@ def plan_clear(
     candidate = cur.candidate_model_id
     if candidate is None:
         return Plan(cur, False)
-    new = _next(cur, now, actor, reason, candidate_model_id=None, candidate_weight=0.0)
+    new = _next(
+        cur, now, actor, reason, candidate_model_id=None, candidate_weight=0.0, overrides=()
+    )
     return Plan(new, True, statuses=((candidate, "retired"),) if retire else ())
 
 

@@ -215,6 +215,25 @@ class SharedState:
             plan = rt.plan_clear(cur, retire=retire, now=now, actor=actor, reason=reason)
             return self._apply(plan)
 
+    def set_overrides(
+        self,
+        learner_ids: list[str] | tuple[str, ...],
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Routing:
+        """Route exactly ``learner_ids`` to the candidate whatever the weight (an empty list
+        removes the override routes). InputError without a candidate; ConflictError when
+        ``expected_revision`` is stale. A release start, promotion or clear removes them."""
+        ids = rt.overrides(learner_ids)
+        self._args(actor, reason)
+        now = datetime.now(UTC)
+        with self._transaction():
+            cur = self._locked_routing(now)
+            rt.check_revision(cur.revision, expected_revision)
+            return self._apply(rt.plan_overrides(cur, ids, now=now, actor=actor, reason=reason))
+
     def routing_history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Routing changes (revision, at, actor, reason, routing), newest last."""
         sql = "SELECT revision, changed_at, actor, reason, routing FROM routing_log ORDER BY revision DESC"
@@ -235,7 +254,7 @@ class SharedState:
         self._q(
             f"INSERT INTO model_routing (id, {rt.ROUTING_COLUMNS}) VALUES "
             "(1, (SELECT max(model_id) FROM cohort_models WHERE status = 'active'), "
-            "?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             rt.routing_values(init)[1:],
         )
         rows = self._q(
@@ -306,13 +325,19 @@ class SharedState:
         *,
         expected_revision: int | None,
         at: datetime,
+        counters: tuple[str, ...] | list[str] = (),
     ) -> int:
-        """Write the observed status (revision + 1) and append ``events``, in ONE transaction.
+        """Write the observed status (revision + 1), append ``events`` and add 1 to each of
+        the rollout's lifetime ``counters``, in ONE transaction.
 
         ``expected_revision`` is the revision the caller read (None: the rollout has no status
         yet); when it does not match, ConflictError and nothing is written.
         """
         rt.name(name, "name")
+        if isinstance(counters, str):
+            raise InputError(f"counters: expected a list of counter names, got {counters!r}")
+        for i, counter in enumerate(counters):
+            rt.name(counter, f"counters[{i}]")
         at = rt.aware(at, "at")
         status_json = rt.dumps(status, "status")
         encoded = []
@@ -361,7 +386,23 @@ class SharedState:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [name, seq, at, kind, reason, detail_json],
                 )
+            for counter in counters:
+                self._q(
+                    "INSERT INTO rollout_counters (name, counter, value) VALUES (?, ?, 1) "
+                    "ON CONFLICT (name, counter) DO UPDATE "
+                    "SET value = rollout_counters.value + 1",
+                    [name, counter],
+                )
         return revision
+
+    def rollout_counters(self) -> dict[str, dict[str, int]]:
+        """Lifetime counters of every rollout: ``{name: {counter: value}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for name, counter, value in self._q(
+            "SELECT name, counter, value FROM rollout_counters ORDER BY name, counter"
+        ):
+            out.setdefault(str(name), {})[str(counter)] = int(value)
+        return out
 
     def rollout_events(self, name: str, since_seq: int = 0) -> list[RolloutEvent]:
         """Events of rollout ``name`` with ``seq > since_seq``, in seq order."""

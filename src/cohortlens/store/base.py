@@ -92,6 +92,8 @@ class Routing:
     updated_at: datetime
     updated_by: str
     reason: str | None
+    #: Learner ids routed to the candidate whatever the weight (QA, pilots), sorted.
+    overrides: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``updated_at`` as ISO 8601)."""
@@ -105,6 +107,7 @@ class Routing:
             "updated_at": self.updated_at.isoformat(),
             "updated_by": self.updated_by,
             "reason": self.reason,
+            "overrides": list(self.overrides),
         }
 
 
@@ -277,6 +280,16 @@ class Store(Protocol):
     ) -> Routing:
         """Drop the candidate (weight 0), retiring it when ``retire``."""
 
+    def set_overrides(
+        self,
+        learner_ids: list[str] | tuple[str, ...],
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Routing:
+        """Route exactly these learners to the candidate whatever the weight (needs one)."""
+
     def routing_history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Routing changes, newest last (the last ``limit`` when given)."""
 
@@ -301,8 +314,13 @@ class Store(Protocol):
         *,
         expected_revision: int | None,
         at: datetime,
+        counters: tuple[str, ...] = (),
     ) -> int:
-        """Write status and append events in one transaction; returns the new revision."""
+        """Write status, append events and add 1 to each of ``counters`` (lifetime counters
+        of the rollout) in one transaction; returns the new revision."""
+
+    def rollout_counters(self) -> dict[str, dict[str, int]]:
+        """Lifetime counters per rollout (``completed``, ``aborted``), from ``record_rollout``."""
 
     def rollout_events(self, name: str, since_seq: int = 0) -> list[RolloutEvent]:
         """A rollout's events after ``since_seq``, in order."""

@@ -151,6 +151,18 @@ DUCKDB: dict[int, list[str]] = {
             applied_at TIMESTAMPTZ NOT NULL
         )""",
     ],
+    6: [
+        # Learner ids routed to the candidate whatever the weight (QA, pilots): a JSON list.
+        "ALTER TABLE model_routing ADD COLUMN overrides JSON DEFAULT '[]'",
+        # Lifetime counters of each rollout (completed, aborted), bumped in the transaction
+        # that records the transition, so they survive controller restarts.
+        """CREATE TABLE rollout_counters (
+            name VARCHAR NOT NULL,
+            counter VARCHAR NOT NULL,
+            value BIGINT NOT NULL,
+            PRIMARY KEY (name, counter)
+        )""",
+    ],
 }
 
 #: PostgreSQL migrations (same versions and meaning). Identifier-like text is ``COLLATE "C"``
@@ -301,6 +313,15 @@ POSTGRES: dict[int, list[str]] = {
             kind TEXT NOT NULL,
             rows BIGINT NOT NULL,
             applied_at TIMESTAMPTZ NOT NULL
+        )""",
+    ],
+    6: [
+        "ALTER TABLE model_routing ADD COLUMN overrides JSONB NOT NULL DEFAULT '[]'::jsonb",
+        """CREATE TABLE rollout_counters (
+            name TEXT COLLATE "C" NOT NULL,
+            counter TEXT COLLATE "C" NOT NULL,
+            value BIGINT NOT NULL,
+            PRIMARY KEY (name, counter)
         )""",
     ],
 }

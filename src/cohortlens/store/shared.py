@@ -42,6 +42,7 @@ READ_METHODS = frozenset(
         "rollout_names",
         "rollout_status",
         "rollout_events",
+        "rollout_counters",
         "read_exposures",
         "experiment_outcomes",
         "spool_applied",

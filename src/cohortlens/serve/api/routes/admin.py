@@ -101,6 +101,23 @@ async def put_weight(req: s.WeightRequest, svc: ServiceDep) -> dict[str, Any]:
     )
 
 
+@router.put(
+    "/routing/overrides",
+    response_model=s.RoutingInfo,
+    summary="Route these learners (QA, pilots) to the candidate whatever the weight",
+)
+async def put_overrides(req: s.OverridesRequest, svc: ServiceDep) -> dict[str, Any]:
+    return await _apply(
+        svc,
+        lambda st: st.set_overrides(
+            req.learner_ids,
+            actor="api",
+            reason=req.reason,
+            expected_revision=req.expected_revision,
+        ),
+    )
+
+
 @router.post(
     "/routing/promote",
     response_model=s.RoutingInfo,
