@@ -50,7 +50,13 @@ from cohortlens.features._prep import DAY_US, Prepared, prepare
 from cohortlens.features.engine import PairSample, global_stats_from
 from cohortlens.features.retention import ReviewPairs, learner_map, predict_recall, review_pairs
 from cohortlens.features.stats import ItemStats, RetentionPopulation, item_stats
-from cohortlens.features.velocity import compute_velocity
+from cohortlens.features.velocity import (
+    _first_graded,
+    fit_velocity_population,
+    predict_next_attempts,
+    trend_map,
+    trend_observations,
+)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -364,6 +370,40 @@ def _ours_recall(
     return predict_recall(pairs.gap_days, ln_h, pop.guess_floor, pop.curve_shape), pop
 
 
+def _trend_extrapolated(
+    events: pa.Table, test: np.ndarray, prep: Prepared, items: ItemStats, params: FeatureParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """The velocity model's own predictive check: fitted on train rows, extrapolated.
+
+    The population and each learner's (a, v) are fitted on the train rows only; every graded
+    first attempt of an item in the test rows is predicted as
+    ``g + (1 - g) sigmoid(a + v t - kappa b)``, t = weeks since the learner's first train
+    attempt (no update inside the test period). Returns the predictions (NaN elsewhere) and
+    the first-graded-attempt flags of ``prep``'s rows.
+    """
+    vp = params.velocity
+    prep_tr = prepare(events.filter(pa.array(~test)), items)
+    obs = trend_observations(prep_tr, items)
+    keep = np.flatnonzero(obs.counts >= max(vp.min_graded_events, 1))
+    pop = fit_velocity_population(obs.take(keep), vp)
+    fit = trend_map(obs, pop)
+    first = np.zeros(len(prep.ts_us), np.bool_)
+    _first_graded(prep.starts, prep.item_order, prep.item_local, prep.outcome, first)
+    assert prep_tr.learner_ids.equals(prep.learner_ids)
+    t0 = np.full(prep.n_learners, np.nan)
+    has = obs.counts > 0
+    # first train attempt of each learner: train rows come first in time within a learner
+    first_train = np.flatnonzero(first & ~test)
+    lrn = prep.learner[first_train]
+    t0[has] = prep.ts_us[first_train[np.searchsorted(lrn, np.flatnonzero(has))]]
+    diff = np.asarray(items.difficulty)[np.maximum(prep.item_global, 0)]
+    diff = np.where(prep.item_global >= 0, diff, items.default_difficulty)
+    t = (prep.ts_us - t0[prep.learner]) / (7 * DAY_US)
+    z = fit.start_logit[prep.learner] + fit.velocity[prep.learner] * t - pop.kappa * diff
+    p = pop.guess_floor + (1 - pop.guess_floor) / (1 + np.exp(-z))
+    return np.where(first & test, p, np.nan), first
+
+
 def ednet(params: FeatureParams, peers: bool = True) -> dict[str, Any]:
     """Ability and retention validity on the EdNet sample (time-ordered 80/20 split).
 
@@ -377,15 +417,15 @@ def ednet(params: FeatureParams, peers: bool = True) -> dict[str, Any]:
     y = prep.outcome
     res: dict[str, Any] = {"n_events": len(y), "n_test": int(test.sum())}
     # ---- ability: next-attempt correctness on every test attempt
-    vel = compute_velocity(prep, items, params.velocity)
+    p_pred = predict_next_attempts(prep, items, params.velocity)
     prior_only = dataclasses.replace(params.velocity, current_knowledge=False)
-    vel_prior = compute_velocity(prep, items, prior_only)
+    p_prior = predict_next_attempts(prep, items, prior_only)
     base = float(np.nanmean(y[~test]))
     ability_preds = {
         "constant": np.full(len(y), base),
         "careful_elo_learner_part_item": careful_elo(prep),
-        "ours_prior_knowledge_only": vel_prior.p_pred,
-        "ours_ability": vel.p_pred,
+        "ours_prior_knowledge_only": p_prior,
+        "ours_ability": p_pred,
     }
     if peers:
         ability_preds["best_lr_lite"] = best_lr_lite(prep, test)
@@ -406,7 +446,7 @@ def ednet(params: FeatureParams, peers: bool = True) -> dict[str, Any]:
     d_tr = {"gap": pairs.gap_days[tr], "y": yr[tr], "nc": nc[tr], "nw": nw[tr]}
     d_te = {"gap": pairs.gap_days[scored], "y": yr[scored], "nc": nc[scored], "nw": nw[scored]}
     # engines combined: repeats >= min gap from the forgetting curve, the rest from ability
-    combined = vel.p_pred.copy()
+    combined = p_pred.copy()
     combined[pairs.event_index] = p_ours
     ability_preds["ours_ability_plus_retention"] = combined
     first = np.asarray(prep.first_attempt)
@@ -415,6 +455,11 @@ def ednet(params: FeatureParams, peers: bool = True) -> dict[str, Any]:
     )
     res["ability_first_attempts"] = {
         k: _metrics(y[test & first], v[test & first]) for k, v in ability_preds.items()
+    }
+    trend_p, first_graded = _trend_extrapolated(events, test, prep, items, params)
+    sel = test & first_graded
+    res["ability_first_graded_attempts"] = {
+        k: _metrics(y[sel], v[sel]) for k, v in (ability_preds | {"ours_trend": trend_p}).items()
     }
     res["ability_repeats"] = {
         k: _metrics(y[test & ~first], v[test & ~first]) for k, v in ability_preds.items()
@@ -558,6 +603,7 @@ def markdown(out: dict[str, Any]) -> str:
     sections = (
         ("ability", "next-attempt correctness, all test attempts"),
         ("ability_first_attempts", "first attempts of an item"),
+        ("ability_first_graded_attempts", "first graded attempts (the velocity model's own check)"),
         ("ability_repeats", "repeats"),
         ("retention", "recall >= 1 day after the previous attempt"),
     )

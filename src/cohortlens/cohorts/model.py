@@ -427,12 +427,13 @@ class CohortModel(ClusterMixin, BaseEstimator):
         prof_specs: Sequence[FeatureSpec],
         sd: np.ndarray,
     ) -> bool:
-        """Whether domain affinity means something here: the entropy is profiled and varies,
-        and (when the table says) some learner uses two or more domains."""
+        """Whether domain affinity means something here: the effective number of domains is
+        profiled and varies, and (when the table says) some learner uses two or more domains."""
         cols = [s.column for s in prof_specs]
-        if "affinity_entropy_norm" not in cols or "affinity_entropy_norm" in self.dropped_features_:
+        col = "affinity_effective_domains"
+        if col not in cols or col in self.dropped_features_:
             return False
-        if not sd[cols.index("affinity_entropy_norm")] > 1e-9:
+        if not sd[cols.index(col)] > 1e-9:
             return False
         if isinstance(X, np.ndarray) or "affinity_breadth" not in mx.column_names(X):
             return True
