@@ -319,10 +319,13 @@ def discover(
             store, k=n, seed=seed, report=report, activate=not candidate
         )
     payload = cmd.cards(model, model_id)
+    changed = cmd.changed_summary(model)
     if as_json:
-        _print_json(payload | {"report": str(report) if report else None})
+        _print_json(payload | {"report": str(report) if report else None, "changed": changed})
         return
     _print_cards(payload)
+    if changed is not None:
+        out.print(cmd.changed_line(changed), soft_wrap=True)
     if report:
         out.print(f"wrote {report}")
 
@@ -338,6 +341,16 @@ def assign(
     ),
     db: DbOption = None,
     as_json: JsonOption = False,
+    ood_max_share: Annotated[
+        float,
+        typer.Option(
+            "--ood-max-share",
+            min=0.0,
+            max=1.0,
+            help="Warn when more than this share of learners lies beyond the model's "
+            "training 99th-percentile distance to the nearest centre.",
+        ),
+    ] = 0.10,
 ) -> None:
     """Score learners with the active model: learner_id, cohort_id, archetype, distance."""
     import pyarrow.parquet as pq
@@ -351,8 +364,13 @@ def assign(
     assigned = cmd.assignments_table(model, table)
     pq.write_table(assigned, out_path)
     counts = _counts(assigned, "archetype")
+    ood = cmd.ood(model, table, ood_max_share)
+    if ood.warning:
+        err.print(f"warning: {ood.message}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        _print_json({"model_id": model_id, "out": str(out_path), "counts": counts})
+        _print_json(
+            {"model_id": model_id, "out": str(out_path), "counts": counts, "ood": ood.to_dict()}
+        )
         return
     out.print(f"model {model_id}: assigned {assigned.num_rows:,} learners -> {out_path}")
     for name, n in counts.items():

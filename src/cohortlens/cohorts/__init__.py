@@ -9,6 +9,7 @@ docs/COHORTS.md.
 from cohortlens.cohorts.archetypes import Archetype, FeatureProfile, name_cohort
 from cohortlens.cohorts.matching import CohortMatch, DriftReport, FeatureDrift, psi
 from cohortlens.cohorts.model import CohortModel, drift_report, nearest_centroid
+from cohortlens.cohorts.ood import DEFAULT_MAX_SHARE, OODSummary, ood_summary
 from cohortlens.cohorts.params import (
     DEFAULT_FEATURES,
     DEFAULT_PROFILE_FEATURES,
@@ -24,6 +25,7 @@ from cohortlens.cohorts.selection import KCandidate, Selection, choose_n_cohorts
 
 __all__ = [
     "DEFAULT_FEATURES",
+    "DEFAULT_MAX_SHARE",
     "DEFAULT_PROFILE_FEATURES",
     "INSUFFICIENT_COHORT",
     "INSUFFICIENT_NAME",
@@ -38,6 +40,7 @@ __all__ = [
     "FeatureProfile",
     "FeatureSpec",
     "KCandidate",
+    "OODSummary",
     "OutcomeAssociation",
     "Selection",
     "SelectionParams",
@@ -45,6 +48,7 @@ __all__ = [
     "drift_report",
     "name_cohort",
     "nearest_centroid",
+    "ood_summary",
     "psi",
     "render_report",
     "write_report",

@@ -57,6 +57,7 @@ from cohortlens.cohorts.matching import (
     reference_bins,
     share_psi,
 )
+from cohortlens.cohorts.ood import training_distance_p99
 from cohortlens.cohorts.params import (
     DEFAULT_FEATURES,
     DEFAULT_PROFILE_FEATURES,
@@ -141,6 +142,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
     archetypes_: dict[int, Archetype]
     population_moments_: dict[str, tuple[float, float]]
     reference_bins_: dict[str, dict[str, list[float]]]
+    distance_p99_: float
     drift_: DriftReport | None
     matches_: tuple[CohortMatch, ...]
     retired_ids_: tuple[int, ...]
@@ -385,6 +387,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
         self.matches_ = tuple(matches)
         self.retired_ids_ = tuple(retired)
         self._fast_path = None
+        self.distance_p99_ = training_distance_p99(self, X)
         if previous is not None:
             self.drift_ = drift_report(previous, self, X, previous_assignments)
         return self
@@ -731,6 +734,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
             "archetypes": [a.to_dict() for a in self.archetypes_.values()],
             "population_moments": {k: list(v) for k, v in self.population_moments_.items()},
             "reference_bins": self.reference_bins_,
+            "distance_p99": self.distance_p99_ if math.isfinite(self.distance_p99_) else None,
             "drift": None if self.drift_ is None else self.drift_.to_dict(),
         }
 
@@ -788,6 +792,8 @@ class CohortModel(ClusterMixin, BaseEstimator):
             k: {"edges": list(v["edges"]), "shares": list(v["shares"])}
             for k, v in d["reference_bins"].items()
         }
+        p99 = d.get("distance_p99")  # absent from artifacts made before the OOD check
+        model.distance_p99_ = math.nan if p99 is None else float(p99)
         model.drift_ = None if d["drift"] is None else DriftReport.from_dict(d["drift"])
         model.matches_ = () if model.drift_ is None else model.drift_.matches
         model.retired_ids_ = () if model.drift_ is None else model.drift_.retired_ids
@@ -812,8 +818,10 @@ def drift_report(
     Per-feature PSI of ``X`` against the previous training data, PSI of the cohort shares
     (previous training shares vs ``current`` on ``X``, by stable id), the share of learners
     whose cohort id changed (against ``previous_assignments`` — a ``learner_id``,
-    ``cohort_id`` table — when given, else against ``previous.predict(X)``), and the centroid
-    matches recorded when ``current`` was fitted with ``previous``.
+    ``cohort_id`` table — when given, else against ``previous.predict(X)``) and why: a
+    learner the previous model itself now puts elsewhere changed by *feature change*, the
+    others by *refit*; and the centroid matches recorded when ``current`` was fitted with
+    ``previous``.
     """
     labels = current.predict(X)
     columns: dict[str, np.ndarray] = {}
@@ -827,6 +835,7 @@ def drift_report(
     cur_shares = {int(i): float(c) / len(labels) for i, c in zip(cur_ids, cur_counts, strict=True)}
     for cid in [INSUFFICIENT_COHORT, *current.cohort_ids_.tolist()]:
         cur_shares.setdefault(int(cid), 0.0)
+    reapplied = previous.predict(X)  # the previous model on the current features
     if previous_assignments is not None and not isinstance(X, np.ndarray):
         ids = pa.array(mx.string_column(X, "learner_id"), pa.string())
         value_set = previous_assignments["learner_id"].cast(pa.string())
@@ -836,9 +845,14 @@ def drift_report(
         prev_labels = np.asarray(taken.to_numpy(), dtype=np.int64)
         frac, trans = changed_share(prev_labels, labels[found])
         n_cmp, basis = int(found.sum()), "assignments"
+        changed = prev_labels != labels[found]
+        by_features = int((changed & (reapplied[found] != prev_labels)).sum())
+        n_new = int((~found).sum())
     else:
-        frac, trans = changed_share(previous.predict(X), labels)
+        frac, trans = changed_share(reapplied, labels)
         n_cmp, basis = len(labels), "reassignment"
+        changed = reapplied != labels
+        by_features, n_new = 0, 0
     matches = getattr(current, "matches_", ())
     carried = [m for m in matches if m.carried]
     shift = float(np.mean([m.distance for m in carried])) if carried else math.nan
@@ -855,4 +869,8 @@ def drift_report(
         changed_basis=basis,
         mean_centroid_shift=shift,
         transitions=trans,
+        n_changed=int(changed.sum()),
+        changed_by_features=by_features,
+        changed_by_refit=int(changed.sum()) - by_features,
+        n_new=n_new,
     )
