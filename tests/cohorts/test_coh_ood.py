@@ -153,3 +153,17 @@ def test_assign_warns_on_stderr_and_in_json(tmp_path: Path) -> None:
         "--ood-max-share", "1",
     )  # fmt: skip
     assert "warning" not in quiet.stderr
+
+
+def test_report_shows_the_share_and_warns(fitted: tuple[CohortModel, pa.Table]) -> None:
+    from cohortlens.cohorts import render_report
+
+    model, feats = fitted
+    html = render_report(model, feats)
+    assert "Out of distribution" in html
+    assert "Warning:" not in html
+    i = feats.schema.get_field_index("half_life_days")
+    shifted = feats.set_column(i, "half_life_days", pa.compute.multiply(feats.column(i), 1e3))
+    html = render_report(model, shifted)
+    assert "Warning:" in html
+    assert "farther from every cohort centre" in html
