@@ -522,7 +522,7 @@ def _trend_map_kernel(  # pragma: no cover - jit
                 scale = 0.5 / abs(dv)
             a += scale * da
             v += scale * dv
-            if abs(da) < 1e-9 and abs(dv) < 1e-10:
+            if abs(da) < 1e-7 and abs(dv) < 1e-8:  # the step just taken is then ~1e-14
                 break
         det = h11 * h22 - h12 * h12
         a_out[li] = a
