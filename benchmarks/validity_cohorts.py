@@ -17,7 +17,11 @@
 Registrations / enrollments without any event in the window are in the insufficient-data
 cohort (id 0): the cohort model never sees them, but they count in every figure.
 
-Usage: ``python -m benchmarks.validity_cohorts [--learners N] [--only simulator oulad kddcup]``
+* **Second world** (tests/simulate/second_world.py, a generative model written apart from
+  ``cohortlens.simulate``): ARI against its latent types, threshold ``SECOND_WORLD_MIN_ARI``.
+
+Usage: ``python -m benchmarks.validity_cohorts [--learners N] [--world-learners N]
+[--only simulator second_world oulad kddcup]``
 (prints a table and, last, one JSON line).
 """
 
@@ -222,6 +226,36 @@ def simulator(n_learners: int = 100_000, seed: int = 7) -> dict[str, Any]:
         out[f"auc_{o.outcome}_cohort"] = round(o.auc_cohort, 3)
         out[f"auc_{o.outcome}_features"] = round(o.auc_features, 3)
     return out
+
+
+#: Cohort recovery the second world (tests/simulate/second_world.py) must reach: ARI between
+#: the discovered cohorts (k chosen automatically) and its four latent types. Fixed, and
+#: committed, before cohort discovery was first run on that world (issue 15).
+SECOND_WORLD_MIN_ARI = 0.5
+
+
+def second_world(n_learners: int = 30_000, seed: int = 3) -> dict[str, Any]:
+    """ARI of the cohorts against the second world's latent types (all learners with events)."""
+    from sklearn.metrics import adjusted_rand_score
+    from tests.simulate.second_world import WorldParams, simulate_world
+
+    from cohortlens.features import compute_features
+
+    world = simulate_world(WorldParams(n_learners=n_learners, seed=seed))
+    feats = compute_features(world.events)
+    types = world.truth.set_index("learner_id")["learner_type"]
+    ids = feats["learner_id"].to_pylist()
+    model = CohortModel(random_state=0).fit(feats, feature_run="second-world")
+    ari = float(adjusted_rand_score(types.loc[ids].to_numpy(), model.labels_))
+    return {
+        "learners": feats.num_rows,
+        "seed": seed,
+        "k": model.n_cohorts_,
+        "names": {int(k): v for k, v in model.names_.items()},
+        "ari_vs_types": round(ari, 3),
+        "min_ari": SECOND_WORLD_MIN_ARI,
+        "passed": ari >= SECOND_WORLD_MIN_ARI,
+    }
 
 
 # ---------------------------------------------------------------------- OULAD
@@ -444,18 +478,30 @@ def _table(results: dict[str, Any]) -> str:
             f"same id (other seed) {s['same_id_other_seed']:.2%}, same id (90 % subsample) "
             f"{s['same_id_90pct_subsample']:.2%}"
         )
+    w = results.get("second_world")
+    if w:
+        lines.append(
+            f"second world: {w['learners']:,} learners (seed {w['seed']}), k={w['k']}, "
+            f"ARI vs types {w['ari_vs_types']} (threshold {w['min_ari']}: "
+            f"{'met' if w['passed'] else 'NOT met'})"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--learners", type=int, default=100_000)
-    parser.add_argument("--only", nargs="*", choices=["simulator", "oulad", "kddcup"])
+    parser.add_argument("--world-learners", type=int, default=30_000)
+    parser.add_argument(
+        "--only", nargs="*", choices=["simulator", "second_world", "oulad", "kddcup"]
+    )
     args = parser.parse_args()
-    todo = args.only or ["simulator", "oulad", "kddcup"]
+    todo = args.only or ["simulator", "second_world", "oulad", "kddcup"]
     results: dict[str, Any] = {}
     if "simulator" in todo:
         results["simulator"] = simulator(args.learners)
+    if "second_world" in todo:
+        results["second_world"] = second_world(args.world_learners)
     if "oulad" in todo:
         results["oulad"] = oulad() if (DATA / "oulad").exists() else {}
     if "kddcup" in todo:

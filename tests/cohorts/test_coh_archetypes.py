@@ -30,20 +30,20 @@ def prof(centre: float = math.nan, z: float = 0.0, coverage: float = 1.0) -> Fea
         (
             {
                 "velocity_logit_per_week": prof(z=0.9),
-                "affinity_entropy_norm": prof(0.25),
+                "affinity_effective_domains": prof(1.5),
                 "affinity_top_share": prof(0.85),
                 "half_life_days": prof(30, z=1.1),
             },
             "fast-learning specialists with strong retention",
         ),
         (
-            {"active_weeks": prof(z=-1.2), "affinity_entropy_norm": prof(0.9)},
+            {"active_weeks": prof(z=-1.2), "affinity_effective_domains": prof(4.2)},
             "disengaging generalists",
         ),
         (
             {
                 "engagement_events_per_week": prof(z=0.8),
-                "affinity_entropy_norm": prof(0.6),
+                "affinity_effective_domains": prof(2.6),
                 "affinity_top_share": prof(0.5),
                 "half_life_days": prof(2, z=-1.0),
             },
@@ -58,9 +58,10 @@ def prof(centre: float = math.nan, z: float = 0.0, coverage: float = 1.0) -> Fea
             {"active_weeks": prof(z=-0.49), "half_life_days": prof(z=2.0, coverage=0.4)},
             "learners",
         ),
-        # top-domain share alone makes a specialist; entropy < 0.30 as well
-        ({"affinity_entropy_norm": prof(0.5), "affinity_top_share": prof(0.7)}, "specialists"),
-        ({"affinity_entropy_norm": prof(0.29)}, "specialists"),
+        # top-domain share alone makes a specialist; fewer than 1.75 effective domains as well
+        ({"affinity_effective_domains": prof(2.5), "affinity_top_share": prof(0.7)}, "specialists"),
+        ({"affinity_effective_domains": prof(1.74)}, "specialists"),
+        ({"affinity_effective_domains": prof(3.5)}, "focused learners"),
         # recency: many days since the last event reads as disengaging
         ({"days_since_last_event": prof(z=0.6)}, "disengaging learners"),
     ],
@@ -70,7 +71,7 @@ def test_naming_rule(profile: dict[str, FeatureProfile], name: str) -> None:
 
 
 def test_affinity_noun_needs_varying_affinity() -> None:
-    profile = {"affinity_entropy_norm": prof(0.9)}
+    profile = {"affinity_effective_domains": prof(4.0)}
     assert name_cohort(profile, affinity_varies=False) == "learners"
 
 

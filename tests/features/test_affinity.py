@@ -1,4 +1,5 @@
-"""Domain affinity: smoothed shares, normalized entropy, duration weights, archetypes."""
+"""Domain affinity: own shares, Miller-Madow entropy, effective domains, duration weights,
+archetypes."""
 
 from __future__ import annotations
 
@@ -14,27 +15,40 @@ def _h(*p: float) -> float:
     return -sum(x * math.log(x) for x in p if x > 0)
 
 
-def test_dirichlet_smoothing_and_entropy_by_hand() -> None:
-    # platform: 3 events in d0, 1 in d1 -> prior direction (0.75, 0.25); A = 2 pseudo-events
+def test_shares_and_miller_madow_entropy_by_hand() -> None:
+    # a: 3 events in d0 (one domain: no correction); b: 2 in d0, 1 in d1 and 5 in d2
     t = events_table(
-        ["a", "a", "a", "b"],
-        [0.1, 0.2, 0.3, 0.1],
-        ["i"] * 4,
-        [None] * 4,
-        domain=["d0", "d0", "d0", "d1"],
+        ["a"] * 3 + ["b"] * 8,
+        [0.1 * i for i in range(11)],
+        ["i"] * 11,
+        [None] * 11,
+        domain=["d0"] * 3 + ["d0", "d0", "d1", "d2", "d2", "d2", "d2", "d2"],
     )
     rows = {r["learner_id"]: r for r in compute_features(t).to_pylist()}
     a = rows["a"]
-    p = ((3 + 2 * 0.75) / 5, (0 + 2 * 0.25) / 5)  # (0.9, 0.1): not a "perfect specialist"
-    assert a["affinity_top_share"] == pytest.approx(p[0])
-    assert a["affinity_entropy_norm"] == pytest.approx(_h(*p) / math.log(2))
+    assert a["affinity_effective_domains"] == 1.0
+    assert a["affinity_top_share"] == 1.0
     assert a["affinity_top_domain"] == "d0"
-    assert a["affinity_breadth"] == 1  # raw shares (1, 0)
+    assert a["affinity_breadth"] == 1
     assert a["affinity_archetype"] == "specialist"
     b = rows["b"]
-    q = ((0 + 1.5) / 3, (1 + 0.5) / 3)  # (0.5, 0.5)
-    assert b["affinity_entropy_norm"] == pytest.approx(_h(*q) / math.log(2))
-    assert b["affinity_entropy_norm"] == pytest.approx(1.0)
+    h = _h(0.25, 0.125, 0.625) + (3 - 1) / (2 * 8)  # Miller-Madow: (m - 1) / (2 n)
+    assert h < math.log(3)  # below the cap
+    assert b["affinity_effective_domains"] == pytest.approx(math.exp(h))
+    assert b["affinity_top_domain"] == "d2"
+    assert b["affinity_top_share"] == 0.625
+    assert b["affinity_archetype"] == "focused"  # 1.75 <= 2.79 <= 3.5 effective domains
+
+
+def test_miller_madow_is_capped_at_the_domains_used() -> None:
+    t = events_table(["a", "a"], [0.1, 0.2], ["i", "j"], [None, None], domain=["d0", "d1"])
+    r = compute_features(t).to_pylist()[0]
+    # ln 2 + 1/4 would exceed ln 2: two domains used are at most two effective domains
+    assert r["affinity_effective_domains"] == pytest.approx(2.0)
+    off = FeatureParams(affinity=AffinityParams(miller_madow=False))
+    assert compute_features(t, off).to_pylist()[0]["affinity_effective_domains"] == pytest.approx(
+        2.0
+    )
 
 
 def test_duration_weights_with_imputed_missing_and_cap() -> None:
@@ -46,42 +60,50 @@ def test_duration_weights_with_imputed_missing_and_cap() -> None:
         domain=["d0", "d0", "d1", "d1", "d2"],
         duration=[10.0, 10.0, 80.0, None, 5000.0],
     )
-    params = FeatureParams(affinity=AffinityParams(prior_events=0.0, duration_cap_s=100.0))
+    params = FeatureParams(affinity=AffinityParams(miller_madow=False, duration_cap_s=100.0))
     r = compute_features(t, params).to_pylist()[0]
     fill = (10 + 10 + 80 + 100) / 4  # mean of capped observed durations
     w = (20.0, 80.0 + fill, 100.0)
     p = [x / sum(w) for x in w]
-    assert r["affinity_entropy_norm"] == pytest.approx(_h(*p) / math.log(3))
+    assert r["affinity_effective_domains"] == pytest.approx(math.exp(_h(*p)))
     assert r["affinity_top_domain"] == "d1"
     assert r["affinity_top_share"] == pytest.approx(max(p))
     assert r["affinity_breadth"] == 2  # shares (0.08, 0.52, 0.40)
-    assert r["affinity_archetype"] == "generalist"
+    assert r["affinity_archetype"] == "focused"  # exp(H) = 2.46
 
 
-def test_single_domain_platform_has_zero_entropy_and_no_archetype() -> None:
+def test_archetype_thresholds_in_effective_domains() -> None:
+    # generalist: five domains equally (5 effective domains > 3.5);
+    # specialist by share: 7 of 10 events in one domain (top share 0.7)
+    doms = [f"d{i}" for i in range(5)] * 4 + ["d0"] * 7 + ["d1", "d2", "d3"]
     t = events_table(
-        ["a", "a", "b"], [0.1, 0.2, 0.3], ["i", "j", "i"], [1.0, 0.0, 1.0], domain=["only"] * 3
+        ["g"] * 20 + ["s"] * 10,
+        [0.01 * i for i in range(30)],
+        ["i"] * 30,
+        [None] * 30,
+        domain=doms,
     )
-    for r in compute_features(t).to_pylist():
-        assert r["affinity_entropy_norm"] == 0.0
-        assert r["affinity_top_share"] == 1.0
-        assert r["affinity_top_domain"] == "only"
-        assert r["affinity_archetype"] is None
+    off = FeatureParams(affinity=AffinityParams(miller_madow=False))
+    rows = {r["learner_id"]: r for r in compute_features(t, off).to_pylist()}
+    assert rows["g"]["affinity_effective_domains"] == pytest.approx(5.0)
+    assert rows["g"]["affinity_archetype"] == "generalist"
+    assert rows["s"]["affinity_top_share"] == pytest.approx(0.7)
+    assert rows["s"]["affinity_archetype"] == "specialist"
 
 
-def test_focused_between_thresholds() -> None:
-    # shares (0.6, 0.2, 0.2) without prior: H/ln3 = 0.865 > 0.7 -> generalist;
-    # (0.6, 0.4, 0): H/ln3 = 0.613 -> focused (top < 0.7, 0.3 <= H <= 0.7)
-    doms = ["d0"] * 3 + ["d1"] * 2 + ["x0", "x1", "x2", "x2", "x2"]
-    learners = ["a"] * 5 + ["pad"] * 5
-    t = events_table(
-        learners,
-        [0.1 * i for i in range(10)],
-        ["i"] * 10,
-        [None] * 10,
-        domain=[d if d.startswith("d") else {"x0": "d0", "x1": "d1", "x2": "d2"}[d] for d in doms],
+def test_affinity_does_not_depend_on_the_platforms_domains() -> None:
+    """A learner's affinity is the same whatever other learners did in other domains."""
+    mine = events_table(
+        ["a"] * 4, [0.1, 0.2, 0.3, 0.4], ["i"] * 4, [None] * 4, domain=["x", "y"] * 2
     )
-    params = FeatureParams(affinity=AffinityParams(prior_events=0.0))
-    r = {x["learner_id"]: x for x in compute_features(t, params).to_pylist()}["a"]
-    assert r["affinity_entropy_norm"] == pytest.approx(_h(0.6, 0.4) / math.log(3))
-    assert r["affinity_archetype"] == "focused"
+    others = events_table(
+        ["b", "c", "d"], [0.1, 0.2, 0.3], ["j"] * 3, [None] * 3, domain=["p", "q", "r"]
+    )
+    import pyarrow as pa
+
+    alone = compute_features(mine).to_pylist()[0]
+    joint = {
+        r["learner_id"]: r for r in compute_features(pa.concat_tables([mine, others])).to_pylist()
+    }
+    for col in ("affinity_effective_domains", "affinity_top_share", "affinity_archetype"):
+        assert joint["a"][col] == alone[col]

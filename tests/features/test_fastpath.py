@@ -148,9 +148,12 @@ def test_sample_pairs_equals_sorting_every_pair(evs: list[tuple], cap: int) -> N
     # reference: the previous implementation (sort all pairs by learner hash, then cap)
     from cohortlens.features import learner_hash
 
-    h = learner_hash(prep.learner_ids)[pairs.learner]
+    # learners with fewer pairs than a half-life needs stay out of the sample
+    counts = np.bincount(pairs.learner, minlength=prep.n_learners)
+    kept = pairs.take(counts[pairs.learner] >= params.min_review_pairs, prep.n_learners)
+    h = learner_hash(prep.learner_ids)[kept.learner]
     o = np.argsort(h, kind="stable")
-    ref = _cap(PairSample(h[o], pairs.gap_days[o], pairs.recalled[o], pairs.x[o]), cap)
+    ref = _cap(PairSample(h[o], kept.gap_days[o], kept.recalled[o], kept.x[o]), cap)
     assert np.array_equal(got.learner_hash, ref.learner_hash)
     assert np.array_equal(got.gap_days, ref.gap_days)
     assert np.array_equal(got.recalled, ref.recalled)

@@ -131,3 +131,31 @@ def test_learner_hash_pinned_values() -> None:
     got = learner_hash(pa.array(["", "u10342", "L00001"])).tolist()
     assert got == [_reference_hash(""), _reference_hash("u10342"), _reference_hash("L00001")]
     assert got[0] == 17665956581633026203
+
+
+_newcomer = st.tuples(
+    st.integers(0, 1),  # one of two new learners
+    st.floats(0, 60, allow_nan=False),  # day
+    st.sampled_from([0.0, 1.0, None]),  # outcome
+    st.integers(0, 1),  # one of two new domains
+)
+
+
+@_SETTINGS
+@given(table=_tables, newcomers=st.lists(_newcomer, min_size=1, max_size=4))
+def test_new_learners_in_new_domains_leave_every_row_bit_identical(
+    table: pa.Table, newcomers: list[tuple]
+) -> None:
+    """Recomputing everything (global pass included) after a few events of new learners in
+    new domains changes no existing learner's row (issue 15)."""
+    extra = events_table(
+        [f"new-{e[0]}" for e in newcomers],
+        [e[1] for e in newcomers],
+        [f"new-item-{e[3]}" for e in newcomers],
+        [e[2] for e in newcomers],
+        domain=[f"new-domain-{e[3]}" for e in newcomers],
+    ).cast(table.schema)
+    before = compute_features(table, _PARAMS)
+    after = compute_features(pa.concat_tables([table, extra]), _PARAMS)
+    old = pc.is_in(after.column("learner_id"), value_set=before.column("learner_id"))
+    assert after.filter(old).equals(before)

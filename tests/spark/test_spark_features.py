@@ -209,7 +209,7 @@ def test_fit_pass_widens_a_too_small_hash_share(
     original = spark_engine._fit_sample
 
     def counting(*args: Any) -> Any:
-        calls.append(args[3])
+        calls.append(args[4])  # (keyed, sampler, schema, cap, share, ...)
         return original(*args)
 
     monkeypatch.setattr(spark_engine, "FIT_SHARE_SLACK", 0.05)
@@ -220,7 +220,9 @@ def test_fit_pass_widens_a_too_small_hash_share(
     stats, _, _ = spark_engine.global_stats_spark(spark, read_events(spark, str(path)), params, 2)
     assert len(calls) >= 2
     assert calls[0] < 1.0
-    assert stats.retention == compute_global_stats(few_learners, params).retention
+    local = compute_global_stats(few_learners, params)
+    assert stats.retention == local.retention
+    assert stats.velocity == local.velocity
 
 
 def test_local_interpreter_only_when_this_process_starts_local_spark(

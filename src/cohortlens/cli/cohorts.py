@@ -151,6 +151,43 @@ def _same_candidate(store: Any, run_id: int, inputs: dict[str, Any]) -> int | No
     return None
 
 
+def changed_summary(model: Any) -> dict[str, Any] | None:
+    """Learners whose cohort changed since the previous model, and why (None without one)."""
+    drift = model.drift_
+    if drift is None:
+        return None
+    return {
+        "previous_run": drift.previous_run,
+        "n_compared": drift.n_compared,
+        "n_changed": drift.n_changed,
+        "changed_by_features": drift.changed_by_features,
+        "changed_by_refit": drift.changed_by_refit,
+        "n_new": drift.n_new,
+        "basis": drift.changed_basis,
+    }
+
+
+def changed_line(summary: dict[str, Any]) -> str:
+    """One line for a person: how many learners changed cohort, by feature change or refit."""
+    n, total = summary["n_changed"], summary["n_compared"]
+    share = f" ({n / total:.1%})" if total else ""
+    line = (
+        f"changed cohort since the previous model: {n:,} of {total:,} learners{share} — "
+        f"{summary['changed_by_features']:,} by feature change, "
+        f"{summary['changed_by_refit']:,} by refit"
+    )
+    if summary["n_new"]:
+        line += f"; {summary['n_new']:,} new learners"
+    return line
+
+
+def ood(model: Any, features: pa.Table, max_share: float) -> Any:
+    """The out-of-distribution summary of ``features`` under ``model``."""
+    from cohortlens.cohorts import ood_summary
+
+    return ood_summary(model, features, max_share=max_share)
+
+
 def active(store: Any) -> tuple[int, Any]:
     """The active model, or a clear error when none was discovered yet."""
     from cohortlens.cohorts import CohortModel

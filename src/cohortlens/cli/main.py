@@ -411,13 +411,21 @@ def discover(
         )
     payload = cmd.cards(found.model, found.model_id)
     status = "candidate" if candidate else "active"
+    changed = cmd.changed_summary(found.model)
     if as_json:
         _print_json(
             payload
-            | {"status": status, "reused": found.reused, "report": str(report) if report else None}
+            | {
+                "status": status,
+                "reused": found.reused,
+                "report": str(report) if report else None,
+                "changed": changed,
+            }
         )
         return
     _print_cards(payload)
+    if changed is not None:
+        out.print(cmd.changed_line(changed), soft_wrap=True)
     if found.reused:
         out.print(
             f"reused candidate model {found.model_id}: it was made from the same feature run, "
@@ -447,6 +455,16 @@ def assign(
     ),
     db: DbOption = None,
     as_json: JsonOption = False,
+    ood_max_share: Annotated[
+        float,
+        typer.Option(
+            "--ood-max-share",
+            min=0.0,
+            max=1.0,
+            help="Warn when more than this share of learners lies beyond the model's "
+            "training 99th-percentile distance to the nearest centre.",
+        ),
+    ] = 0.10,
 ) -> None:
     """Score learners with the active model: learner_id, cohort_id, archetype, distance."""
     import pyarrow.parquet as pq
@@ -460,8 +478,13 @@ def assign(
     assigned = cmd.assignments_table(model, table)
     pq.write_table(assigned, out_path)
     counts = _counts(assigned, "archetype")
+    ood = cmd.ood(model, table, ood_max_share)
+    if ood.warning:
+        err.print(f"warning: {ood.message}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        _print_json({"model_id": model_id, "out": str(out_path), "counts": counts})
+        _print_json(
+            {"model_id": model_id, "out": str(out_path), "counts": counts, "ood": ood.to_dict()}
+        )
         return
     out.print(f"model {model_id}: assigned {assigned.num_rows:,} learners -> {out_path}")
     for name, n in counts.items():

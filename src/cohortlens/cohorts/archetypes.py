@@ -10,9 +10,10 @@ on the analysis scale after winsorizing), the share of members with a value, and
 feature, and |z| >= ``Z_NOTABLE`` = 0.5 counts as notable):
 
 1. *Noun, from domain affinity* (the centre, with the feature engine's thresholds):
-   entropy > 0.70 -> "generalists"; top-domain share >= 0.70 or entropy < 0.30 ->
-   "specialists"; otherwise "focused learners". Without an affinity profile, when entropy
-   does not vary in the population, or when no learner uses two domains, "learners".
+   more than 3.5 effective domains -> "generalists"; top-domain share >= 0.70 or fewer than
+   1.75 effective domains -> "specialists"; otherwise "focused learners". Without an
+   affinity profile, when it does not vary in the population, or when no learner uses two
+   domains, "learners".
 2. *Engagement adjective*: active weeks z <= -0.5, or days since the last event z >= +0.5
    (when profiled) -> "disengaging"; else events per week z >= +0.5 -> "intensive",
    z <= -0.5 -> "occasional".
@@ -55,7 +56,7 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
     "engagement_events_per_week": ("events per week", "events/week"),
     "engagement_minutes_per_week": ("minutes per week", "min/week"),
     "active_weeks": ("active weeks", "weeks"),
-    "affinity_entropy_norm": ("domain spread", "entropy 0-1"),
+    "affinity_effective_domains": ("domain spread", "effective domains"),
     "affinity_top_share": ("top-domain share", "share"),
     "affinity_breadth": ("domains used", "domains"),
     "half_life_days": ("memory half-life", "days"),
@@ -215,17 +216,20 @@ def name_cohort(profile: Mapping[str, FeatureProfile], affinity_varies: bool = T
 
 
 def _noun(profile: Mapping[str, FeatureProfile], affinity_varies: bool) -> str:
-    """Affinity noun from the cohort's centre entropy and top-domain share."""
-    ent = profile.get("affinity_entropy_norm")
+    """Affinity noun from the cohort's centre effective number of domains and top share."""
+    ent = profile.get("affinity_effective_domains")
     top = profile.get("affinity_top_share")
     if not affinity_varies or ent is None or ent.coverage < MIN_COVERAGE:
         return "learners"
     if not math.isfinite(ent.centre):
         return "learners"
-    if ent.centre > _AFFINITY.generalist_min_entropy:
+    if ent.centre > _AFFINITY.generalist_min_effective_domains:
         return "generalists"
     top_share = top.centre if top is not None and math.isfinite(top.centre) else 0.0
-    if top_share >= _AFFINITY.specialist_top_share or ent.centre < _AFFINITY.specialist_max_entropy:
+    if (
+        top_share >= _AFFINITY.specialist_top_share
+        or ent.centre < _AFFINITY.specialist_max_effective_domains
+    ):
         return "specialists"
     return "focused learners"
 
@@ -235,7 +239,7 @@ def _disambiguate(
 ) -> list[str]:
     """Append each duplicate's most distinctive unnamed feature, else its id."""
     named = {"active_weeks", "engagement_events_per_week", "velocity_logit_per_week"}
-    named |= {"affinity_entropy_norm", "affinity_top_share", "half_life_days"}
+    named |= {"affinity_effective_domains", "affinity_top_share", "half_life_days"}
     named |= {"days_since_last_event"}
     out = list(names)
     for name in set(names):

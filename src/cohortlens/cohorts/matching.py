@@ -196,6 +196,14 @@ class DriftReport:
         changed_basis: ``assignments`` (stored previous assignments of the same learners) or
             ``reassignment`` (the previous model applied to the current features).
         mean_centroid_shift: mean distance of carried cohorts to their previous centroid.
+        transitions: ``"old->new"`` id -> learners who moved that way.
+        n_changed: compared learners whose cohort id changed.
+        changed_by_features: of those, learners the *previous* model already puts elsewhere
+            on their current features (their features moved: new events, or new global
+            statistics of the feature run); only known on the ``assignments`` basis.
+        changed_by_refit: the others: the previous model still gives their old id, the
+            refitted model does not (centroids moved, cohorts split, merged or retired).
+        n_new: learners in the current features with no previous assignment.
     """
 
     previous_run: str | None
@@ -210,6 +218,10 @@ class DriftReport:
     changed_basis: str
     mean_centroid_shift: float
     transitions: dict[str, int] = field(default_factory=dict)
+    n_changed: int = 0
+    changed_by_features: int = 0
+    changed_by_refit: int = 0
+    n_new: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON keys are strings)."""
@@ -230,6 +242,10 @@ class DriftReport:
             "changed_basis": self.changed_basis,
             "mean_centroid_shift": num(self.mean_centroid_shift),
             "transitions": dict(self.transitions),
+            "n_changed": self.n_changed,
+            "changed_by_features": self.changed_by_features,
+            "changed_by_refit": self.changed_by_refit,
+            "n_new": self.n_new,
         }
 
     @staticmethod
@@ -261,6 +277,10 @@ class DriftReport:
             changed_basis=str(d["changed_basis"]),
             mean_centroid_shift=flt(d["mean_centroid_shift"]),
             transitions={str(k): int(v) for k, v in d.get("transitions", {}).items()},
+            n_changed=int(d.get("n_changed", 0)),
+            changed_by_features=int(d.get("changed_by_features", 0)),
+            changed_by_refit=int(d.get("changed_by_refit", 0)),
+            n_new=int(d.get("n_new", 0)),
         )
 
 

@@ -1,8 +1,12 @@
 """``CohortModel``: robust scaling + k-means (scikit-learn, Lloyd) + archetypes + stable ids.
 
-The estimator follows scikit-learn's conventions: ``__init__`` only stores parameters,
-``fit`` validates, learns and returns ``self``, learned state ends in ``_``, ``predict``
-returns cohort ids and ``transform`` distances to the centroids. ``to_dict``/``from_dict``
+The estimator follows scikit-learn's ``sklearn/cluster/_kmeans.py``: ``__init__`` only stores
+parameters, declared once in ``_parameter_constraints`` and checked all at once; ``fit``
+validates, seeds, iterates (robust scaling, the choice of k, Lloyd's k-means, k-POD) and sets
+the learned state (names ending in ``_``), then records the diagnostics computed by the
+functions of :mod:`cohortlens.cohorts.diagnostics` (quality, profiles and names, drift), which
+the report and the CLI call too; ``predict`` returns cohort ids and ``transform`` distances to
+the centroids. ``to_dict``/``from_dict``
 give the versioned, JSON-serializable artifact the store keeps.
 
 **Learners with null features** (docs/COHORTS.md has the justification). A null feature means
@@ -27,12 +31,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
@@ -41,22 +43,24 @@ from cohortlens._version import __version__
 from cohortlens.cohorts import _matrix as mx
 from cohortlens.cohorts._kernels import nearest_observed
 from cohortlens.cohorts._threads import kmeans_threads
-from cohortlens.cohorts.archetypes import (
-    Archetype,
-    label_archetypes,
-    outcome_estimates,
-    population_moments,
-    profile_cohorts,
+from cohortlens.cohorts._validation import (
+    INT,
+    REAL,
+    Constraint,
+    InstanceOf,
+    Interval,
+    NonEmpty,
+    validate_params,
 )
-from cohortlens.cohorts.matching import (
-    CohortMatch,
-    DriftReport,
-    changed_share,
-    feature_drift,
-    match_centroids,
-    reference_bins,
-    share_psi,
+from cohortlens.cohorts.archetypes import Archetype
+from cohortlens.cohorts.diagnostics import (
+    OUTCOME_COLUMNS,
+    cohort_quality,
+    describe_cohorts,
+    drift_report,
 )
+from cohortlens.cohorts.matching import CohortMatch, DriftReport, match_centroids
+from cohortlens.cohorts.ood import training_distance_p99
 from cohortlens.cohorts.params import (
     DEFAULT_FEATURES,
     DEFAULT_PROFILE_FEATURES,
@@ -65,30 +69,21 @@ from cohortlens.cohorts.params import (
     FeatureSpec,
     SelectionParams,
 )
-from cohortlens.cohorts.quality import (
-    CohortQuality,
-    bootstrap_stability,
-    davies_bouldin,
-    outcome_association,
-    sample_distances,
-    silhouette_values,
-)
+from cohortlens.cohorts.quality import CohortQuality
 from cohortlens.cohorts.scaling import RobustScaler
 from cohortlens.cohorts.selection import Selection, choose_n_cohorts
 from cohortlens.errors import InputError
 from cohortlens.progress import Progress, tell
 
-#: Artifact ``kind`` tag.
-ARTIFACT_KIND = "cohortlens/cohort-model"
-#: Outcome columns read from an outcomes table (OUTCOME_SCHEMA).
-OUTCOME_COLUMNS: tuple[str, ...] = ("completed", "churned", "revenue")
-_TRANSFORM_CODE = {"identity": 0, "log": 1, "logit": 2}
-
-
 #: Progress of a fit after the k sweep: k-means (with k-POD), quality, profiles and names,
 #: drift against the previous model.
 _FIT_STEP = "fitting cohorts"
 _FIT_STAGES = 4
+
+#: Artifact ``kind`` tag.
+ARTIFACT_KIND = "cohortlens/cohort-model"
+__all__ = ["OUTCOME_COLUMNS", "CohortModel", "drift_report", "nearest_centroid"]
+_TRANSFORM_CODE = {"identity": 0, "log": 1, "logit": 2}
 
 
 def _specs(items: Sequence[FeatureSpec | str]) -> tuple[FeatureSpec, ...]:
@@ -126,6 +121,25 @@ class CohortModel(ClusterMixin, BaseEstimator):
         random_state: seed of every random choice (k-means++, samples, bootstraps).
     """
 
+    #: Every constructor parameter and what it must be (scikit-learn's declaration); checked
+    #: all at once by :meth:`_validate_params` at the start of :meth:`fit`.
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "n_cohorts": [None, Interval(INT, 1, None, "left")],
+        "features": [NonEmpty()],
+        "profile_features": [NonEmpty()],
+        "selection": [InstanceOf(SelectionParams, "a SelectionParams")],
+        "n_init": [Interval(INT, 1, None, "left")],
+        "max_iter": [Interval(INT, 1, None, "left")],
+        "tol": [Interval(REAL, 0, None, "left")],
+        "max_kpod_iter": [Interval(INT, 0, None, "left")],
+        "min_events": [Interval(INT, 0, None, "left")],
+        "min_observed_share": [Interval(REAL, 0, 1, "both")],
+        "max_null_share": [Interval(REAL, 0, 1, "both")],
+        "clip_quantile": [Interval(REAL, 0, 0.25, "left")],
+        "match_ratio": [Interval(REAL, 0, None, "neither")],
+        "random_state": [Interval(INT, 0, None, "left")],
+    }
+
     # learned state (set by fit or from_dict)
     features_: tuple[FeatureSpec, ...]
     feature_names_in_: np.ndarray
@@ -148,6 +162,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
     archetypes_: dict[int, Archetype]
     population_moments_: dict[str, tuple[float, float]]
     reference_bins_: dict[str, dict[str, list[float]]]
+    distance_p99_: float
     drift_: DriftReport | None
     matches_: tuple[CohortMatch, ...]
     retired_ids_: tuple[int, ...]
@@ -188,29 +203,11 @@ class CohortModel(ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
 
-    def _check_params(self) -> None:
-        """Raise one :class:`InputError` listing every invalid parameter."""
-        problems = []
-        if self.n_cohorts is not None and (
-            not isinstance(self.n_cohorts, int | np.integer) or self.n_cohorts < 1
-        ):
-            problems.append(f"n_cohorts == {self.n_cohorts!r}, must be None or an int >= 1")
-        if not self.features:
-            problems.append("features is empty")
-        for name, lo in (("n_init", 1), ("max_iter", 1), ("max_kpod_iter", 0), ("min_events", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < lo:
-                problems.append(f"{name} == {value!r}, must be an int >= {lo}")
-        for name in ("min_observed_share", "max_null_share"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                problems.append(f"{name} == {value!r}, must be in [0, 1]")
-        if not 0.0 <= self.clip_quantile < 0.25:
-            problems.append(f"clip_quantile == {self.clip_quantile!r}, must be in [0, 0.25)")
-        if self.tol < 0:
-            problems.append(f"tol == {self.tol!r}, must be >= 0")
-        if self.match_ratio <= 0:
-            problems.append(f"match_ratio == {self.match_ratio!r}, must be > 0")
+    def _validate_params(self) -> None:
+        """Raise one :class:`InputError` listing every parameter that breaks its constraint."""
+        problems = validate_params(
+            "CohortModel", self.get_params(deep=False), self._parameter_constraints
+        )
         if problems:
             raise InputError("CohortModel: " + "; ".join(problems))
 
@@ -252,37 +249,93 @@ class CohortModel(ClusterMixin, BaseEstimator):
             on_progress: told each k of the sweep, then each stage of the fit
                 (:mod:`cohortlens.progress`).
         """
-        self._check_params()
-        rng = np.random.default_rng(self.random_state)
-        specs = _specs(self.features)
-        table_input = not isinstance(X, np.ndarray)
-        if isinstance(X, np.ndarray):
-            xa = mx.array_matrix(X, specs)
-        else:
-            xa = mx.analysis_matrix(X, specs)
+        # 1. validate the parameters and the input
+        self._validate_params()
+        xa, enough_events = self._validate_data(X)
         n = len(xa)
-        if n == 0:
-            raise InputError("CohortModel.fit: the feature table has no rows")
-        n_events = self._n_events(X) if table_input else None
-        enough_events = (
-            ~(n_events < self.min_events) if n_events is not None else np.ones(n, dtype=bool)
-        )
-        keep, dropped = self._usable_features(xa[enough_events], specs)
-        self.dropped_features_ = dropped
-        specs = tuple(s for s, k in zip(specs, keep, strict=True) if k)
+        keep, dropped = self._usable_features(xa[enough_events], _specs(self.features))
+        specs = tuple(s for s, k in zip(_specs(self.features), keep, strict=True) if k)
         xa = xa[:, keep]
-        self.features_ = specs
-        self.feature_names_in_ = np.array([s.column for s in specs], dtype=object)
-        self.n_features_in_ = len(specs)
         sufficient = enough_events & self._observed_enough(xa)
         if not sufficient.any():
             raise InputError(
                 f"CohortModel.fit: no learner has >= {self.min_events} events and values for "
                 f">= {self.min_observed_share:.0%} of the features"
             )
-        self.scaler_ = RobustScaler.fit(xa[sufficient], self.clip_quantile)
-        z = self.scaler_.transform(xa[sufficient])
+        # 2. seed
+        rng = np.random.default_rng(self.random_state)
+        # 3. iterate: robust scaling, k, Lloyd, k-POD
+        scaler = RobustScaler.fit(xa[sufficient], self.clip_quantile)
+        z = scaler.transform(xa[sufficient])
         complete = np.isfinite(z).all(axis=1)
+        selection, centroids, n_iter = self._cluster(z, complete, rng, on_progress)
+        idx, d2 = nearest_centroid(z, centroids)
+        # 4. set the learned state: features, scaler, centroids with stable ids, labels
+        self.dropped_features_ = dropped
+        self.features_ = specs
+        self.feature_names_in_ = np.array([s.column for s in specs], dtype=object)
+        self.n_features_in_ = len(specs)
+        self.scaler_ = scaler
+        self.selection_ = selection
+        self.n_iter_ = n_iter
+        self.inertia_ = float(d2.sum())
+        id_of_centroid = self._set_ids(centroids, idx, previous)
+        labels = np.full(n, INSUFFICIENT_COHORT, dtype=np.int64)
+        labels[sufficient] = id_of_centroid[idx]
+        self.labels_ = labels
+        self.n_learners_ = n
+        self.n_insufficient_ = int((~sufficient).sum())
+        self.feature_run_ = feature_run
+        self._fast_path = None
+        self.distance_p99_ = training_distance_p99(self, X)
+        tell(on_progress, _FIT_STEP, 1, _FIT_STAGES, "stages")
+        # 5. diagnostics: functions of their own (diagnostics.py), also called by the report
+        #    and the CLI; the artifact keeps their results for the service and the cards
+        self.quality_ = cohort_quality(self, X, outcomes=outcomes, rng=rng)
+        tell(on_progress, _FIT_STEP, 2, _FIT_STAGES, "stages")
+        described = describe_cohorts(self, X, outcomes=outcomes)
+        self.profile_features_ = described.profile_features
+        self.population_moments_ = described.population_moments
+        self.archetypes_ = described.archetypes
+        self.reference_bins_ = described.reference_bins
+        tell(on_progress, _FIT_STEP, 3, _FIT_STAGES, "stages")
+        self.drift_ = (
+            None if previous is None else drift_report(previous, self, X, previous_assignments)
+        )
+        tell(on_progress, _FIT_STEP, _FIT_STAGES, _FIT_STAGES, "stages")
+        return self
+
+    def _validate_data(
+        self,
+        X: mx.FeatureTable | np.ndarray,  # noqa: N803
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The clustering features on their analysis scale, and who has enough events."""
+        specs = _specs(self.features)
+        if isinstance(X, np.ndarray):
+            xa = mx.array_matrix(X, specs)
+            enough = np.ones(len(xa), dtype=bool)
+        else:
+            xa = mx.analysis_matrix(X, specs)
+            n_events = self._n_events(X)
+            enough = (
+                ~(n_events < self.min_events)
+                if n_events is not None
+                else np.ones(len(xa), dtype=bool)
+            )
+        if len(xa) == 0:
+            raise InputError("CohortModel.fit: the feature table has no rows")
+        return xa, enough
+
+    def _cluster(
+        self,
+        z: np.ndarray,
+        complete: np.ndarray,
+        rng: np.random.Generator,
+        on_progress: Progress | None = None,
+    ) -> tuple[Selection | None, np.ndarray, int]:
+        """Choose k (unless given), run Lloyd's k-means (``n_init`` starts) on the complete
+        learners, then fold in the partial ones (k-POD). Returns the selection, the centroids
+        and the iterations."""
         zc = z[complete]
         k_floor = self.n_cohorts or self.selection.k_min
         if len(zc) <= k_floor:
@@ -292,10 +345,13 @@ class CohortModel(ClusterMixin, BaseEstimator):
             )
         seed = int(rng.integers(2**31))
         if self.n_cohorts is None:
-            self.selection_ = choose_n_cohorts(zc, self.selection, seed, on_progress=on_progress)
-            k = self.selection_.chosen_k
+            selection: Selection | None = choose_n_cohorts(
+                zc, self.selection, seed, on_progress=on_progress
+            )
+            assert selection is not None
+            k = selection.chosen_k
         else:
-            self.selection_ = None
+            selection = None
             k = int(self.n_cohorts)
         tell(on_progress, _FIT_STEP, 0, _FIT_STAGES, "stages")
         km = KMeans(
@@ -310,12 +366,15 @@ class CohortModel(ClusterMixin, BaseEstimator):
             km.fit(zc)
         with kmeans_threads(len(z)):
             centroids, n_iter = self._kpod(z, complete, km)
-        idx, d2 = nearest_centroid(z, centroids)
-        self.n_iter_ = int(km.n_iter_) + n_iter
-        self.inertia_ = float(d2.sum())
+        return selection, centroids, int(km.n_iter_) + n_iter
 
-        # ids: carried from the previous model, else 1..k by decreasing size
-        self.drift_ = None
+    def _set_ids(
+        self, centroids: np.ndarray, idx: np.ndarray, previous: CohortModel | None
+    ) -> np.ndarray:
+        """Stable ids: carried from ``previous`` by Hungarian matching, else 1..k by
+        decreasing size; centroids are stored in id order. Returns the id of each centroid
+        in the given order."""
+        k = len(centroids)
         if previous is not None:
             previous._check_fitted()
             prev_space = self._in_space_of(previous, centroids)
@@ -342,67 +401,9 @@ class CohortModel(ClusterMixin, BaseEstimator):
         self.cohort_ids_ = np.asarray(ids, dtype=np.int64)[order]
         self.next_cohort_id_ = int(next_id)
         self.n_cohorts_ = k
-        id_of_row = np.asarray(ids, dtype=np.int64)
-        labels = np.full(n, INSUFFICIENT_COHORT, dtype=np.int64)
-        labels[sufficient] = id_of_row[idx]
-        self.labels_ = labels
-        partial = np.zeros(n, dtype=bool)
-        partial[np.flatnonzero(sufficient)[~complete]] = True
-        self.n_learners_ = n
-        self.n_insufficient_ = int((~sufficient).sum())
-        self.feature_run_ = feature_run
-
-        tell(on_progress, _FIT_STEP, 1, _FIT_STAGES, "stages")
-        # quality
-        self.quality_ = self._quality(z[complete], labels[sufficient][complete], k, rng)
-        z_all = self.scaler_.transform(xa)
-        outcome_arrays = self._outcome_arrays(X, outcomes) if outcomes is not None else {}
-        if outcome_arrays:
-            assoc = tuple(
-                outcome_association(name, labels, y_arr, z_all, seed=self.random_state)
-                for name, y_arr in outcome_arrays.items()
-                if name in ("completed", "churned") and np.isfinite(y_arr).any()
-            )
-            self.quality_ = replace(self.quality_, outcomes=assoc)
-
-        tell(on_progress, _FIT_STEP, 2, _FIT_STAGES, "stages")
-        # profiles, names, cards
-        prof_specs, prof_x = self._profile_matrix(X, xa, specs, table_input)
-        self.profile_features_ = prof_specs
-        moments = population_moments(prof_x)
-        self.population_moments_ = {
-            s.column: (float(moments[0][j]), float(moments[1][j])) for j, s in enumerate(prof_specs)
-        }
-        all_ids = [INSUFFICIENT_COHORT, *self.cohort_ids_.tolist()]
-        profiles = profile_cohorts(
-            labels, all_ids, prof_x, prof_specs, moments, seed=self.random_state
-        )
-        affinity_varies = self._affinity_varies(X, prof_specs, moments[1])
-        self.archetypes_ = label_archetypes(
-            labels,
-            all_ids,
-            partial,
-            profiles,
-            outcome_estimates(labels, all_ids, outcome_arrays) if outcome_arrays else None,
-            affinity_varies=affinity_varies,
-        )
-        if isinstance(X, np.ndarray):  # array input: back from the analysis scale
-            raw_prof = np.column_stack(
-                [mx.invert_transform(prof_x[:, j], s.transform) for j, s in enumerate(prof_specs)]
-            )
-        else:
-            raw_prof = mx.raw_matrix(X, prof_specs)
-        self.reference_bins_ = {
-            s.column: reference_bins(raw_prof[:, j]) for j, s in enumerate(prof_specs)
-        }
         self.matches_ = tuple(matches)
         self.retired_ids_ = tuple(retired)
-        self._fast_path = None
-        tell(on_progress, _FIT_STEP, 3, _FIT_STAGES, "stages")
-        if previous is not None:
-            self.drift_ = drift_report(previous, self, X, previous_assignments)
-        tell(on_progress, _FIT_STEP, _FIT_STAGES, _FIT_STAGES, "stages")
-        return self
+        return np.asarray(ids, dtype=np.int64)
 
     # ------------------------------------------------------------------ fit helpers
 
@@ -436,24 +437,6 @@ class CohortModel(ClusterMixin, BaseEstimator):
             raise InputError(f"CohortModel.fit: no usable clustering feature ({detail})")
         return keep, dropped
 
-    def _affinity_varies(
-        self,
-        X: mx.FeatureTable | np.ndarray,  # noqa: N803
-        prof_specs: Sequence[FeatureSpec],
-        sd: np.ndarray,
-    ) -> bool:
-        """Whether domain affinity means something here: the entropy is profiled and varies,
-        and (when the table says) some learner uses two or more domains."""
-        cols = [s.column for s in prof_specs]
-        if "affinity_entropy_norm" not in cols or "affinity_entropy_norm" in self.dropped_features_:
-            return False
-        if not sd[cols.index("affinity_entropy_norm")] > 1e-9:
-            return False
-        if isinstance(X, np.ndarray) or "affinity_breadth" not in mx.column_names(X):
-            return True
-        breadth = mx.float_column(X, "affinity_breadth")
-        return bool(np.nanmax(breadth, initial=0.0) >= 2)
-
     def _observed_enough(self, xa: np.ndarray) -> np.ndarray:
         return np.isfinite(xa).mean(axis=1) >= self.min_observed_share
 
@@ -483,81 +466,6 @@ class CohortModel(ClusterMixin, BaseEstimator):
             if moved < 1e-4:
                 break
         return centroids, iters
-
-    def _quality(
-        self, zc: np.ndarray, labels_c: np.ndarray, k: int, rng: np.random.Generator
-    ) -> CohortQuality:
-        """Silhouette, Davies–Bouldin and bootstrap stability on the complete learners."""
-        m = min(self.selection.silhouette_sample_size, len(zc))
-        rows = rng.choice(len(zc), m, replace=False)
-        sil = silhouette_values(sample_distances(zc[rows]), labels_c[rows])
-        db = davies_bouldin(zc, labels_c, seed=self.random_state)
-        chosen = (
-            next(c for c in self.selection_.candidates if c.chosen)
-            if self.selection_ is not None
-            else None
-        )
-        if chosen is not None:
-            stab_mean, stab_min = chosen.stability_ari, chosen.stability_ari_min
-        else:
-            s = min(self.selection.sample_size, len(zc))
-            sample = zc[rng.choice(len(zc), s, replace=False)]
-            aris = bootstrap_stability(
-                sample,
-                k,
-                self.selection.n_bootstrap,
-                self.selection.sweep_n_init,
-                int(rng.integers(2**31)),
-            )
-            stab_mean, stab_min = float(aris.mean()), float(aris.min())
-        return CohortQuality(
-            silhouette=float(sil.mean()),
-            silhouette_se=float(sil.std(ddof=1) / math.sqrt(m)) if m > 1 else math.nan,
-            silhouette_n=m,
-            davies_bouldin=db,
-            stability_ari=stab_mean,
-            stability_ari_min=stab_min,
-            n_bootstrap=self.selection.n_bootstrap,
-        )
-
-    def _profile_matrix(
-        self,
-        X: mx.FeatureTable | np.ndarray,  # noqa: N803
-        xa: np.ndarray,
-        specs: tuple[FeatureSpec, ...],
-        table_input: bool,
-    ) -> tuple[tuple[FeatureSpec, ...], np.ndarray]:
-        """Profile features present in ``X`` (clustered ones appended if not listed)."""
-        if not table_input:
-            return specs, xa
-        names = set(mx.column_names(X))
-        prof = [s for s in _specs(self.profile_features) if s.column in names]
-        listed = {s.column for s in prof}
-        prof += [s for s in specs if s.column not in listed]
-        return tuple(prof), mx.analysis_matrix(X, prof)
-
-    @staticmethod
-    def _outcome_arrays(
-        X: mx.FeatureTable | np.ndarray,  # noqa: N803
-        outcomes: pa.Table,
-    ) -> dict[str, np.ndarray]:
-        """Outcome columns aligned with the rows of ``X`` (NaN where unknown)."""
-        if isinstance(X, np.ndarray) or "learner_id" not in mx.column_names(X):
-            raise InputError("outcomes need a feature table with a learner_id column")
-        if "learner_id" not in outcomes.column_names:
-            raise InputError("outcomes table has no learner_id column")
-        ids = pa.array(mx.string_column(X, "learner_id"), pa.string())
-        pos = pc.index_in(ids, value_set=outcomes["learner_id"].cast(pa.string()))
-        out: dict[str, np.ndarray] = {}
-        for name in OUTCOME_COLUMNS:
-            if name not in outcomes.column_names:
-                continue
-            col = outcomes[name].combine_chunks().cast(pa.float64())
-            taken = col.take(pos)
-            out[name] = np.asarray(
-                pc.fill_null(taken, np.nan).to_numpy(zero_copy_only=False), dtype=np.float64
-            )
-        return out
 
     def _common_columns(self, other: CohortModel) -> list[str]:
         theirs = set(other.feature_names_in_.tolist())
@@ -745,6 +653,7 @@ class CohortModel(ClusterMixin, BaseEstimator):
             "archetypes": [a.to_dict() for a in self.archetypes_.values()],
             "population_moments": {k: list(v) for k, v in self.population_moments_.items()},
             "reference_bins": self.reference_bins_,
+            "distance_p99": self.distance_p99_ if math.isfinite(self.distance_p99_) else None,
             "drift": None if self.drift_ is None else self.drift_.to_dict(),
         }
 
@@ -802,6 +711,8 @@ class CohortModel(ClusterMixin, BaseEstimator):
             k: {"edges": list(v["edges"]), "shares": list(v["shares"])}
             for k, v in d["reference_bins"].items()
         }
+        p99 = d.get("distance_p99")  # absent from artifacts made before the OOD check
+        model.distance_p99_ = math.nan if p99 is None else float(p99)
         model.drift_ = None if d["drift"] is None else DriftReport.from_dict(d["drift"])
         model.matches_ = () if model.drift_ is None else model.drift_.matches
         model.retired_ids_ = () if model.drift_ is None else model.drift_.retired_ids
@@ -813,60 +724,3 @@ class CohortModel(ClusterMixin, BaseEstimator):
         """Cohort id -> archetype name (insufficient-data cohort included)."""
         self._check_fitted()
         return {cid: a.name for cid, a in self.archetypes_.items()}
-
-
-def drift_report(
-    previous: CohortModel,
-    current: CohortModel,
-    X: mx.FeatureTable | np.ndarray,  # noqa: N803
-    previous_assignments: pa.Table | None = None,
-) -> DriftReport:
-    """What changed from ``previous`` to ``current`` on the learners of ``X``.
-
-    Per-feature PSI of ``X`` against the previous training data, PSI of the cohort shares
-    (previous training shares vs ``current`` on ``X``, by stable id), the share of learners
-    whose cohort id changed (against ``previous_assignments`` — a ``learner_id``,
-    ``cohort_id`` table — when given, else against ``previous.predict(X)``), and the centroid
-    matches recorded when ``current`` was fitted with ``previous``.
-    """
-    labels = current.predict(X)
-    columns: dict[str, np.ndarray] = {}
-    if not isinstance(X, np.ndarray):
-        names = set(mx.column_names(X))
-        for col in previous.reference_bins_:
-            if col in names:
-                columns[col] = mx.float_column(X, col)
-    prev_shares = {c: a.share for c, a in previous.archetypes_.items()}
-    cur_ids, cur_counts = np.unique(labels, return_counts=True)
-    cur_shares = {int(i): float(c) / len(labels) for i, c in zip(cur_ids, cur_counts, strict=True)}
-    for cid in [INSUFFICIENT_COHORT, *current.cohort_ids_.tolist()]:
-        cur_shares.setdefault(int(cid), 0.0)
-    if previous_assignments is not None and not isinstance(X, np.ndarray):
-        ids = pa.array(mx.string_column(X, "learner_id"), pa.string())
-        value_set = previous_assignments["learner_id"].cast(pa.string())
-        pos = pc.index_in(ids, value_set=value_set)
-        found = np.asarray(pc.is_valid(pos).to_numpy(zero_copy_only=False), dtype=bool)
-        taken = previous_assignments["cohort_id"].take(pos.filter(pc.is_valid(pos)))
-        prev_labels = np.asarray(taken.to_numpy(), dtype=np.int64)
-        frac, trans = changed_share(prev_labels, labels[found])
-        n_cmp, basis = int(found.sum()), "assignments"
-    else:
-        frac, trans = changed_share(previous.predict(X), labels)
-        n_cmp, basis = len(labels), "reassignment"
-    matches = getattr(current, "matches_", ())
-    carried = [m for m in matches if m.carried]
-    shift = float(np.mean([m.distance for m in carried])) if carried else math.nan
-    return DriftReport(
-        previous_run=previous.feature_run_,
-        matches=tuple(matches),
-        retired_ids=tuple(getattr(current, "retired_ids_", ())),
-        features=feature_drift(previous.reference_bins_, columns),
-        cohort_share_psi=share_psi(prev_shares, cur_shares),
-        previous_shares=prev_shares,
-        current_shares=cur_shares,
-        changed_share=frac,
-        n_compared=n_cmp,
-        changed_basis=basis,
-        mean_centroid_shift=shift,
-        transitions=trans,
-    )

@@ -59,13 +59,13 @@ class FeatureSpec:
 
 #: Features k-means clusters on by default: three behavioural axes, two readings each, so
 #: each axis weighs the same: activity (events per active week, log; weeks with activity),
-#: focus (affinity entropy on the logit scale; top domain's share), memory (half-life, log;
-#: recall probability 7 days after a review). Velocity is profiled, not clustered: its
-#: per-learner estimate is too noisy to separate learners (docs/COHORTS.md).
+#: focus (effective number of domains, log, i.e. the entropy; top domain's share), memory
+#: (half-life, log; recall probability 7 days after a review). Velocity is profiled, not
+#: clustered (docs/COHORTS.md).
 DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("engagement_events_per_week", "log"),
     FeatureSpec("active_weeks", "identity"),
-    FeatureSpec("affinity_entropy_norm", "logit"),
+    FeatureSpec("affinity_effective_domains", "log"),
     FeatureSpec("affinity_top_share", "identity"),
     FeatureSpec("half_life_days", "log"),
     FeatureSpec("p_recall_7d", "identity"),
@@ -78,7 +78,7 @@ DEFAULT_PROFILE_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("ability_logit", "identity"),
     FeatureSpec("engagement_events_per_week", "log"),
     FeatureSpec("active_weeks", "identity"),
-    FeatureSpec("affinity_entropy_norm", "identity"),
+    FeatureSpec("affinity_effective_domains", "identity"),
     FeatureSpec("affinity_top_share", "identity"),
     FeatureSpec("half_life_days", "log"),
     FeatureSpec("p_recall_7d", "identity"),

@@ -143,6 +143,7 @@ def render_report(
         _outcomes_section(model, cards),
         _selection_section(model),
         _drift_section(model),
+        _ood_section(model, X),
     ]
     body = "".join(s for s in sections if s)
     return (
@@ -723,6 +724,46 @@ def _selection_section(model: CohortModel) -> str:
         f"{sel.silhouette_sample_size:,}.",
         f'<div class="panel">{legend}{svg.render()}</div>',
     )
+
+
+# ---------------------------------------------------------------------- out of distribution
+
+
+def _ood_section(model: CohortModel, X: mx.FeatureTable | None) -> str:  # noqa: N803
+    """How far the reported learners lie from the training population (needs ``X``)."""
+    if X is None:
+        return ""
+    from cohortlens.cohorts.ood import ood_summary
+
+    o = ood_summary(model, X)
+    lead = (
+        "Share of learners farther from every cohort centre than 99 % of the model's training "
+        f"learners (about 1 % on data like the training data; a warning above "
+        f"{o.max_share:.0%}), and the PSI of each feature against the training deciles."
+    )
+    if not math.isfinite(o.share_beyond):
+        return _section(
+            "Out of distribution",
+            lead,
+            "<p class='note'>The model predates this check (no training distance stored).</p>",
+        )
+    chips = (
+        f"<div class='chips'><div class='chip'><b>{pct(o.share_beyond, 1)}</b><span>of "
+        f"{o.n_assessed:,} learners beyond the training 99th-percentile distance "
+        f"({fmt(o.distance_p99, 2)} scaled units)</span></div></div>"
+    )
+    warn = f"<p class='note'><b>Warning:</b> {esc(o.message)}</p>" if o.warning else ""
+    rows = "".join(
+        f"<tr><td>{esc(f.column)}</td><td>{_psi_text(f.psi)}</td><td>{esc(f.status)}</td></tr>"
+        for f in sorted(o.features, key=lambda f: -f.psi if math.isfinite(f.psi) else 0.0)
+    )
+    table = (
+        f"<table><thead><tr><th>feature</th><th>PSI</th><th>status</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    return _section("Out of distribution", lead, chips + warn + table)
 
 
 # ---------------------------------------------------------------------- drift

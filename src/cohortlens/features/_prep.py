@@ -524,17 +524,23 @@ def _item_order(  # pragma: no cover - jit
 @nb.njit(cache=True, nogil=True)
 def _item_sums(  # pragma: no cover - jit
     item: np.ndarray, y: np.ndarray, n_items: int, domain: np.ndarray, n_domains: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Graded events and outcome sums per item code (in row order); events per domain code."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Graded events and outcome sums per item code (in row order); events per domain code;
+    the smallest domain code each item appears with (domain codes are sorted names)."""
     n = np.zeros(n_items, np.int64)
     s = np.zeros(n_items)
     dom = np.zeros(n_domains)
+    item_dom = np.full(n_items, n_domains, np.int64)
     for i in range(item.shape[0]):
-        dom[domain[i]] += 1.0
+        d = domain[i]
+        dom[d] += 1.0
+        it = item[i]
+        if d < item_dom[it]:
+            item_dom[it] = d
         if not np.isnan(y[i]):
-            n[item[i]] += 1
-            s[item[i]] += y[i]
-    return n, s, dom
+            n[it] += 1
+            s[it] += y[i]
+    return n, s, dom, item_dom
 
 
 def encoded_item_stats(enc: Encoded, params: VelocityParams | None = None) -> ItemStats:
@@ -542,7 +548,7 @@ def encoded_item_stats(enc: Encoded, params: VelocityParams | None = None) -> It
     if enc.num_rows == 0:
         return ItemStatsAccumulator().finish(params)
     c = enc.columns
-    n, s, dom = _item_sums(
+    n, s, dom, item_dom = _item_sums(
         c["item"], c["outcome"], len(enc.item_ids), c["domain"], len(enc.domains)
     )
-    return item_stats_from_counts(enc.item_ids, n, s, enc.domains, dom, params)
+    return item_stats_from_counts(enc.item_ids, n, s, enc.domains, dom, params, item_dom)

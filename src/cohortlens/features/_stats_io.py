@@ -1,7 +1,8 @@
 """Global statistics as JSON, kept with a feature table so new learners can be scored later.
 
 The service computes features of learners it has not seen (``POST /v1/cohorts/assign`` with
-events) against the *same* item difficulties and retention prior as the stored run; the
+events) against the *same* item difficulties, retention and velocity populations as the
+stored run (runs written before the velocity population existed decode with its defaults); the
 feature table carries them in its schema metadata under :data:`STATS_KEY`. Encoding is
 generic over the dataclass fields (NumPy arrays, Arrow arrays, scalars, tuples), so a new
 field in :class:`~cohortlens.features.stats.ItemStats` needs no change here.
@@ -16,7 +17,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cohortlens.features.stats import GlobalStats, ItemStats, RetentionPopulation
+from cohortlens.features.stats import (
+    GlobalStats,
+    ItemStats,
+    RetentionPopulation,
+    VelocityPopulation,
+)
 
 #: Schema-metadata key of the encoded :class:`GlobalStats`.
 STATS_KEY = b"cohortlens.global_stats"
@@ -52,7 +58,13 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 def stats_to_json(stats: GlobalStats) -> str:
     """One JSON document holding every field of ``stats``."""
-    return json.dumps({"items": _fields(stats.items), "retention": _fields(stats.retention)})
+    return json.dumps(
+        {
+            "items": _fields(stats.items),
+            "retention": _fields(stats.retention),
+            "velocity": _fields(stats.velocity),
+        }
+    )
 
 
 def stats_from_json(text: str | bytes) -> GlobalStats:
@@ -60,7 +72,8 @@ def stats_from_json(text: str | bytes) -> GlobalStats:
     raw = json.loads(text)
     items = ItemStats(**{k: _decode(v) for k, v in raw["items"].items()})
     retention = RetentionPopulation(**{k: _decode(v) for k, v in raw["retention"].items()})
-    return GlobalStats(items=items, retention=retention)
+    velocity = VelocityPopulation(**{k: _decode(v) for k, v in raw.get("velocity", {}).items()})
+    return GlobalStats(items=items, retention=retention, velocity=velocity)
 
 
 def attach_stats(features: pa.Table, stats: GlobalStats) -> pa.Table:

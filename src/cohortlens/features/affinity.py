@@ -1,9 +1,11 @@
-"""Domain affinity: Dirichlet-smoothed share of activity per domain and its normalized entropy.
+"""Domain affinity: how a learner's activity spreads over domains, from the learner's own events.
 
 Weights are capped durations where the learner has any (a missing duration takes the learner's
-mean), else event counts; they are rescaled to event-equivalents (sum = n events) so the prior's
-pseudo-events are comparable: ``p_d = (n * raw_d + A * pi_d) / (n + A)`` with ``pi`` the platform
-domain shares. Entropy ``H / ln K`` over the platform's K domains (0 when K = 1).
+mean), else event counts. Raw shares ``r_d = W_d / W``; the plug-in entropy
+``H = -sum r_d ln r_d`` gets the Miller-Madow correction ``(m - 1) / (2 n)`` (m domains touched,
+n events; capped at ``ln m``), and the feature is the **effective number of domains**
+``exp(H)`` (1 = one domain; k = k domains used equally). Nothing depends on how many domains
+the platform (other learners) has.
 """
 
 from __future__ import annotations
@@ -25,18 +27,17 @@ def _affinity_kernel(  # pragma: no cover - jit
     starts: np.ndarray,
     domain: np.ndarray,
     duration: np.ndarray,
-    prior: np.ndarray,
-    prior_events: float,
+    n_domains: int,
+    miller_madow: bool,
     duration_cap: float,
     breadth_min: float,
 ) -> tuple[np.ndarray, ...]:
     n_l = starts.shape[0] - 1
-    k = prior.shape[0]
+    k = n_domains
     ent = np.full(n_l, np.nan)
     top = np.full(n_l, -1, np.int64)
     top_share = np.full(n_l, np.nan)
     breadth = np.zeros(n_l, np.int64)
-    log_k = np.log(k) if k > 1 else 1.0
     for li in nb.prange(n_l):
         a = starts[li]
         b = starts[li + 1]
@@ -66,17 +67,20 @@ def _affinity_kernel(  # pragma: no cover - jit
         best = -1.0
         best_d = 0
         nb_ = 0
+        m = 0
         for d in range(k):
             raw = w[d] / total
             if raw >= breadth_min:
                 nb_ += 1
-            p = (n * raw + prior_events * prior[d]) / (n + prior_events)
-            if p > 0.0:
-                h -= p * np.log(p)
-            if p > best:
-                best = p
+            if raw > 0.0:
+                h -= raw * np.log(raw)
+                m += 1
+            if raw > best:
+                best = raw
                 best_d = d
-        ent[li] = h / log_k if k > 1 else 0.0
+        if miller_madow and m > 1:
+            h = min(h + (m - 1) / (2.0 * n), np.log(m))
+        ent[li] = h
         top[li] = best_d
         top_share[li] = best
         breadth[li] = nb_
@@ -87,7 +91,8 @@ def _affinity_kernel(  # pragma: no cover - jit
 class AffinityResult:
     """Per-learner affinity columns (learner order of the ``Prepared`` input)."""
 
-    entropy_norm: np.ndarray
+    entropy_nats: np.ndarray
+    effective_domains: np.ndarray
     top_domain: np.ndarray
     top_share: np.ndarray
     breadth: np.ndarray
@@ -95,31 +100,31 @@ class AffinityResult:
 
 
 def archetype_codes(
-    entropy_norm: np.ndarray, top_share: np.ndarray, n_domains: int, params: AffinityParams
+    effective_domains: np.ndarray, top_share: np.ndarray, params: AffinityParams
 ) -> np.ndarray:
-    """0 specialist, 1 focused, 2 generalist, -1 undefined (one platform domain or no events)."""
+    """0 specialist, 1 focused, 2 generalist, -1 undefined (no events)."""
     code = np.where(
-        (top_share >= params.specialist_top_share) | (entropy_norm < params.specialist_max_entropy),
+        (top_share >= params.specialist_top_share)
+        | (effective_domains < params.specialist_max_effective_domains),
         0,
-        np.where(entropy_norm > params.generalist_min_entropy, 2, 1),
+        np.where(effective_domains > params.generalist_min_effective_domains, 2, 1),
     )
-    code = np.where(np.isnan(entropy_norm), -1, code)
-    if n_domains < 2:
-        code[:] = -1
-    return code.astype(np.int64)
+    return np.where(np.isnan(effective_domains), -1, code).astype(np.int64)
 
 
 def compute_affinity(prep: Prepared, items: ItemStats, params: AffinityParams) -> AffinityResult:
-    """Smoothed shares, normalized entropy, top domain, breadth and archetype per learner."""
-    prior = np.ascontiguousarray(items.domain_share, dtype=np.float64)
+    """Entropy, effective number of domains, top domain, breadth and archetype per learner.
+
+    ``items`` only names the domains (codes); its counts are not used.
+    """
     ent, top, share, breadth = _affinity_kernel(
         prep.starts,
         prep.domain,
         prep.duration_s,
-        prior,
-        params.prior_events,
+        max(len(items.domains), 1),
+        params.miller_madow,
         params.duration_cap_s,
         params.breadth_min_share,
     )
-    arch = archetype_codes(ent, share, len(prior), params)
-    return AffinityResult(ent, top, share, breadth, arch)
+    eff = np.exp(ent)
+    return AffinityResult(ent, eff, top, share, breadth, archetype_codes(eff, share, params))

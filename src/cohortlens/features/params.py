@@ -3,38 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 
 @dataclass(frozen=True)
 class VelocityParams:
-    """Learning velocity: online Elo ability trajectory, then an EMA of weekly gains.
+    """Learning velocity: the trend of each learner's ability (hierarchical logistic model).
 
     Attributes:
-        elo_alpha: numerator of the uncertainty step K(n) = alpha / (1 + beta * n) (Pelánek 2016).
-        elo_beta: how fast the step shrinks with n, the learner's earlier graded events.
-        elo_k_min: floor of the step, so the ability keeps tracking a learner who grows.
-        domain_weight: share of each update given to the learner's per-domain offset
-            (0 disables domain offsets; the global ability always gets the full step).
-        half_life_weeks: half-life of the EMA over weekly ability gains (and weekly activity).
-        min_graded_events: fewer graded events than this gives a null velocity.
-        min_active_weeks: fewer weeks with graded events than this gives a null velocity.
+        guess_floor: success floor g of the trend model, ``P = g + (1 - g) sigmoid(...)``
+            (0.25: four-option items; 0 for open answers). Fixed, not fitted: with the
+            difficulty scale it is poorly identified.
+        min_graded_events: fewer graded first attempts than this gives a null velocity.
+        min_active_weeks: fewer ISO weeks with graded first attempts gives a null velocity.
+        max_posterior_sd_share: a velocity whose posterior sd exceeds this share of the
+            population spread ``sigma_velocity`` is null (``too_uncertain``): the learner's
+            attempts barely narrowed the prior.
+        credible_mass: mass of the reported credible interval of the velocity.
         difficulty_prior_events: pseudo-events of the smoothed item error-rate logit.
-        first_attempts_only: update ability only on a learner's first attempt of each item
-            (repeats measure memory, the retention engine's job); repeats are still predicted.
-        burn_in_events: the week in which the learner's ability has absorbed this many
-            events is the baseline of the weekly gains (earlier moves are convergence from the
-            prior, not learning).
-        ability_step: step of the global ability update. ``elo`` (default): K(n) above.
-            ``kalman`` (Glicko-style): K = posterior variance, which shrinks with each event's
-            Fisher information and grows by ``drift_var_logit2_per_week`` per elapsed week.
-        prior_var_logit2: prior variance of the ability (``kalman``).
-        drift_var_logit2_per_week: variance added per elapsed week (``kalman``).
-        guess_floor: success floor g of the ability model, P = g + (1 - g) sigmoid(...).
+        fit_sample_permille: learners (by stable hash) whose attempts fit the population.
+        max_fit_attempts: cap on graded first attempts in the population fit (whole learners
+            in increasing hash order).
+        em_iterations: at most this many alternations of the population fit.
+        em_tolerance: the alternations stop once kappa, the start-ability prior (logits) and
+            ten times the velocity prior (logits / week) move by at most this.
+        kappa_bounds: range of the difficulty scale kappa.
+        half_life_weeks: half-life of the weekly EMAs of activity (engagement velocity).
+        elo_alpha, elo_beta, elo_k_min: next-attempt predictor (validation only): online Elo
+            step K(n) = max(alpha / (1 + beta n), k_min) (Pelánek 2016).
+        domain_weight: share of each Elo update given to the learner's per-domain offset.
+        first_attempts_only: the Elo ability updates only on first attempts of an item.
+        elo_guess_floor: success floor of the Elo predictor.
         current_knowledge: predict repeats of an item from the learner's current knowledge of
-            it (Pelánek et al. 2017 prior/current model) instead of the prior knowledge
-            ``theta + theta_d - b_i``. Affects only next-attempt predictions (validation),
-            never ``theta`` or the feature columns.
+            it (Pelánek et al. 2017 prior/current model) instead of the prior knowledge.
         current_step_correct: step gamma of the current knowledge after a correct answer,
             ``m += gamma (1 - P)`` (proso-apps production constant 3.4).
         current_step_wrong: step delta after a wrong answer, ``m += delta (0 - P)`` (0.3).
@@ -42,20 +43,24 @@ class VelocityParams:
             ``time_shift / seconds since the previous attempt of the item`` (80 s).
     """
 
+    guess_floor: float = 0.25
+    min_graded_events: int = 20
+    min_active_weeks: int = 2
+    max_posterior_sd_share: float = 0.9
+    credible_mass: float = 0.80
+    difficulty_prior_events: float = 5.0
+    fit_sample_permille: int = 1000
+    max_fit_attempts: int = 200_000
+    em_iterations: int = 100
+    em_tolerance: float = 1e-3
+    kappa_bounds: tuple[float, float] = (0.1, 10.0)
+    half_life_weeks: float = 4.0
     elo_alpha: float = 0.8
     elo_beta: float = 0.2
     elo_k_min: float = 0.02
     domain_weight: float = 0.5
-    half_life_weeks: float = 4.0
-    min_graded_events: int = 20
-    min_active_weeks: int = 2
-    difficulty_prior_events: float = 5.0
     first_attempts_only: bool = True
-    guess_floor: float = 0.0
-    burn_in_events: int = 1
-    ability_step: Literal["elo", "kalman"] = "elo"
-    prior_var_logit2: float = 1.0
-    drift_var_logit2_per_week: float = 0.01
+    elo_guess_floor: float = 0.0
     current_knowledge: bool = True
     current_step_correct: float = 3.4
     current_step_wrong: float = 0.3
@@ -64,23 +69,24 @@ class VelocityParams:
 
 @dataclass(frozen=True)
 class AffinityParams:
-    """Domain affinity: Dirichlet-smoothed activity shares and their normalized entropy.
+    """Domain affinity: the learner's own activity shares and their effective number of domains.
 
     Attributes:
-        prior_events: total Dirichlet pseudo-count, spread over domains by platform share.
+        miller_madow: add the Miller-Madow bias correction ``(m - 1) / (2 n)`` to the plug-in
+            entropy (m domains touched, n events; capped at ``ln m``).
         duration_cap_s: longer durations are capped (idle tabs), in seconds.
-        breadth_min_share: a domain counts toward breadth at this (raw) share or more.
-        specialist_top_share: top smoothed share at or above this makes a specialist.
-        specialist_max_entropy: normalized entropy below this makes a specialist.
-        generalist_min_entropy: normalized entropy above this makes a generalist.
+        breadth_min_share: a domain counts toward breadth at this share or more.
+        specialist_top_share: a top-domain share at or above this makes a specialist.
+        specialist_max_effective_domains: fewer effective domains than this make a specialist.
+        generalist_min_effective_domains: more effective domains than this make a generalist.
     """
 
-    prior_events: float = 2.0
+    miller_madow: bool = True
     duration_cap_s: float = 1800.0
     breadth_min_share: float = 0.10
     specialist_top_share: float = 0.70
-    specialist_max_entropy: float = 0.30
-    generalist_min_entropy: float = 0.70
+    specialist_max_effective_domains: float = 1.75
+    generalist_min_effective_domains: float = 3.5
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 1. Spill pass: stream the source in record batches; hash every learner to one of
    ``n_partitions`` buckets (:func:`partition_of`, stable across processes); append the rows to
    per-bucket Arrow IPC files (lz4); fold item statistics on the way (the global pass).
-2. Fit pass: per bucket, the review pairs of the hash-sampled learners -> the retention
-   population model (empirical-Bayes prior), merged in hash order (independent of buckets).
-3. Kernel pass: :func:`feature_kernel` per bucket in worker processes.
+2. Fit pass: per bucket, the review pairs and graded first attempts of the hash-sampled
+   learners -> the retention and velocity population models (empirical-Bayes priors), merged
+   in hash order (independent of buckets).
+3. Kernel pass: the per-learner MAPs (:func:`feature_kernel`) per bucket in worker processes.
 Peak memory is about one bucket per worker plus the spill buffers, whatever the source size.
 """
 
@@ -41,10 +42,12 @@ from cohortlens.features._stats_io import attach_stats
 from cohortlens.features.engine import (
     FEATURE_SCHEMA,
     PairSample,
+    TrendSample,
     finish_features,
     global_stats_from,
     partial_features,
     sample_pairs,
+    sample_trend,
 )
 from cohortlens.features.params import FeatureParams
 from cohortlens.features.stats import GlobalStats, ItemStats, ItemStatsAccumulator
@@ -221,28 +224,31 @@ def _read_partition(files: list[str]) -> pa.Table:
 
 def _phase_a_worker(
     files: list[str], items: ItemStats, params: FeatureParams, cache: str
-) -> PairSample:
-    """Read + prepare a bucket once: partial features cached to disk, fit-sample pairs returned."""
+) -> tuple[PairSample, TrendSample]:
+    """Read + prepare a bucket once: partial features cached to disk, fit samples returned."""
     table = _read_partition(files)
     if table.num_rows == 0:
-        return PairSample.empty()
+        return PairSample.empty(), TrendSample.empty()
     prep = prepare(table, items)
     partial = partial_features(prep, items, params)
     with open(cache, "wb") as fh:
         pickle.dump(partial, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return sample_pairs(prep, params.retention, partial.pairs)
+    return (
+        sample_pairs(prep, params.retention, partial.pairs),
+        sample_trend(prep, params.velocity, partial.trend),
+    )
 
 
 def _phase_b_worker(
     cache: str, stats: GlobalStats, params: FeatureParams, out_path: str | None
 ) -> pa.Table | str:
-    """Finish a bucket: per-learner retention MAP under the fitted population model."""
+    """Finish a bucket: per-learner velocity and retention MAPs under the population models."""
     if not os.path.exists(cache):
         feats = FEATURE_SCHEMA.empty_table()
     else:
         with open(cache, "rb") as fh:
             partial = pickle.load(fh)
-        feats = finish_features(partial, stats.retention, params)
+        feats = finish_features(partial, stats, params)
     if out_path is None:
         return feats
     pq.write_table(feats, out_path)
@@ -326,10 +332,11 @@ def _build_in_memory(
         partial = partial_features(prep, items, params)
         tell(on_progress, _COMPUTING, 2, _IN_MEMORY_STAGES, "stages")
         sample = sample_pairs(prep, params.retention, partial.pairs)
+        trend = sample_trend(prep, params.velocity, partial.trend)
         del prep
-        stats = global_stats_from(items, [sample], params)
+        stats = global_stats_from(items, [sample], params, [trend])
         tell(on_progress, _COMPUTING, 3, _IN_MEMORY_STAGES, "stages")
-        feats = attach_stats(finish_features(partial, stats.retention, params), stats)
+        feats = attach_stats(finish_features(partial, stats, params), stats)
         tell(on_progress, _COMPUTING, _IN_MEMORY_STAGES, _IN_MEMORY_STAGES, "stages")
         return feats
     finally:
@@ -440,7 +447,9 @@ def build_features(
                 0,
                 2 * n_parts,
             )
-            stats = global_stats_from(items, samples, params)
+            stats = global_stats_from(
+                items, [p for p, _ in samples], params, [t for _, t in samples]
+            )
             outs: list[str | None] = [None] * n_parts
             if out_dir is not None:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,11 @@ The local engine's plan (docs/FEATURES.md), with Spark doing the data movement
 
 1. **Global pass** — item graded counts and per-domain event counts from one Spark
    aggregate, finished by the local code (:class:`ItemStatsAccumulator`); the review-pair
-   sample of the retention population drawn per group by :func:`sample_pairs` over the
-   learners with the lowest hashes, cut to ``max_fit_pairs`` in Spark, collected, and fitted
-   on the driver (:func:`global_stats_from`). The :class:`GlobalStats` is broadcast.
+   sample of the retention population and the graded-first-attempt sample of the velocity
+   population drawn per group by :func:`sample_pairs` / :func:`sample_trend` over the
+   learners with the lowest hashes, cut to ``max_fit_pairs`` / ``max_fit_attempts`` in Spark,
+   collected, and fitted on the driver (:func:`global_stats_from`). The
+   :class:`GlobalStats` is broadcast.
 2. **Kernel pass** — every event gets its learner's bucket (``learner_hash % n_buckets``,
    computed by an Arrow UDF calling :func:`partition_of`, so both engines share one hash
    implementation); ``groupBy(bucket).applyInArrow`` hands each bucket's events to
@@ -44,13 +46,16 @@ from cohortlens.features._prep import prepare
 from cohortlens.features.engine import (
     FEATURE_SCHEMA,
     PairSample,
+    TrendSample,
     feature_kernel,
     global_stats_from,
     sample_pairs,
+    sample_trend,
 )
-from cohortlens.features.params import FeatureParams, RetentionParams
+from cohortlens.features.params import FeatureParams
 from cohortlens.features.pipeline import EVENTS_PER_PARTITION
 from cohortlens.features.stats import GlobalStats, ItemStats, ItemStatsAccumulator
+from cohortlens.features.velocity import trend_observations
 
 if TYPE_CHECKING:
     from pyspark.sql.column import Column
@@ -70,6 +75,11 @@ FIT_SHARE_SLACK = 16.0
 _SAMPLE_SCHEMA = T.StructType(
     [T.StructField("hash_key", T.LongType(), False)]
     + [T.StructField(c, T.DoubleType(), False) for c in ("gap_days", "recalled", "x0", "x1", "x2")]
+)
+#: One row per sampled graded first attempt of the velocity population fit.
+_TREND_SCHEMA = T.StructType(
+    [T.StructField("hash_key", T.LongType(), False)]
+    + [T.StructField(c, T.DoubleType(), False) for c in ("t_weeks", "difficulty", "outcome")]
 )
 
 
@@ -394,8 +404,14 @@ def item_stats_spark(
         if n:
             raise InputError(f"{label}: {n:,} event(s) have a null {c}; it is required")
     acc = ItemStatsAccumulator()
+    agg = agg.append_column("d_min", agg.column("domain").cast(pa.string()).fill_null("unknown"))
     item_schema = pa.schema(
-        [("item_id", pa.string()), ("o_count", pa.int64()), ("o_sum", pa.float64())]
+        [
+            ("item_id", pa.string()),
+            ("o_count", pa.int64()),
+            ("o_sum", pa.float64()),
+            ("d_min", pa.string()),
+        ]
     )
     domain_schema = pa.schema([("domain", pa.string()), ("count_all", pa.int64())])
     acc.merge(
@@ -431,6 +447,28 @@ def _pair_sample(table: pa.Table) -> PairSample:
                 [np.asarray(table.column(c).to_numpy(), np.float64) for c in ("x0", "x1", "x2")]
             )
         ),
+    )
+
+
+def _trend_table(sample: TrendSample) -> pa.Table:
+    return pa.table(
+        {
+            "hash_key": pa.array((sample.learner_hash ^ _TOP_BIT).view(np.int64), pa.int64()),
+            "t_weeks": pa.array(sample.t_weeks, pa.float64()),
+            "difficulty": pa.array(sample.difficulty, pa.float64()),
+            "outcome": pa.array(sample.outcome, pa.float64()),
+        }
+    )
+
+
+def _trend_sample(table: pa.Table) -> TrendSample:
+    key = np.asarray(table.column("hash_key").to_numpy(), dtype=np.int64)
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
+
+    return TrendSample(
+        key.view(np.uint64) ^ _TOP_BIT, col("t_weeks"), col("difficulty"), col("outcome")
     )
 
 
@@ -480,48 +518,96 @@ def _global_stats(
     label: str,
     use_arrow: bool | None,
 ) -> GlobalStats:
-    """Item statistics (one aggregate), then the population fit on the sampled pairs.
+    """Item statistics (one aggregate), then the population fits on the samples.
 
     The retention population is fitted on the review pairs of the hash-sampled learners with
-    the lowest hashes, up to ``max_fit_pairs`` pairs. Only the graded events of learners in
-    the lowest share of the hash space (``FIT_SHARE_SLACK`` times what the cap needs at one
-    pair per graded event; widened and re-run in the rare case it holds too few pairs) are
-    shuffled; each bucket returns its sample in hash order (:func:`sample_pairs`), the cut is
-    found from per-learner counts, and only the kept pairs reach the driver — the same
-    pairs, in the same order, as the local engine's fit.
+    the lowest hashes, up to ``max_fit_pairs`` pairs, and the velocity population on their
+    graded first attempts (learners with at least ``min_graded_events``), up to
+    ``max_fit_attempts``. Only the graded events of learners in the lowest share of the hash
+    space are shuffled (:func:`_sample_until_complete`); each bucket returns its sample in
+    hash order (:func:`sample_pairs`, :func:`sample_trend`), the cut is found from per-learner
+    counts, and only the kept rows reach the driver — the same rows, in the same order, as
+    the local engine's fits.
     """
     items, _ = item_stats_spark(events, params, label)
-    retention = params.retention
-    # review pairs use graded events only (ungraded rows are skipped by the pair extraction)
+    retention, velocity = params.retention, params.velocity
+    # both samples use graded events only (pairs and first graded attempts skip the others)
     graded = events.where(F.col("outcome").isNotNull()).drop("duration_s")
-    graded = graded.withColumn("_key", fit_key_column("learner_id", retention.fit_sample_permille))
-    graded = graded.where(F.col("_key").isNotNull())
-    expected = float(items.n_graded.sum()) * retention.fit_sample_permille / 1000.0
-    share = FIT_SHARE_SLACK * retention.max_fit_pairs / max(expected, 1.0)
+
+    def pairs_of(table: pa.Table) -> pa.Table:
+        return _sample_table(sample_pairs(prepare(_events_table(table), items), retention))
+
+    def attempts_of(table: pa.Table) -> pa.Table:
+        prep = prepare(_events_table(table), items)
+        return _trend_table(sample_trend(prep, velocity, trend_observations(prep, items)))
+
+    expected = float(items.n_graded.sum())
+    pairs = _sample_until_complete(
+        graded,
+        pairs_of,
+        _SAMPLE_SCHEMA,
+        retention.fit_sample_permille,
+        retention.max_fit_pairs,
+        expected * retention.fit_sample_permille / 1000.0,
+        n_buckets,
+        use_arrow,
+    )
+    attempts = _sample_until_complete(
+        graded,
+        attempts_of,
+        _TREND_SCHEMA,
+        velocity.fit_sample_permille,
+        velocity.max_fit_attempts,
+        expected * velocity.fit_sample_permille / 1000.0,
+        n_buckets,
+        use_arrow,
+    )
+    return global_stats_from(items, [_pair_sample(pairs)], params, [_trend_sample(attempts)])
+
+
+def _sample_until_complete(
+    graded: DataFrame,
+    sampler: Callable[[pa.Table], pa.Table],
+    schema: T.StructType,
+    permille: int,
+    cap: int,
+    expected: float,
+    n_buckets: int,
+    use_arrow: bool | None,
+) -> pa.Table:
+    """The sample rows of the lowest-hash learners up to ``cap``, as the local engine's.
+
+    Only learners in the lowest share of the hash space (``FIT_SHARE_SLACK`` times what the
+    cap needs at one row per graded event; widened and re-run in the rare case it holds too
+    few rows) are shuffled.
+    """
+    keyed = graded.withColumn("_key", fit_key_column("learner_id", permille))
+    keyed = keyed.where(F.col("_key").isNotNull())
+    share = FIT_SHARE_SLACK * cap / max(expected, 1.0)
     share = 1.0 if share <= 0.0 else min(1.0, share)
     while True:
-        pairs, complete = _fit_sample(graded, items, retention, share, n_buckets, use_arrow)
+        rows, complete = _fit_sample(keyed, sampler, schema, cap, share, n_buckets, use_arrow)
         if complete or share >= 1.0:
-            break
+            return rows
         share = min(1.0, share * 8.0)
-    return global_stats_from(items, [_pair_sample(pairs)], params)
 
 
 def _fit_sample(
-    graded: DataFrame,
-    items: ItemStats,
-    retention: RetentionParams,
+    keyed: DataFrame,
+    sampler: Callable[[pa.Table], pa.Table],
+    schema: T.StructType,
+    cap: int,
     share: float,
     n_buckets: int,
     use_arrow: bool | None,
 ) -> tuple[pa.Table, bool]:
-    """Sample pairs of the learners in the lowest ``share`` of the hash space, cut to the cap.
+    """Sample rows of the learners in the lowest ``share`` of the hash space, cut to the cap.
 
-    Returns the kept pairs and whether they are certainly the global sample: true when the
+    Returns the kept rows and whether they are certainly the global sample: true when the
     cap falls inside the selected learners, every lower hash being selected (the caller also
     accepts the result once the share is the whole hash space).
     """
-    selected = graded
+    selected = keyed
     if share < 1.0:
         limit = max(math.floor(share * 2.0**64) - 2**63 - 1, -(2**63))
         selected = selected.where(F.col("_key") <= F.lit(limit))
@@ -532,13 +618,12 @@ def _fit_sample(
 
     def fit_sample(table: pa.Table) -> pa.Table:
         _task_threads()
-        prep = prepare(_events_table(table), items)
-        return _sample_table(sample_pairs(prep, retention))
+        return sampler(table)
 
-    samples = _apply_grouped(selected, fit_sample, _SAMPLE_SCHEMA, use_arrow=use_arrow).persist()
+    samples = _apply_grouped(selected, fit_sample, schema, use_arrow=use_arrow).persist()
     try:
         counts = _collect_arrow(samples.groupBy("hash_key").agg(F.count(F.lit(1)).alias("n")))
-        how, cut = _hash_cut(counts, retention.max_fit_pairs)
+        how, cut = _hash_cut(counts, cap)
         if how == "all":
             kept = samples
         elif how == "none":

@@ -21,8 +21,12 @@ class ItemStats:
     """Per-item graded counts and difficulty, and the platform's domains.
 
     ``difficulty`` is the smoothed logit of the item's error rate,
-    ``ln((fails + m(1-pbar)) / (successes + m pbar))`` with ``m`` pseudo-events at the global
-    success rate ``pbar``: an average learner (ability 0) succeeds with the item's smoothed rate.
+    ``ln((fails + m(1-pbar_d)) / (successes + m pbar_d))`` with ``m`` pseudo-events at the
+    success rate ``pbar_d`` of the item's domain (``item_domain``; the first by name when an item
+    appears in several): an average learner (ability 0) succeeds with the item's smoothed rate.
+    Smoothing within the domain keeps one domain's difficulties independent of the others.
+    ``mean_outcome`` (all graded events) gives ``default_difficulty``, for items unknown to
+    the stats.
     """
 
     item_ids: pa.Array
@@ -33,6 +37,7 @@ class ItemStats:
     domain_events: np.ndarray
     mean_outcome: float
     default_difficulty: float
+    item_domain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def domain_share(self) -> np.ndarray:
@@ -64,11 +69,34 @@ class RetentionPopulation:
 
 
 @dataclass(frozen=True)
+class VelocityPopulation:
+    """Population model of the ability trend (empirical Bayes prior and shared terms).
+
+    Graded first attempt j of learner l at ``t_j`` weeks after the learner's first one:
+    ``P = g + (1 - g) sigmoid(a_l + v_l t_j - kappa b_j)``, ``b_j`` the item difficulty of
+    :class:`ItemStats` and ``kappa`` its scale (the smoothed error logits of items are compressed
+    by the spread of the learners who attempted them; ``kappa`` restores the scale of the
+    learners' logits). ``a_l ~ N(mu_start, sigma_start^2)`` is the ability at the first attempt,
+    ``v_l ~ N(mu_velocity, sigma_velocity^2)`` the trend in logits per week.
+    """
+
+    kappa: float = 1.0
+    guess_floor: float = 0.25
+    mu_start_logit: float = 0.0
+    sigma_start_logit: float = 1.5
+    mu_velocity: float = 0.0
+    sigma_velocity: float = 0.25
+    n_attempts: int = 0
+    n_learners: int = 0
+
+
+@dataclass(frozen=True)
 class GlobalStats:
     """Everything a partition kernel needs besides its own events."""
 
     items: ItemStats
     retention: RetentionPopulation = field(default_factory=RetentionPopulation)
+    velocity: VelocityPopulation = field(default_factory=VelocityPopulation)
 
 
 class ItemStatsAccumulator:
@@ -87,12 +115,16 @@ class ItemStatsAccumulator:
             if "outcome" in table.column_names
             else pa.nulls(table.num_rows, pa.float64())
         )
-        items = pa.table({"item_id": table.column("item_id").cast(pa.string()), "o": outcome})
-        self._items.append(items.group_by("item_id").aggregate([("o", "count"), ("o", "sum")]))
         dom = (
             table.column("domain").cast(pa.string()).fill_null("unknown")
             if "domain" in table.column_names
             else pa.array(["unknown"] * table.num_rows, pa.string())
+        )
+        items = pa.table(
+            {"item_id": table.column("item_id").cast(pa.string()), "o": outcome, "d": dom}
+        )
+        self._items.append(
+            items.group_by("item_id").aggregate([("o", "count"), ("o", "sum"), ("d", "min")])
         )
         self._domains.append(
             pa.table({"domain": dom}).group_by("domain").aggregate([([], "count_all")])
@@ -115,9 +147,9 @@ class ItemStatsAccumulator:
         it = (
             pa.concat_tables(self._items)
             .group_by("item_id")
-            .aggregate([("o_count", "sum"), ("o_sum", "sum")])
+            .aggregate([("o_count", "sum"), ("o_sum", "sum"), ("d_min", "min")])
         )
-        self._items = [it.rename_columns(["item_id", "o_count", "o_sum"])]
+        self._items = [it.rename_columns(["item_id", "o_count", "o_sum", "d_min"])]
         dm = pa.concat_tables(self._domains).group_by("domain").aggregate([("count_all", "sum")])
         self._domains = [dm.rename_columns(["domain", "count_all"])]
 
@@ -141,13 +173,16 @@ class ItemStatsAccumulator:
         it = it.take(pc.sort_indices(it, [("item_id", "ascending")]))
         dm = self._domains[0]
         dm = dm.take(pc.sort_indices(dm, [("domain", "ascending")]))
+        domains = dm.column("domain").combine_chunks()
+        item_domain = pc.index_in(it.column("d_min"), value_set=domains)
         return item_stats_from_counts(
             it.column("item_id").combine_chunks(),
             np.asarray(it.column("o_count").to_numpy(), dtype=np.int64),
             np.asarray(it.column("o_sum").fill_null(0.0).to_numpy(), dtype=np.float64),
-            dm.column("domain").combine_chunks(),
+            domains,
             np.asarray(dm.column("count_all").to_numpy(), dtype=np.float64),
             params,
+            np.asarray(item_domain.fill_null(0).to_numpy(), dtype=np.int64),
         )
 
 
@@ -158,15 +193,28 @@ def item_stats_from_counts(
     domains: pa.Array,
     domain_events: np.ndarray,
     params: VelocityParams | None = None,
+    item_domain: np.ndarray | None = None,
 ) -> ItemStats:
-    """Difficulties from per-item graded counts and outcome sums (items and domains sorted)."""
+    """Difficulties from per-item graded counts and outcome sums (items and domains sorted).
+
+    ``item_domain`` (index into ``domains`` per item) selects the success rate each item's
+    difficulty is smoothed toward: its domain's (all items in domain 0 when absent).
+    """
     params = params or VelocityParams()
     n, s = n_graded, sum_outcome
     total_n = int(n.sum())
     pbar = float(s.sum() / total_n) if total_n else 0.5
     pbar = min(max(pbar, 1e-3), 1 - 1e-3)
+    k = max(len(domains), 1)
+    if item_domain is None:
+        item_domain = np.zeros(len(n), np.int64)
+    dn = np.bincount(item_domain, weights=n, minlength=k)
+    ds = np.bincount(item_domain, weights=s, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pbar_d = np.clip(np.where(dn > 0, ds / np.maximum(dn, 1), 0.5), 1e-3, 1 - 1e-3)
+    pd_item = pbar_d[item_domain] if len(n) else np.zeros(0)
     m = params.difficulty_prior_events
-    diff = np.log((n - s + m * (1 - pbar)) / (s + m * pbar))
+    diff = np.log((n - s + m * (1 - pd_item)) / (s + m * pd_item))
     return ItemStats(
         item_ids=item_ids,
         n_graded=n,
@@ -176,6 +224,7 @@ def item_stats_from_counts(
         domain_events=domain_events,
         mean_outcome=pbar,
         default_difficulty=float(np.log((1 - pbar) / pbar)),
+        item_domain=np.asarray(item_domain, dtype=np.int64),
     )
 
 
