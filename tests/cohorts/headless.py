@@ -242,6 +242,14 @@ class Tab:
             raise RuntimeError(f"script failed: {reply['exceptionDetails']}")
         return reply["result"].get("value")
 
+    def wait_until(self, condition: str, timeout_s: float = 30) -> None:
+        """Poll the JavaScript ``condition`` until it is true (page events run meanwhile)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.eval(f"!!({condition})"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still false after {timeout_s} s: {condition}")
+            time.sleep(0.05)
+
     def click(self, selector: str) -> None:
         """A real mouse click in the middle of the first element matching ``selector``."""
         box = self.eval(

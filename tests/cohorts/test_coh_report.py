@@ -111,3 +111,32 @@ def test_the_browser_harness_catches_console_errors(tmp_path: Path) -> None:
     assert page.evaluated == 1
     assert any("boom" in e for e in page.console_errors)
     assert any("undefinedFunction" in e or "Uncaught" in e for e in page.console_errors)
+
+
+def test_drilldown_is_capped_so_the_report_size_does_not_grow_with_learners(
+    fitted: CohortModel, sim: SimData
+) -> None:
+    """Six times the learners: the same embedded rows per cohort, nearly the same size."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    base = sim.features
+    copies = [
+        base.set_column(
+            0, "learner_id", pc.binary_join_element_wise(f"c{i}-", base["learner_id"], "")
+        )
+        for i in range(6)
+    ]
+    big = pa.concat_tables(copies)
+    small_page = render_report(fitted, base, drilldown_rows=400)
+    big_page = render_report(fitted, big, drilldown_rows=400)
+    for page, n in ((small_page, base.num_rows), (big_page, big.num_rows)):
+        payloads = re.findall(r'class="dd-data">(.*?)</script>', page)
+        rows = [len(json.loads(p)["rows"]) for p in payloads]
+        assert len(rows) == len(_cards(fitted))
+        assert max(rows) == 400  # capped
+        assert "at most 400 learners per cohort" in page  # and the report says so
+        assert f"{n:,}" in page  # the totals still count everyone
+    assert len(big_page) < 1.05 * len(small_page)  # (the copies' ids are 3 characters longer)

@@ -148,9 +148,7 @@ def oulad() -> Dataset:
     specs = [
         MetricSpec("completed", MetricKind.BINARY),
         MetricSpec("assessments", MetricKind.MEAN),
-        MetricSpec(
-            "churned", MetricKind.BINARY, role=MetricRole.GUARDRAIL, lower_is_better=True
-        ),
+        MetricSpec("churned", MetricKind.BINARY, role=MetricRole.GUARDRAIL, lower_is_better=True),
     ]
     reports = {"cohorts": cohort_html}
     reports |= _experiment_reports(

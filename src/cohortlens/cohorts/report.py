@@ -396,7 +396,9 @@ def _drilldown_section(
         "Open a cohort to see its learners: click a column header to sort, type in the filter "
         "box to keep matching rows, and download the rows shown as CSV. Distance to centre is "
         "how far a learner sits from the cohort's typical profile (0 = exactly typical); the "
-        "typical learners are the members nearest the centre."
+        "typical learners are the members nearest the centre. The tables hold the "
+        f"{count(mx.n_rows(X))} learners of the feature table given (the cards above describe "
+        f"the {count(model.n_learners_)} the model was fitted on)."
     )
     sampled = any(g.sampled for g in groups)
     if sampled:
@@ -458,7 +460,7 @@ def _sizes_chart(cards: Sequence[Archetype]) -> str:
         x = x0 + span * t / hi
         svg.line(x, top, x, plot_bottom, GRID)
         svg.text(x, plot_bottom + 16, pct(t), 11.5, "middle", MUTED)
-    y = top
+    y: float = top
     for c, ls, h in zip(cards, labels, heights, strict=True):
         _label_block(svg, x0 - 12, y + h / 2, ls)
         w = span * c.share / hi
@@ -508,7 +510,7 @@ def _profile_heatmap(model: CohortModel, cards: Sequence[Archetype]) -> str:
         unit_lines = wrap(unit, cell_w - 6, 10.5) if unit else []
         if unit_lines:
             svg.text(x, top - 5, unit_lines[0], 10.5, "middle", fill=MUTED)
-    y = top
+    y: float = top
     for c, ls, h in zip(cards, labels, heights, strict=True):
         svg.rect(left - 16, y + 6, 8, h - 12, cohort_colour(c.cohort_id))
         _label_block(svg, left - 24, y + h / 2, ls)
@@ -915,7 +917,7 @@ def _outcome_panel(
         w = text_width(avg_text, 11.5)
         ax = min(max(sx(overall), x0 + w / 2), x0 + plot_w - w / 2)
         svg.text(ax, top - 14, avg_text, 11.5, "middle", fill=MUTED)
-    y = top
+    y: float = top
     for (c, e), ls, h, text in zip(rows, labels, heights, texts, strict=True):
         colour = cohort_colour(c.cohort_id)
         cy = y + h / 2

@@ -305,12 +305,13 @@ def outcome_sentence(o: OutcomeLine, revenue_unit: str | None = None) -> str:
     """``85 % churned (95 % interval 83–87 %), 2.1× the average of 41 %``."""
     if o.kind == "rate":
         return (
-            f"{pct(o.value)} {o.outcome} (95 % interval {pct_interval(o.ci_lower, o.ci_upper)}), "
+            f"{pct(o.value)} {o.outcome} (95{NBSP}% interval "
+            f"{pct_interval(o.ci_lower, o.ci_upper)}), "
             f"{times(o.ratio)} the average of {pct(o.average)}"
         )
     unit = f" {revenue_unit}" if revenue_unit else ""
     return (
-        f"{o.outcome} per learner {fmt(o.value)}{unit} (95 % interval {fmt(o.ci_lower)}–"
+        f"{o.outcome} per learner {fmt(o.value)}{unit} (95{NBSP}% interval {fmt(o.ci_lower)}–"
         f"{fmt(o.ci_upper)}), {times(o.ratio)} the average of {fmt(o.average)}{unit}"
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from cohortlens.experiments.errors import AnalysisStatus, ReportStatus, Verdict
@@ -475,11 +476,11 @@ def _details_table(report: ExperimentReport, units: Mapping[str, str]) -> str:
         if seq:
             if rate:
                 seq_iv = interval(
-                    e.seq_ci_lower, e.seq_ci_upper, lambda v, d=dec: _pp(v, d), unit=NBSP + "pp"
+                    e.seq_ci_lower, e.seq_ci_upper, partial(_pp, decimals=dec), unit=NBSP + "pp"
                 )
             else:
                 seq_iv = interval(
-                    e.seq_ci_lower, e.seq_ci_upper, lambda v, d=dec: estimate(v, d, signed=True)
+                    e.seq_ci_lower, e.seq_ci_upper, partial(estimate, decimals=dec, signed=True)
                 ) + (f" {unit}" if unit else "")
             items += [
                 ("always-valid interval of the change", seq_iv),
@@ -490,7 +491,7 @@ def _details_table(report: ExperimentReport, units: Mapping[str, str]) -> str:
         impact = interval(
             e.impact_ci_lower,
             e.impact_ci_upper,
-            lambda v, d=impact_dec: estimate(v, d, signed=True),
+            partial(estimate, decimals=impact_dec, signed=True),
         )
         items += [
             (
@@ -585,7 +586,7 @@ def _forest_svg(rows: Sequence[_ForestRow], *, sequential: bool, y_title: str) -
             svg.text(x(t), plot_bottom + 15, label, 11, "middle", MUTED)
             right = x(t) + half
     svg.line(x(0.0), top - 4, x(0.0), plot_bottom, "#6b7280", 1.2, "4 3")
-    y = top
+    y: float = top
     for r, ls, h, text in zip(rows, lines, heights, texts, strict=True):
         e = r.effect
         cy = y + h / 2

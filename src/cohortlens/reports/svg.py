@@ -82,24 +82,27 @@ def text_width(text: str, size: float, bold: bool = False) -> float:
 
 
 def wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
-    """``text`` broken at spaces into lines no wider than ``width`` px (a single word wider
-    than ``width`` is broken after a hyphen, else kept whole: callers size for it)."""
-    words = [w for w in text.split(" ") if w]  # no-break spaces stay inside words
-    if not words:
+    """``text`` broken at spaces into lines no wider than ``width`` px. A word wider than
+    ``width`` is broken after its hyphens; a word that still does not fit is kept whole
+    (callers size their boxes from the lines returned). Nothing is dropped or cut."""
+    pieces: list[tuple[str, bool]] = []  # (piece, joins the previous piece without a space)
+    for word in (w for w in text.split(" ") if w):  # no-break spaces stay inside words
+        parts = [word]
+        if text_width(word, size, bold) > width and "-" in word[1:-1]:
+            parts = [p + "-" for p in word.split("-")[:-1]] + [word.split("-")[-1]]
+            parts = [p for p in parts if p]
+        pieces += [(p, i > 0) for i, p in enumerate(parts)]
+    if not pieces:
         return [""]
     lines: list[str] = []
     line = ""
-    for word in words:
-        candidate = f"{line} {word}" if line else word
-        if not line or text_width(candidate, size, bold) <= width:
-            if not line and text_width(word, size, bold) > width and "-" in word[1:-1]:
-                head, tail = word.split("-", 1)
-                lines.append(head + "-")
-                candidate = tail
-            line = candidate
-        else:
+    for piece, glued in pieces:
+        candidate = line + piece if glued else (f"{line} {piece}" if line else piece)
+        if line and text_width(candidate, size, bold) > width:
             lines.append(line)
-            line = word
+            line = piece
+        else:
+            line = candidate
     lines.append(line)
     return lines
 
