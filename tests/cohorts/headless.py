@@ -250,6 +250,10 @@ class Tab:
                 raise TimeoutError(f"still false after {timeout_s} s: {condition}")
             time.sleep(0.05)
 
+    def emulate_media(self, media: str) -> None:
+        """Lay the page out for ``print`` (or ``screen``) media."""
+        self.s.call("Emulation.setEmulatedMedia", {"media": media})
+
     def click(self, selector: str) -> None:
         """A real mouse click in the middle of the first element matching ``selector``."""
         box = self.eval(

@@ -230,3 +230,32 @@ def test_drilldown_sorts_filters_and_downloads(
     finally:
         tab.close()
     assert json.dumps(cols)  # the CSV header is the columns' machine names
+
+
+@pytest.mark.parametrize("report", ["cohorts", "experiment"])
+def test_print_styles_drop_the_tools_and_keep_the_width(
+    demo: Dataset, browser: Browser, tmp_path: Path, report: str
+) -> None:
+    tab = _open(browser, demo.reports[report], tmp_path / "r.html", width=1024)
+    try:
+        tab.eval("document.querySelectorAll('details').forEach(function(d){d.open=true;})")
+        tab.wait_until(
+            "!document.querySelector('details.dd') || document.querySelector('tbody tr')"
+        )
+        tab.emulate_media("print")
+        found = tab.eval(
+            "(function(){var s=function(q){var e=document.querySelector(q);"
+            "return e?getComputedStyle(e).display:'absent';};"
+            "return {tools:s('.dd-tools'),tip:s('#tip'),bg:getComputedStyle(document.body)"
+            ".backgroundColor,wide:document.documentElement.scrollWidth>window.innerWidth,"
+            "scroll:(function(){var e=document.querySelector('.dd-scroll');"
+            "return e?getComputedStyle(e).overflowY:'absent';})()};})()"
+        )
+    finally:
+        tab.close()
+    assert found["tip"] == "none"
+    assert found["bg"] == "rgb(255, 255, 255)"  # no page tint on paper
+    assert not found["wide"]
+    if report == "cohorts":
+        assert found["tools"] == "none"  # no filter box or button on paper
+        assert found["scroll"] == "visible"  # opened tables print in full
