@@ -62,7 +62,8 @@ def _experiment_reports(
 
 @pytest.fixture(scope="session")
 def demo() -> Dataset:
-    """The demo: 5,000 simulated learners (seed 7), and a simulated A/B test of 20,000."""
+    """The demo: 5,000 simulated learners (seed 7), cohorts fitted twice (so the report has
+    drift against the first fit), and a simulated A/B test of 20,000 learners."""
     from cohortlens.experiments.simulation import (
         SIMULATED_METRICS,
         ExperimentSimulationParams,
@@ -73,9 +74,18 @@ def demo() -> Dataset:
 
     sim = simulate(SimulationParams(n_learners=5_000, seed=7))
     features = compute_features(sim.events)
-    model = CohortModel(selection=FAST_SELECTION, random_state=7).fit(
-        features, outcomes=sim.outcomes, feature_run="demo"
+    first = CohortModel(selection=FAST_SELECTION, random_state=7).fit(
+        features, outcomes=sim.outcomes, feature_run="demo-1"
     )
+    # a second run on 90 % of the learners, matched to the first: the report has a drift section
+    keep = np.sort(np.random.default_rng(1).choice(features.num_rows, features.num_rows * 9 // 10))
+    model = CohortModel(selection=FAST_SELECTION, random_state=8).fit(
+        features.take(pa.array(np.unique(keep))),
+        outcomes=sim.outcomes,
+        previous=first,
+        feature_run="demo-2",
+    )
+    assert model.drift_ is not None
     cohort_html = render_report(
         model,
         features,

@@ -44,7 +44,6 @@ from cohortlens.reports.fmt import MINUS, count, fmt, pct, pct_interval, plural,
 from cohortlens.reports.page import ReportMeta, chips, page
 from cohortlens.reports.page import section as _page_section
 from cohortlens.reports.svg import (
-    DIVERGING_STOPS,
     GREY,
     GRID,
     INK,
@@ -553,7 +552,6 @@ def _profile_heatmap(model: CohortModel, cards: Sequence[Archetype]) -> str:
         "feature (cell = cohort's typical value)",
     )
     svg.y_title(14, top + (legend_y - 16 - top) / 2, "cohort")
-    assert DIVERGING_STOPS[0] != DIVERGING_STOPS[-1]
     return f'<div class="panel">{svg.render()}</div>'
 
 
@@ -1067,7 +1065,10 @@ def _drift_section(model: CohortModel) -> str:
             (
                 pct(d.changed_share, 1),
                 f"of {count(d.n_compared)} learners changed cohort",
-                f"Compared by {d.changed_basis}.",
+                {
+                    "assignments": "Compared with the stored assignments of the same learners.",
+                    "reassignment": "Compared by applying the previous model to today's features.",
+                }.get(d.changed_basis, f"Compared by {d.changed_basis}."),
             ),
             (
                 _psi_text(d.cohort_share_psi),
