@@ -93,7 +93,14 @@ def _report_body(report: ExperimentReport, units: Mapping[str, str]) -> str:
             "Results",
             "One row per metric and arm against the control. Change = arm − control; relative "
             "change = change ÷ control. The 95 % interval is the range that holds the true "
-            "change with 95 % confidence: when it excludes 0 the change is significant.",
+            "change with 95 % confidence: when it excludes 0 the change is significant"
+            + (
+                " at the end of the experiment. Verdicts use the always-valid p-value instead, "
+                "which stays valid however often the results were looked at, so a verdict can "
+                "say no significant change while the interval excludes 0."
+                if report.sequential is not None
+                else "."
+            ),
             _effects_table(report, units),
         ),
         section(
@@ -204,7 +211,7 @@ def _srm_lead(report: ExperimentReport) -> str:
 def _srm_table(report: ExperimentReport) -> str:
     total = sum(report.srm.observed.values()) or 0
     rows = "".join(
-        f"<tr><td>{esc(v)}{' (control)' if v == report.control else ''}</td>"
+        f"<tr><td>{esc(v)}{' (control)' if v == report.control != 'control' else ''}</td>"
         f"<td class='num'>{count(report.srm.observed.get(v, 0))}</td>"
         f"<td class='num'>{_expected(report.srm.expected.get(v, math.nan))}</td>"
         f"<td class='num'>{pct(report.srm.observed.get(v, 0) / total, 1) if total else UNDEFINED}"
@@ -366,7 +373,8 @@ def _plain_summary(report: ExperimentReport, units: Mapping[str, str]) -> str:
     )
     lead = (
         f"<p class='overview'>{count(sum(report.units.values()))} learners: "
-        f"{esc(report.control)} {count(report.units.get(report.control, 0))} (the control), "
+        f"{esc(report.control)} {count(report.units.get(report.control, 0))}"
+        f"{'' if report.control == 'control' else ' (the control)'}, "
         f"{arms}.</p>"
     )
     sentences = []
@@ -468,10 +476,13 @@ def _details_table(report: ExperimentReport, units: Mapping[str, str]) -> str:
         rate = _is_rate(e)
         dec = decimals_for(100 * e.std_error if rate else e.std_error)
         unit = units.get(e.metric, "")
-        items: list[tuple[str, str]] = [
-            ("test", e.test.replace("_", " ")),
-            ("learners", f"{count(e.n_control)} control, {count(e.n_treatment)} {e.variant}"),
-            ("p (unadjusted)", p_value(e.pvalue)),
+        items: list[tuple[str, str]] = [  # (label, value as HTML)
+            ("test", esc(e.test.replace("_", " "))),
+            (
+                "learners",
+                esc(f"{count(e.n_control)} control, {count(e.n_treatment)} {e.variant}"),
+            ),
+            ("p (unadjusted)", esc(p_value(e.pvalue))),
         ]
         if seq:
             if rate:
@@ -481,10 +492,13 @@ def _details_table(report: ExperimentReport, units: Mapping[str, str]) -> str:
             else:
                 seq_iv = interval(
                     e.seq_ci_lower, e.seq_ci_upper, partial(estimate, decimals=dec, signed=True)
-                ) + (f" {unit}" if unit else "")
+                )
             items += [
-                ("always-valid interval of the change", seq_iv),
-                ("always-valid p", p_value(e.seq_pvalue)),
+                (
+                    "always-valid interval of the change",
+                    f"<span class='iv'>{esc(seq_iv)}</span>" + (f" {esc(unit)}" if unit else ""),
+                ),
+                ("always-valid p", esc(p_value(e.seq_pvalue))),
             ]
         width = e.impact_ci_upper - e.impact_ci_lower
         impact_dec = decimals_for(width / 4 if math.isfinite(width) else math.nan, fallback=0)
@@ -496,12 +510,16 @@ def _details_table(report: ExperimentReport, units: Mapping[str, str]) -> str:
         items += [
             (
                 "CUPED variance removed",
-                pct(e.variance_reduction, 1) if e.cuped_applied else "not used",
+                esc(pct(e.variance_reduction, 1) if e.cuped_applied else "not used"),
             ),
-            ("impact interval", f"{impact} {e.impact_unit} over {count(e.impact_units)} learners"),
-            ("status", f"{e.status.value.replace('_', ' ')}: {_STATUS_WORDS[e.status]}"),
+            (
+                "impact interval",
+                f"<span class='iv'>{esc(impact)}</span> "
+                f"{esc(e.impact_unit)} over {count(e.impact_units)} learners",
+            ),
+            ("status", esc(f"{e.status.value.replace('_', ' ')}: {_STATUS_WORDS[e.status]}")),
         ]
-        rows = "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in items)
+        rows = "".join(f"<div><dt>{esc(k)}</dt><dd>{v}</dd></div>" for k, v in items)
         cards.append(
             f'<div class="dcard"><h3>{esc(_metric_name(e))} · {esc(e.variant)}</h3>'
             f"<dl>{rows}</dl></div>"

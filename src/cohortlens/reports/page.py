@@ -78,9 +78,9 @@ background:var(--c);margin-right:5px;vertical-align:-1px}
 .dcard{background:#fff;border:1px solid var(--line);border-radius:10px;padding:8px 12px;min-width:0}
 .dcard h3{margin:2px 0 6px;font-size:15px;overflow-wrap:anywhere}
 .dcard dl{margin:0;font-size:13.5px}
-.dcard dl div{display:flex;justify-content:space-between;gap:12px;border-bottom:1px solid var(--line);
-padding:3px 0}
-.dcard dt{color:var(--muted)}.dcard dd{margin:0;text-align:right;min-width:0;overflow-wrap:anywhere}
+.dcard dl div{display:flex;flex-wrap:wrap;justify-content:space-between;gap:0 12px;
+border-bottom:1px solid var(--line);padding:3px 0}
+.dcard dt{color:var(--muted)}.dcard dd{margin:0 0 0 auto;text-align:right;overflow-wrap:anywhere}
 details.dd{background:#fff;border:1px solid var(--line);border-radius:12px;margin:8px 0;
 padding:8px 12px;border-left:6px solid var(--c)}
 details.dd summary{cursor:pointer;font-weight:600}
