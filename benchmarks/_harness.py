@@ -34,9 +34,21 @@ def run_case(module: str, args: list[str], repeats: int = 3) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process, in MiB."""
+    """Peak resident memory of this process, in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: the high-water mark of this
+    process's own memory. ``getrusage().ru_maxrss`` is not: Linux carries the parent's peak
+    over fork + exec, so a small case spawned by a large parent reported the parent's peak.
+    """
     import resource
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -20,6 +20,7 @@ SUITES = {
     "experiments": "benchmarks.bench_experiments",
     "features": "benchmarks.bench_features",
     "cohorts": "benchmarks.bench_cohorts",
+    "reports": "benchmarks.bench_reports",
     "spark": "benchmarks.bench_spark",
     "serve": "benchmarks.bench_serve",
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -69,12 +71,19 @@ def test_commands_needing_a_store_never_create_one(
 
 def test_discover_cards_and_assign(store: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
-    r = cli("discover", "--db", str(store), "--report", str(report), "--json")
+    args = ("discover", "--db", str(store), "--report", str(report), "--revenue-unit", "EUR")
+    r = cli(*args, "--json")
     assert r.returncode == 0, r.stderr
     found = json.loads(r.stdout)
     sizes = {c["cohort_id"]: c["size"] for c in found["cohorts"]}
     assert found["n_cohorts"] >= 2
-    assert report.read_text().count("<svg") >= 1
+    page = report.read_text()
+    assert page.count("<svg") >= 1
+    # the header names the command that made the report, and revenue has its unit
+    assert f"<code>{html.escape(shlex.join(['cohortlens', *args, '--json']))}</code>" in page
+    assert "revenue per learner (EUR)" in page
+    # each learner's outcomes are in the drill-down tables
+    assert '"key":"churned","kind":"bool"' in page
     cards = json.loads(cli("cohorts", "--db", str(store), "--json").stdout)
     assert cards["model_id"] == found["model_id"]
     out = tmp_path / "a.parquet"

@@ -12,7 +12,8 @@ from tests.cohorts.conftest import FAST_SELECTION, SimData
 from tests.cohorts.headless import CHROMIUM, colour_pixels, decode_png, load_page
 
 from cohortlens.cohorts import CohortModel, render_report, write_report
-from cohortlens.cohorts._svg import cohort_colour, fmt, nice_ticks, tick
+from cohortlens.reports.fmt import fmt, tick
+from cohortlens.reports.svg import cohort_colour, nice_ticks
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_report_is_self_contained(with_drift: CohortModel, sim: SimData) -> None
     for section in ("cohorts-at-a-glance", "learners-in-two-dimensions", "outcomes-by-cohort"):
         assert f'id="{section}"' in page
     assert 'id="drift-versus-the-previous-model"' in page
-    assert 'id="choosing-the-number-of-cohorts"' in page
+    assert 'id="how-well-the-cohorts-hold-together"' in page
     for cid in _cards(with_drift):
         assert f'data-cohort="{cid}"' in page
         assert html.escape(with_drift.names_[cid]) in page
@@ -58,7 +59,7 @@ def test_number_formatting() -> None:
     assert fmt(1234.5) == "1,234"
     assert fmt(0.01234) == "0.0123"
     assert fmt(float("nan")) == "–"
-    assert tick(-0.05) == "-0.05"
+    assert tick(-0.05) == "−0.05"
     assert tick(20.0) == "20"
     assert nice_ticks(0, 1, 5) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert cohort_colour(0) != cohort_colour(1)
@@ -73,7 +74,7 @@ def test_report_opens_in_headless_chromium(
 ) -> None:
     path = write_report(with_drift, tmp_path / "report.html", sim.features)
     script = """
-      Array.from(document.querySelectorAll('[data-cohort]')).map(function (e) {
+      Array.from(document.querySelectorAll('article.card[data-cohort]')).map(function (e) {
         var b = e.getBoundingClientRect();
         return {id: +e.getAttribute('data-cohort'), name: e.querySelector('h3').textContent,
                 w: b.width, h: b.height, top: b.top + window.scrollY,
@@ -110,3 +111,32 @@ def test_the_browser_harness_catches_console_errors(tmp_path: Path) -> None:
     assert page.evaluated == 1
     assert any("boom" in e for e in page.console_errors)
     assert any("undefinedFunction" in e or "Uncaught" in e for e in page.console_errors)
+
+
+def test_drilldown_is_capped_so_the_report_size_does_not_grow_with_learners(
+    fitted: CohortModel, sim: SimData
+) -> None:
+    """Six times the learners: the same embedded rows per cohort, nearly the same size."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    base = sim.features
+    copies = [
+        base.set_column(
+            0, "learner_id", pc.binary_join_element_wise(f"c{i}-", base["learner_id"], "")
+        )
+        for i in range(6)
+    ]
+    big = pa.concat_tables(copies)
+    small_page = render_report(fitted, base, drilldown_rows=400)
+    big_page = render_report(fitted, big, drilldown_rows=400)
+    for page, n in ((small_page, base.num_rows), (big_page, big.num_rows)):
+        payloads = re.findall(r'class="dd-data">(.*?)</script>', page)
+        rows = [len(json.loads(p)["rows"]) for p in payloads]
+        assert len(rows) == len(_cards(fitted))
+        assert max(rows) == 400  # capped
+        assert "at most 400 learners per cohort" in page  # and the report says so
+        assert f"{n:,}" in page  # the totals still count everyone
+    assert len(big_page) < 1.05 * len(small_page)  # (the copies' ids are 3 characters longer)

@@ -84,11 +84,19 @@ def test_analyze_json_and_report(simulated: Path, tmp_path: Path) -> None:
             "6000",
             "--report",
             str(html),
+            "--unit",
+            "revenue=EUR",
             "--json",
         ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    page = html.read_text()
+    assert "EUR" in page  # the unit of the mean metric
+    assert "(first and last day)" in page  # the header's data range: the periods
+    bad = runner.invoke(app, ["analyze", str(simulated), *METRIC_ARGS, "--unit", "nope=EUR"])
+    assert bad.exit_code == 2
+    assert "--unit: unknown metric(s) nope" in bad.output
     assert [e["metric"] for e in doc["effects"]] == [
         "completed",
         "revenue",

@@ -83,7 +83,7 @@ def test_cli_by_cohort_json_and_report(tmp_path: Path) -> None:
     text = html.read_text()
     assert "were not declared before the experiment" in text
     assert text.count("forest plot") >= 2
-    assert "cohort=1" in text
+    assert "cohort 1 (" in text  # one forest row per segment, with its learners
     result = runner.invoke(app, [*args, "--segments-preregistered"])
     assert result.exit_code == 0, result.output
     assert "heterogeneity completed" in result.stdout

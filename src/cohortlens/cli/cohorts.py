@@ -67,18 +67,32 @@ def discover_model(
     report: Path | None,
     activate: bool = True,
     on_progress: Progress | None = None,
+    revenue_unit: str | None = None,
 ) -> Discovered:
     """Fit a model on the latest feature run, keep ids stable, and store it.
 
     With ``activate`` it becomes the stable model at once; otherwise it is stored as a
-    candidate for a progressive rollout (``cohortlens rollout``). A candidate is not stored
+    candidate for a progressive rollout (``cohortlens rollout``). The report (``report``)
+    names revenue's unit (``revenue_unit``) and the command line. A candidate is not stored
     twice: when a model with status ``candidate`` was made from the same inputs (see
     :func:`fit_inputs`), that model is returned with ``reused=True`` and nothing is written.
     """
+    from cohortlens.cli._report import command_line
     from cohortlens.cohorts import CohortModel, write_report
 
     run_id, features = store.read_features()
     outcomes = store.read_outcomes()
+
+    def write(model: CohortModel, path: Path) -> None:
+        write_report(
+            model,
+            path,
+            features,
+            outcomes=outcomes if outcomes.num_rows else None,
+            revenue_unit=revenue_unit,
+            command=command_line(),
+        )
+
     previous = store.active_model()
     model = CohortModel(k, random_state=seed)
     inputs = fit_inputs(run_id, model.get_params_dict(), previous, outcomes)
@@ -87,7 +101,7 @@ def discover_model(
         if same is not None:
             found = CohortModel.from_dict(store.model(same))
             if report is not None:
-                write_report(found, report, features)
+                write(found, report)
             return Discovered(same, found, store.read_assignments(same), reused=True)
     prev_model = prev_assign = None
     if previous is not None:
@@ -106,7 +120,7 @@ def discover_model(
     assigned = assignments_table(model, features)
     store.save_assignments(model_id, assigned)
     if report is not None:
-        write_report(model, report, features)
+        write(model, report)
     return Discovered(model_id, model, assigned)
 
 

@@ -169,6 +169,14 @@ def analyze(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
     ] = None,
+    unit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unit",
+            help="METRIC=UNIT: the unit of a mean or ratio metric in the report (e.g. "
+            "revenue=EUR); repeatable.",
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option("--db", help="Store for store:EXPERIMENT (default $COHORTLENS_DB)."),
@@ -241,6 +249,9 @@ def analyze(
             cuped_rel_variance, "--cuped-rel-variance", ("delta", "growthbook")
         ),
     )
+    units = _parse_pairs(unit or [], "--unit")
+    _check_known(set(units), specs, "--unit")
+    meta = _report_meta(periods, time_col)
     if by is not None:
         from cohortlens.experiments.report import render_segments_html
         from cohortlens.experiments.segments import analyze_segments
@@ -255,7 +266,9 @@ def analyze(
         )
         if report is not None:
             report.write_text(
-                render_segments_html(seg, title=f"Experiment report by {by}: {data.name}"),
+                render_segments_html(
+                    seg, title=f"Experiment report by {by}: {data.name}", meta=meta, units=units
+                ),
                 encoding="utf-8",
             )
         if as_json:
@@ -268,7 +281,8 @@ def analyze(
     result = run(specs, periods, config)
     if report is not None:
         report.write_text(
-            render_html(result, title=f"Experiment report: {data.name}"), encoding="utf-8"
+            render_html(result, title=f"Experiment report: {data.name}", meta=meta, units=units),
+            encoding="utf-8",
         )
     if as_json:
         _print_json(result.to_dict() | ({"report": str(report)} if report else {}))
@@ -867,6 +881,23 @@ def _parse_pairs(texts: list[str], option: str) -> dict[str, str]:
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _report_meta(periods: list[Any], time_col: str | None) -> Any:
+    """The report header: the command line and the first and last period of the data."""
+    from cohortlens.cli._report import command_line
+    from cohortlens.reports import ReportMeta
+
+    labels = [str(p.label) for p in periods if str(p.label)]
+    if labels:
+        return ReportMeta(
+            command=command_line(),
+            data_range=(labels[0], labels[-1]),
+            data_basis=f"first and last {time_col or 'period'}",
+        )
+    return ReportMeta(
+        command=command_line(), data_basis="one period (no --time-col): dates not known"
+    )
 
 
 def _parse_weights(text: str) -> dict[str, float]:

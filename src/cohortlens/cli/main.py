@@ -386,6 +386,13 @@ def discover(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the self-contained HTML report here.")
     ] = None,
+    revenue_unit: Annotated[
+        str | None,
+        typer.Option(
+            "--revenue-unit",
+            help="Unit of the outcomes' revenue column, shown in the report (e.g. EUR).",
+        ),
+    ] = None,
     candidate: Annotated[
         bool,
         typer.Option(
@@ -407,7 +414,13 @@ def discover(
     n = None if k == "auto" else _positive_int(k, "--k")
     with open_for_command(db, create=False) as store, _Bars(as_json) as bars:
         found = cmd.discover_model(
-            store, k=n, seed=seed, report=report, activate=not candidate, on_progress=bars
+            store,
+            k=n,
+            seed=seed,
+            report=report,
+            activate=not candidate,
+            on_progress=bars,
+            revenue_unit=revenue_unit,
         )
     payload = cmd.cards(found.model, found.model_id)
     status = "candidate" if candidate else "active"
@@ -692,7 +705,14 @@ def demo(
 
     report_path = out_dir / "report.html"
     with open_store(db) as store, _Bars(False) as bars:
-        found = cmd.discover_model(store, k=None, seed=seed, report=report_path, on_progress=bars)
+        found = cmd.discover_model(
+            store,
+            k=None,
+            seed=seed,
+            report=report_path,
+            on_progress=bars,
+            revenue_unit="currency units (simulated)",
+        )
     payload = cmd.cards(found.model, found.model_id)
     assigned = found.assigned
     _print_cards(payload)
