@@ -290,6 +290,36 @@ def test_override_learners_get_the_candidate_whatever_the_weight(
         assert client.get(f"/v1/learners/{pilot}/cohort").json()["model_role"] == "stable"
 
 
+def test_batch_assignment_says_when_learners_are_unlike_the_training_data(served: Any) -> None:
+    """The model's own training learners: about 1 % beyond its training 99th-percentile
+    distance, no warning. The same learners with every engagement figure ×50: most lie beyond
+    it, the response warns and the metrics count it."""
+    client, app = served
+    svc = app.state.service
+    feats = model_training_features(svc).slice(0, 2000)
+    rows = [_feature_row(r) for r in feats.to_pylist()]
+    same = client.post("/v1/cohorts/assign", json={"features": rows}).json()["ood"]["stable"]
+    assert same["warning"] is False
+    assert same["share_beyond"] < 0.05
+    shifted = [
+        r | {k: v * 50 for k, v in r.items() if k.startswith("engagement") and v is not None}
+        for r in rows
+    ]
+    far = client.post("/v1/cohorts/assign", json={"features": shifted}).json()["ood"]["stable"]
+    assert far["warning"] is True
+    assert far["share_beyond"] > 0.10
+    assert "farther from every cohort centre" in far["message"]
+    assert "engagement_events_per_week" in far["message"]
+    metrics = client.get("/metrics").text
+    assert 'cohortlens_ood_warnings_total{model_role="stable"' in metrics
+    assert "cohortlens_ood_beyond_learners_total" in metrics
+
+
+def model_training_features(svc: Any) -> pa.Table:
+    run = int(svc.snapshot.stable.model.feature_run_)
+    return svc.with_store(lambda st: st.read_features(run)[1], read_only=True)
+
+
 def _feature_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not isinstance(v, str) or k == "learner_id"} | {
         k: None for k, v in row.items() if hasattr(v, "isoformat")

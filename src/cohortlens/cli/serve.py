@@ -51,6 +51,13 @@ def serve(
             "a DuckDB file, before answering 503 (posted events: 202, spooled)."
         ),
     ] = 5.0,
+    ood_max_share: Annotated[
+        float,
+        typer.Option(
+            help="Warn when more than this share of a batch lies beyond the model's training "
+            "99th-percentile distance (response, log, metrics)."
+        ),
+    ] = 0.10,
     spool_dir: Annotated[
         Path | None,
         typer.Option(
@@ -73,6 +80,8 @@ def serve(
         raise InputError(f"--routing-poll-s {routing_poll_s}: expected > 0")
     if exposure_flush_s <= 0:
         raise InputError(f"--exposure-flush-s {exposure_flush_s}: expected > 0")
+    if not 0.0 <= ood_max_share <= 1.0:
+        raise InputError(f"--ood-max-share {ood_max_share}: expected a share in [0, 1]")
     if store_wait_s < 0:
         raise InputError(f"--store-wait-s {store_wait_s}: expected >= 0")
     url = resolve_db(db)
@@ -87,6 +96,7 @@ def serve(
         access_log=not no_access_log,
         exposure_flush_s=exposure_flush_s,
         store_wait_s=store_wait_s,
+        ood_max_share=ood_max_share,
         **({"spool_dir": spool_dir} if spool_dir is not None else {}),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

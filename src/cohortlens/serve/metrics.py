@@ -82,6 +82,26 @@ class ServiceMetrics:
             "stable model's feature run).",
             registry=self.registry,
         )
+        self.ood_assessed = Counter(
+            "cohortlens_ood_assessed_learners",
+            "Learners of batch assignments checked against the answering model's training "
+            "distribution.",
+            ["model_role", "model_version"],
+            registry=self.registry,
+        )
+        self.ood_beyond = Counter(
+            "cohortlens_ood_beyond_learners",
+            "Of those, learners farther from every centre than the model's training "
+            "99th-percentile distance (about 1 % on data like the training data).",
+            ["model_role", "model_version"],
+            registry=self.registry,
+        )
+        self.ood_warnings = Counter(
+            "cohortlens_ood_warnings",
+            "Batch assignments whose share beyond the training distance exceeded the limit.",
+            ["model_role", "model_version"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
 
     def observe(

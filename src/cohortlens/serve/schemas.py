@@ -149,6 +149,14 @@ class AssignResponse(BaseModel):
     events: dict[str, object] | None = Field(
         default=None, description="Validation counts when events were given."
     )
+    ood: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="Per answering role (stable, candidate): how far these learners lie from "
+        "the model's training data: share_beyond (share farther from every centre than the "
+        "training 99th-percentile distance; ~0.01 on similar data), PSI per feature, and a "
+        "warning above the service's limit (docs/SERVING.md). Arrow answers carry the "
+        "headline figures in the X-Cohortlens-Ood header.",
+    )
 
 
 class EventsRequest(BaseModel):

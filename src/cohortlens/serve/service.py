@@ -467,6 +467,37 @@ class CohortService:
             routed["override"] = int(override.sum())
         return table, routed
 
+    def out_of_distribution(self, features: pa.Table, assigned: pa.Table) -> dict[str, Any]:
+        """How far the learners of a batch lie from each answering model's training data.
+
+        Per role that answered (stable; candidate, override learners included): the share of
+        learners farther from every centre than the model's training 99th-percentile distance
+        and the PSI per feature (:func:`cohortlens.cohorts.ood_summary`), with a warning above
+        ``settings.ood_max_share``; counted in the ``cohortlens_ood_*`` metrics.
+        """
+        from cohortlens.cohorts import ood_summary
+
+        snap = self._require_snapshot()
+        roles = assigned.column("model_role").to_numpy(zero_copy_only=False)
+        on_candidate = roles != Role.STABLE.value
+        out: dict[str, Any] = {}
+        for role, served, mask in (
+            (Role.STABLE.value, snap.stable, ~on_candidate),
+            (Role.CANDIDATE.value, snap.candidate, on_candidate),
+        ):
+            if served is None or not mask.any():
+                continue
+            rows = features if mask.all() else features.filter(pa.array(mask))
+            summary = ood_summary(served.model, rows, max_share=self.settings.ood_max_share)
+            version = str(served.model_id)
+            self.metrics.ood_assessed.labels(role, version).inc(summary.n_assessed)
+            self.metrics.ood_beyond.labels(role, version).inc(summary.n_beyond)
+            if summary.warning:
+                self.metrics.ood_warnings.labels(role, version).inc()
+                log.warning("batch assignment, %s model %s: %s", role, version, summary.message)
+            out[role] = summary.to_dict() | {"model_version": served.model_id}
+        return out
+
     def _require_snapshot(self) -> ServingSnapshot:
         snap = self.snapshot
         if snap is None or snap.stable is None:

@@ -38,6 +38,8 @@ class ServeSettings:
         spool_max_bytes: the spool's size limit; past it, posted events get 503 (default 1 GiB).
         max_provisional_learners: learners the served models have not seen that are scored
             from their stored events and answered provisionally (default 100,000).
+        ood_max_share: a batch assignment whose share of learners beyond the model's training
+            99th-percentile distance exceeds this warns (response, log, metrics; default 0.10).
     """
 
     db: str
@@ -56,6 +58,7 @@ class ServeSettings:
     spool_dir: Path | None = None
     spool_max_bytes: int = 1 << 30
     max_provisional_learners: int = 100_000
+    ood_max_share: float = 0.10
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and _is_duckdb_file(self.db):

@@ -86,13 +86,22 @@ async def assign_cohorts(request: Request, svc: ServiceDep, settings: SettingsDe
             payload0["events"] = events_report
         return JSONResponse(payload0)
     table, routed = await run_in_threadpool(svc.assign_features, features)
+    ood = await run_in_threadpool(svc.out_of_distribution, features, table)
     request.scope["cohortlens.role"] = _batch_role(routed)
     if ARROW_STREAM in request.headers.get("accept", ""):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM)
-    payload: dict[str, Any] = {"assignments": table.to_pylist(), "routed": routed}
+        brief = {
+            role: {k: o[k] for k in ("share_beyond", "n_assessed", "warning", "model_version")}
+            for role, o in ood.items()
+        }
+        return Response(
+            sink.getvalue().to_pybytes(),
+            media_type=ARROW_STREAM,
+            headers={"X-Cohortlens-Ood": json.dumps(brief, separators=(",", ":"))},
+        )
+    payload: dict[str, Any] = {"assignments": table.to_pylist(), "routed": routed, "ood": ood}
     if events_report is not None:
         payload["events"] = events_report
     return JSONResponse(payload)
