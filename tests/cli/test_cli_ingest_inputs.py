@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from tests._cli import run_cli
 
 EVENTS = (
     "learner_id,ts,item_id,domain\nL1,2024-01-01T10:00:00Z,i1,d\nL2,2024-01-02T10:00:00Z,i2,d\n"
@@ -22,13 +22,7 @@ EVENTS = (
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cohortlens", "ingest", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    return run_cli("ingest", *args)
 
 
 def snapshot(db: Path) -> dict[str, Any]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,20 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from tests._cli import run_cli
 
 from cohortlens.store import open_store
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cohortlens", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        cwd=cwd,
-        env=os.environ | {"COLUMNS": "200"},  # table rows on one line each
-    )
+    return run_cli(*args, cwd=cwd, columns=200)  # table rows on one line each
 
 
 def ok(*args: str, cwd: Path | None = None) -> Any:

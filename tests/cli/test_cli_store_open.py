@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests._cli import run_cli
 
 #: Every command that must find an existing store, as (arguments before --db). "SPEC" is
 #: replaced by a valid rollout spec file.
@@ -35,13 +36,7 @@ NEEDS_A_STORE = [
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cohortlens", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return run_cli(*args, timeout=120)
 
 
 @pytest.mark.parametrize("command", NEEDS_A_STORE, ids=" ".join)

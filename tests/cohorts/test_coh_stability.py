@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from tests._cli import run_cli
 
 from cohortlens.cohorts import CohortModel
 from cohortlens.events.schema import EVENT_SCHEMA
@@ -51,13 +51,7 @@ def test_two_learners_in_two_new_domains_change_no_feature_and_no_assignment() -
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cohortlens", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    return run_cli(*args, timeout=600)
 
 
 def test_discover_reports_who_changed_cohort_and_why(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests._cli import run_cli
 from tests.serve._server import Server, running_server
 from tests.serve.conftest import Built, fresh_copy
 
@@ -36,16 +36,7 @@ EVENTUALLY_S = 60.0
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("COHORTLENS_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "cohortlens", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env=environ,
-    )
+    return run_cli(*args, env=env)
 
 
 def eventually(check: object, what: str) -> object:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests._cli import run_cli
 
 from cohortlens.store import DuckDBStore, StoreBusyError, TurnTakingStore, open_shared
 from cohortlens.store.duckdb import connect, lock_wait_s
@@ -35,16 +35,7 @@ def _holder(db: Path, seconds: float) -> subprocess.Popen[str]:
 
 
 def _cli(db: Path, *args: str, wait: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTLENS_")}
-    env["COHORTLENS_LOCK_WAIT_S"] = wait
-    return subprocess.run(
-        [sys.executable, "-m", "cohortlens", *args, "--db", str(db)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env=env,
-    )
+    return run_cli(*args, "--db", str(db), env={"COHORTLENS_LOCK_WAIT_S": wait})
 
 
 @pytest.fixture
