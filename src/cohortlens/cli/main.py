@@ -243,19 +243,11 @@ def _counts_table(
     return table
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
-_BYTE_UNITS |= {"g": 1 << 30, "gib": 1 << 30}
-
-
 def _parse_bytes(text: str, option: str) -> int:
-    """``4096``, ``16MiB``, ``1g``: a positive byte count (K/M/G are binary: 1024-based)."""
-    number, unit = text.strip(), ""
-    while number and not number[-1].isdigit():
-        number, unit = number[:-1], number[-1] + unit
-    factor = _BYTE_UNITS.get(unit.strip().lower())
-    if not number.isdigit() or factor is None or int(number) * factor < 1:
-        raise InputError(f"{option} {text!r}: expected a positive number of bytes, e.g. 16MiB")
-    return int(number) * factor
+    """A positive byte count (``16MiB``); see :func:`cohortlens.budget.parse_bytes`."""
+    from cohortlens.budget import parse_bytes
+
+    return parse_bytes(text, option)
 
 
 @app.command()
