@@ -8,6 +8,7 @@ from cohortlens.events.schema import (
     QUARANTINE_SCHEMA,
     RejectReason,
 )
+from cohortlens.events.session import IngestSession, IngestTarget
 from cohortlens.events.source import RawBatch, ReadOptions, Source
 from cohortlens.events.validate import Validated, validate_batch
 
@@ -17,6 +18,8 @@ __all__ = [
     "OUTCOME_SCHEMA",
     "QUARANTINE_SCHEMA",
     "IngestReport",
+    "IngestSession",
+    "IngestTarget",
     "RawBatch",
     "ReadOptions",
     "RejectReason",

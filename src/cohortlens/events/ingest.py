@@ -33,11 +33,11 @@ from cohortlens.events.readers import detect_format, open_source
 from cohortlens.events.readers._text import check_encoding
 from cohortlens.events.readers.csv import in_background
 from cohortlens.events.schema import QUARANTINE_SCHEMA
+from cohortlens.events.session import IngestSession, IngestTarget
 from cohortlens.events.source import LINE_COLUMN, RawBatch, ReadOptions, Source
 from cohortlens.events.validate import check_ts_format, validate_batch
 from cohortlens.progress import Progress as StepProgress
 from cohortlens.progress import tell
-from cohortlens.store.base import IngestSession, Store
 
 #: Called after each batch with (source name, rows read so far in that source).
 Progress = Callable[[str, int], None]
@@ -167,7 +167,7 @@ def checked_options(options: ReadOptions | None) -> ReadOptions:
 
 
 def ingest(
-    store: Store,
+    store: IngestTarget,
     paths: Sequence[Path],
     *,
     fmt: str | None = None,
@@ -244,7 +244,7 @@ def _count_lines(path: Path, block: int = 1 << 23) -> int | None:
 
 
 def ingest_sources(
-    store: Store,
+    store: IngestTarget,
     sources: Sequence[Source],
     *,
     options: ReadOptions | None = None,

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cohortlens.errors import StoreError
+from cohortlens.events.session import CommitCounts, IngestSession
 from cohortlens.store.base import (
-    CommitCounts,
+    SALT_BYTES,
     ConflictError,
-    IngestSession,
     RolloutEvent,
     Routing,
     Store,
@@ -90,6 +90,7 @@ def open_shared(
 __all__ = [
     "DB_ENV",
     "LOCK_WAIT_ENV",
+    "SALT_BYTES",
     "CommitCounts",
     "ConflictError",
     "DuckDBStore",

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import DEFAULT_DOMAIN, EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.events.session import CommitCounts, OutcomeCounts, RejectExample
 from cohortlens.events.source import LINE_COLUMN, NativeScan, RawBatch, TimestampUnit
 from cohortlens.events.validate import (
     NO_FILTER_PUSHDOWN,
@@ -42,10 +43,7 @@ from cohortlens.store._ingest_sql import (
 )
 from cohortlens.store._state_sql import SharedState, quarantine_query
 from cohortlens.store.base import (
-    CommitCounts,
     ConflictError,
-    OutcomeCounts,
-    RejectExample,
     StoreBusyError,
     with_quarantine_total,
 )
