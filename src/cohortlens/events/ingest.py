@@ -183,7 +183,7 @@ def ingest(
     Re-ingesting the same rows adds nothing: they are counted as duplicates. A source with
     more than ``max_reject_rate`` of its rows rejected fails the whole request
     (:class:`~cohortlens.events.diagnose.RejectRateError`; ``None``, the library's default, is
-    no limit; the CLI default is ``events.source.DEFAULT_MAX_REJECT_RATE``). Outcomes files need no
+    no limit; the CLI default is ``events.limits.DEFAULT_MAX_REJECT_RATE``). Outcomes files need no
     event paths. ``progress`` is told (source, rows read so far) after each batch.
     ``on_progress`` (:mod:`cohortlens.progress`) gets one step per source with its exact size:
     the rows of a Parquet file (from its footer), the lines of a plain CSV/JSON Lines file

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from cohortlens.errors import StoreError
 from cohortlens.events.session import IngestSession
@@ -41,6 +43,16 @@ def quarantine_total(table: pa.Table) -> int:
     """How many quarantined rows matched a ``read_quarantine`` call (beyond its limit)."""
     meta = table.schema.metadata or {}
     return int(meta.get(QUARANTINE_TOTAL_KEY, str(table.num_rows).encode()))
+
+
+def require_existing(url: str) -> None:
+    """Refuse a DuckDB file that does not exist: commands that only read, or need earlier
+    results, never leave an empty store behind a typo (checked before DuckDB is loaded)."""
+    if url != ":memory:" and not Path(url).exists():
+        raise StoreError(
+            f"no store at {url}: nothing has been ingested there yet "
+            "(check --db / $COHORTLENS_DB, or run `cohortlens ingest` first)"
+        )
 
 
 class ConflictError(StoreError):

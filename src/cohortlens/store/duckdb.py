@@ -45,6 +45,7 @@ from cohortlens.store._state_sql import SharedState, quarantine_query
 from cohortlens.store.base import (
     ConflictError,
     StoreBusyError,
+    require_existing,
     with_quarantine_total,
 )
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
@@ -201,11 +202,8 @@ class DuckDBStore(SharedState):
         reopens a file it has migrated already).
         """
         self.url = str(path)
-        if (not create or read_only) and self.url != ":memory:" and not Path(self.url).exists():
-            raise StoreError(
-                f"no store at {self.url}: nothing has been ingested there yet "
-                "(check --db / $COHORTLENS_DB, or run `cohortlens ingest` first)"
-            )
+        if not create or read_only:
+            require_existing(self.url)
         self._con = connect(self.url, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
         try:
             _exec(self._con, "SET TimeZone = 'UTC'")
