@@ -266,3 +266,30 @@ def test_the_shape_checks_catch_what_they_forbid(tmp_path: Path) -> None:
     (src / "c/x.py").write_text("def h(): pass\n")
     edges, _ = import_graph(src)
     assert import_cycles(edges) == []
+
+
+# -- make bench runs every benchmark suite, python -m benchmarks.validity every validity suite
+
+BENCHMARKS = TESTS.parent / "benchmarks"
+
+
+def _suites(module: str) -> set[str]:
+    """The module names in the ``SUITES`` dict of ``benchmarks/<module>.py``."""
+    tree = ast.parse((BENCHMARKS / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "SUITES" for t in targets):
+                return {v.value for v in node.value.values if isinstance(v, ast.Constant)}
+    raise AssertionError(f"benchmarks/{module}.py has no SUITES")
+
+
+def test_make_bench_runs_every_benchmark_suite() -> None:
+    files = {f"benchmarks.{p.stem}" for p in BENCHMARKS.glob("bench_*.py")}
+    assert "benchmarks.bench_readers" in files
+    assert _suites("run") == files
+
+
+def test_the_validity_command_runs_every_validity_suite() -> None:
+    files = {f"benchmarks.{p.stem}" for p in BENCHMARKS.glob("validity_*.py")}
+    assert _suites("validity") == files
