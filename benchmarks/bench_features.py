@@ -1,6 +1,7 @@
 """Feature engine throughput: our kernels vs DuckDB SQL vs pandas groupby, and the full pipeline.
 
-Subset (identical definitions in the three engines, agreement checked to 1e-9 relative):
+Subset (identical definitions in the three engines, agreement checked to 1e-9 relative: the
+run fails, exit 1, when two engines disagree):
   (a) count-based domain shares and their plug-in entropy H in nats (no correction);
   (b) weekly activity EMA (events per week, half-life 4 weeks, silent weeks decay it,
       normalized by 1 - (1 - lambda)^weeks, from the first to the last active week);
@@ -186,16 +187,44 @@ def pandas_subset(df: Any) -> dict[str, np.ndarray]:
     }
 
 
-def max_rel_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    """Largest relative difference over the numeric columns (NaN patterns must match)."""
-    assert list(map(str, a["learner_id"])) == list(map(str, b["learner_id"]))
+#: Largest relative difference allowed between two engines' subset columns.
+TOLERANCE = 1e-9
+_SUBSET_COLUMNS = ("entropy", "ema", "mean_recall", "mean_gap", "half_life")
+
+
+class EngineDisagreementError(AssertionError):
+    """Two engines computed different subset rows: the timings compare different work."""
+
+
+def max_rel_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray], peer: str = "peer") -> float:
+    """Largest relative difference over the numeric columns; raises
+    :class:`EngineDisagreementError` when the learners, a NaN pattern or a value (beyond
+    :data:`TOLERANCE`) differ."""
+    ids_a, ids_b = list(map(str, a["learner_id"])), list(map(str, b["learner_id"]))
+    if ids_a != ids_b:
+        pairs = zip(ids_a, ids_b, strict=False)
+        first = next((i for i, (x, y) in enumerate(pairs) if x != y), min(len(ids_a), len(ids_b)))
+        raise EngineDisagreementError(
+            f"ours and {peer} disagree on the learners: {len(ids_a)} vs {len(ids_b)} rows, "
+            f"first difference at row {first}"
+        )
     worst = 0.0
-    for c in ("entropy", "ema", "mean_recall", "mean_gap", "half_life"):
+    for c in _SUBSET_COLUMNS:
         x, y = np.asarray(a[c], float), np.asarray(b[c], float)
-        if not np.array_equal(np.isnan(x), np.isnan(y)):
-            return float("inf")
-        m = ~np.isnan(x)
+        nan_x, nan_y = np.isnan(x), np.isnan(y)
+        if not np.array_equal(nan_x, nan_y):
+            i = int(np.flatnonzero(nan_x != nan_y)[0])
+            raise EngineDisagreementError(
+                f"ours and {peer} disagree on {c} of learner {ids_a[i]}: {float(x[i])!r} vs {float(y[i])!r}"
+            )
+        m = ~nan_x
         d = np.abs(x[m] - y[m]) / np.maximum(np.abs(y[m]), 1e-12)
+        if d.size and float(d.max()) > TOLERANCE:
+            i = int(np.flatnonzero(m)[int(d.argmax())])
+            raise EngineDisagreementError(
+                f"ours and {peer} disagree on {c} of learner {ids_a[i]}: {float(x[i])!r} vs {float(y[i])!r} "
+                f"(relative difference {float(d.max()):.3g} > {TOLERANCE})"
+            )
         worst = max(worst, float(d.max(initial=0.0)))
     return worst
 
@@ -296,7 +325,7 @@ def subset_case(
         "ours_events_per_s": round(n / t_ours),
         "duckdb_events_per_s": round(n / t_duck),
         "speedup_vs_duckdb": round(t_duck / t_ours, 2),
-        "max_rel_diff_ours_duckdb": max_rel_diff(ours, duck),
+        "max_rel_diff_ours_duckdb": max_rel_diff(ours, duck, "DuckDB"),
         "runs": {"ours": runs_ours, "duckdb": runs_duck},
     }
     if with_pandas:
@@ -305,7 +334,7 @@ def subset_case(
         row |= {
             "pandas_s": round(t_pd, 3),
             "pandas_events_per_s": round(n / t_pd),
-            "max_rel_diff_ours_pandas": max_rel_diff(ours, pdo),
+            "max_rel_diff_ours_pandas": max_rel_diff(ours, pdo, "pandas"),
         }
         row["runs"]["pandas"] = runs_pd
     return row
@@ -398,6 +427,13 @@ def main() -> None:
         help="subset input: string columns as Arrow dictionaries, plain strings, or both",
     )
     a = ap.parse_args()
+    try:
+        _main(a)
+    except EngineDisagreementError as exc:
+        raise SystemExit(f"bench_features: {exc}") from None
+
+
+def _main(a: argparse.Namespace) -> None:
     for n in a.sizes:
         if a.only in (None, "subset") and n >= 10_000_000:
             forms = {"dictionary": [True], "plain": [False], "both": [True, False]}[a.input]

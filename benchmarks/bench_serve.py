@@ -1,4 +1,4 @@
-"""The service under load on 127.0.0.1, beside a plain FastAPI handler in the same run.
+"""The service under load on 127.0.0.1, beside two dict look-up peers in the same run.
 
 Setup (as in ../shared/reference/perf_baselines.md): one server process pinned to CPU 0,
 the load generator pinned to CPU 1, uniformly random known learner ids.
@@ -6,8 +6,12 @@ the load generator pinned to CPU 1, uniformly random known learner ids.
 * ``lookup``: ``GET /v1/learners/{id}/cohort`` with wrk (Debian's package; 1 thread,
   ``--latency``) at 64 and at 1 connection(s), 6 s after a 2 s warm-up, against
   ``cohortlens serve`` (stable model + a candidate at 10 % weight, so routing is exercised)
-  and against the peer (:mod:`benchmarks._peer_fastapi`: a plain FastAPI ``async def``
-  dict look-up over the same learners).
+  and against two peers over the same learners: :mod:`benchmarks._peer_fastapi` (a plain
+  FastAPI ``async def`` dict look-up; FastAPI validates and serialises its response) and
+  :mod:`benchmarks._peer_asgi` (the same look-up as a bare ASGI callable: the kind of layer
+  ours answers from, without our credential check, routing and metrics). Before timing, every
+  server answers the same sampled ids (200, the same ``learner_id``); ratios are given
+  against each peer, per round.
 * ``assign``: ``POST /v1/cohorts/assign`` with 10,000 learners per request as an Arrow IPC
   stream (and as JSON feature rows), sequential requests for ``--seconds``; learners/s.
 * ``memory``: the server's resident memory with N learners loaded, at two sizes; the slope
@@ -16,8 +20,8 @@ the load generator pinned to CPU 1, uniformly random known learner ids.
 Data: 50,000 simulated learners (``cohortlens.simulate``, seed 7) and their features,
 replicated under new ids to N learners; a ``CohortModel`` (k = 6) fitted on them.
 
-Both servers are up for the whole run; each of ``--rounds`` rounds measures ours and the
-peer back to back, and the medians over rounds are reported with each round's figures.
+All servers are up for the whole run; each of ``--rounds`` rounds measures ours and the
+peers back to back, and the medians over rounds are reported with each round's figures.
 
 Usage: ``python -m benchmarks.bench_serve [--learners 500000] [--seconds 6] [--rounds 3]``.
 """
@@ -34,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,12 @@ from benchmarks._harness import OUT
 
 BASE_LEARNERS = 50_000
 ADMIN_TOKEN = "bench-admin-token"
+OURS = "cohortlens"
+#: Peer name -> its module (``python -m MODULE ASSIGNMENTS PORT``).
+PEERS = {
+    "plain FastAPI dict": "benchmarks._peer_fastapi",
+    "bare ASGI dict": "benchmarks._peer_asgi",
+}
 
 
 def _base_features() -> Path:
@@ -235,6 +245,17 @@ def _assign_load(port: int, features: Path, seconds: float, fmt: str) -> dict[st
     }
 
 
+def _same_answers(ports: dict[str, int], ids: list[str]) -> None:
+    """Every server answers each sampled id with 200 and that ``learner_id`` (like for like)."""
+    import httpx
+
+    for name, port in ports.items():
+        for learner in ids:
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/learners/{learner}/cohort", timeout=10)
+            if r.status_code != 200 or r.json().get("learner_id") != learner:
+                raise RuntimeError(f"{name} answered {learner!r} with {r.status_code} {r.text}")
+
+
 def run(learners: int = 500_000, seconds: int = 6, rounds: int = 3) -> list[dict[str, Any]]:
     """All cases; one row per (case, implementation, connections, round), then medians.
 
@@ -255,23 +276,23 @@ def run(learners: int = 500_000, seconds: int = 6, rounds: int = 3) -> list[dict
         db_copy = tmp / "serve.duckdb"
         shutil.copy(data["db"], db_copy)
         env = {"COHORTLENS_ADMIN_TOKEN": ADMIN_TOKEN}
-        ours_port, peer_port = _free_port(), _free_port()
+        ours_port = _free_port()
         ours = [
             sys.executable,
             *("-m", "cohortlens", "serve", "--db", str(db_copy), "--no-access-log"),
             *("--port", str(ours_port)),
         ]
-        peer = [
-            sys.executable,
-            *("-m", "benchmarks._peer_fastapi", str(data["assignments"]), str(peer_port)),
-        ]
         per_round: dict[tuple[str, int], list[dict[str, Any]]] = {}
         assign: dict[str, list[dict[str, Any]]] = {"arrow": [], "json": []}
-        with _server(ours, ours_port, env) as ours_pid, _server(peer, peer_port) as peer_pid:
-            servers = {
-                "cohortlens": (ours_port, ours_pid),
-                "plain FastAPI dict": (peer_port, peer_pid),
-            }
+        with ExitStack() as stack:
+            servers = {OURS: (ours_port, stack.enter_context(_server(ours, ours_port, env)))}
+            for name, module in PEERS.items():
+                port = _free_port()
+                cmd = [sys.executable, "-m", module, str(data["assignments"]), str(port)]
+                servers[name] = (port, stack.enter_context(_server(cmd, port)))
+            ours_pid = servers[OURS][1]
+            sample = pq.read_table(data["assignments"])["learner_id"].to_pylist()[::9973][:50]
+            _same_answers({name: port for name, (port, _) in servers.items()}, sample)
             for r in range(1, rounds + 1):
                 for conns in (64, 1):
                     for name, (port, pid) in servers.items():
@@ -314,19 +335,22 @@ def run(learners: int = 500_000, seconds: int = 6, rounds: int = 3) -> list[dict
                     ],
                 }
             )
-        ratios = [
-            o["requests_per_s"] / p["requests_per_s"]
-            for o, p in zip(
-                per_round[("cohortlens", 64)], per_round[("plain FastAPI dict", 64)], strict=True
-            )
-        ]
-        rows.append(
-            {
-                "case": "lookup ratio (ours / peer, 64 connections, per round)",
-                "ratios": [round(x, 2) for x in ratios],
-                "median": round(_median(ratios), 2),
-            }
-        )
+        for peer_name in PEERS:
+            for conns in (64, 1):
+                ratios = [
+                    o["requests_per_s"] / p["requests_per_s"]
+                    for o, p in zip(
+                        per_round[(OURS, conns)], per_round[(peer_name, conns)], strict=True
+                    )
+                ]
+                rows.append(
+                    {
+                        "case": f"lookup ratio (ours / {peer_name}, requests/s, per round)",
+                        "connections": conns,
+                        "ratios": [round(x, 2) for x in ratios],
+                        "median": round(_median(ratios), 2),
+                    }
+                )
         for fmt, results in assign.items():
             rows.append(
                 {

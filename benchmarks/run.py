@@ -1,6 +1,9 @@
 """``make bench``: run every benchmark and write bench_output/results.json (+ a markdown table).
 
-The figures that docs/BENCHMARKS.md quotes come from this command.
+Every suite is every ``benchmarks/bench_*.py`` (a test checks the list): each times cohortlens
+beside a peer. The validity checks (``validity_*.py``, docs/VALIDITY.md) are not benchmarks:
+they run with ``python -m benchmarks.validity``. The figures that docs/BENCHMARKS.md quotes
+come from these commands.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from benchmarks._harness import OUT
 
 #: name -> module exposing ``run(...) -> list[dict]``.
 SUITES = {
+    "cli": "benchmarks.bench_cli",
+    "readers": "benchmarks.bench_readers",
     "ingest": "benchmarks.bench_ingest",
     "experiments": "benchmarks.bench_experiments",
     "features": "benchmarks.bench_features",

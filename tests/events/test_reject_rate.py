@@ -16,10 +16,10 @@ from cohortlens.errors import InputError
 from cohortlens.events import ingest
 from cohortlens.events.diagnose import RejectRateError, guess_ts_formats, likely_fix
 from cohortlens.events.ingest import checked_options
+from cohortlens.events.session import RejectExample
 from cohortlens.events.source import RawBatch, ReadOptions
 from cohortlens.events.validate import bad_timestamp_value, check_ts_format, validate_batch
 from cohortlens.store import DuckDBStore, open_store
-from cohortlens.store.base import RejectExample
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -15,8 +15,8 @@ import pytest
 
 from cohortlens.errors import InputError, StoreError
 from cohortlens.events.schema import QUARANTINE_SCHEMA, outcome_schema
+from cohortlens.events.session import OutcomeCounts, RejectExample
 from cohortlens.store import ConflictError, DuckDBStore, RolloutEvent, open_store
-from cohortlens.store.base import OutcomeCounts, RejectExample
 from cohortlens.store.migrations import DUCKDB, POSTGRES
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

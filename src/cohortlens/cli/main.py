@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from datetime import timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,15 +25,45 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from cohortlens.cli._errors import handle_errors
 from cohortlens.errors import CohortlensError, InputError
-from cohortlens.events.schema import CANONICAL_COLUMNS
-from cohortlens.events.source import DEFAULT_MAX_REJECT_RATE
+from cohortlens.events.limits import DEFAULT_MAX_REJECT_RATE
 from cohortlens.progress import Progress as StepProgress
+
+#: Sub-apps whose modules are heavy to import (SciPy, numba): name -> (module, help). They
+#: load when invoked; ``cohortlens --help`` lists them from these lines alone.
+_LAZY_APPS = {
+    "rollout": ("cohortlens.cli.rollout", "Progressive delivery: canary → ramp → full."),
+    "experiment": ("cohortlens.cli.experiment", "A/B experiments: analyze, power, simulate."),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """The root command group: :data:`_LAZY_APPS` stand as placeholders (name and help, for
+    ``--help`` and suggestions) until invoked, then their module is imported."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self._placeholders: dict[str, Any] = {}
+        for name, (_, help_text) in _LAZY_APPS.items():
+            self._placeholders[name] = TyperGroup(name=name, help=help_text)
+            self.commands.setdefault(name, self._placeholders[name])
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name = args[0] if args else None
+        if name in _LAZY_APPS and self.commands.get(name) is self._placeholders.get(name):
+            module, help_text = _LAZY_APPS[name]
+            command = typer.main.get_command(importlib.import_module(module).app)
+            command.help = help_text
+            self.commands[name] = command
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="cohortlens",
+    cls=_LazyGroup,
     help="Discover learner cohorts from learning-platform event logs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -56,6 +88,8 @@ _errors = handle_errors()
 
 
 def _parse_map(pairs: list[str]) -> dict[str, str]:
+    from cohortlens.events.schema import CANONICAL_COLUMNS
+
     mapping: dict[str, str] = {}
     for pair in pairs:
         canonical, sep, column = pair.partition("=")
@@ -877,20 +911,11 @@ class _Bars:
 
 
 def _mount_subcommands() -> None:
-    """Attach the sub-apps of stages that ship their own commands."""
+    """Attach the commands of stages that ship their own (``rollout`` and ``experiment``
+    load when invoked: :data:`_LAZY_APPS`)."""
     from cohortlens.cli.serve import serve
 
     app.command()(_errors(serve))
-    from cohortlens.cli.rollout import app as rollout_app
-
-    app.add_typer(rollout_app, name="rollout", help="Progressive delivery: canary → ramp → full.")
-    try:
-        from cohortlens.cli.experiment import app as experiment_app
-    except ImportError:
-        return
-    app.add_typer(
-        experiment_app, name="experiment", help="A/B experiments: analyze, power, simulate."
-    )
 
 
 _mount_subcommands()

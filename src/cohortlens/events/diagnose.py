@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cohortlens.errors import InputError
+from cohortlens.events.limits import DEFAULT_MAX_REJECT_RATE
 from cohortlens.events.readers.csv import UTF8_REJECT_DETAIL
 from cohortlens.events.schema import RejectReason
-from cohortlens.events.source import DEFAULT_MAX_REJECT_RATE, ReadOptions
+from cohortlens.events.session import RejectExample
+from cohortlens.events.source import ReadOptions
 from cohortlens.events.validate import _connection, bad_timestamp_value
-from cohortlens.store.base import RejectExample
 
 #: Reasons shown in the error, most frequent first.
 TOP_REASONS = 3

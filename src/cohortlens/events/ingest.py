@@ -33,11 +33,11 @@ from cohortlens.events.readers import detect_format, open_source
 from cohortlens.events.readers._text import check_encoding
 from cohortlens.events.readers.csv import in_background
 from cohortlens.events.schema import QUARANTINE_SCHEMA
+from cohortlens.events.session import IngestSession, IngestTarget
 from cohortlens.events.source import LINE_COLUMN, RawBatch, ReadOptions, Source
 from cohortlens.events.validate import check_ts_format, validate_batch
 from cohortlens.progress import Progress as StepProgress
 from cohortlens.progress import tell
-from cohortlens.store.base import IngestSession, Store
 
 #: Called after each batch with (source name, rows read so far in that source).
 Progress = Callable[[str, int], None]
@@ -167,7 +167,7 @@ def checked_options(options: ReadOptions | None) -> ReadOptions:
 
 
 def ingest(
-    store: Store,
+    store: IngestTarget,
     paths: Sequence[Path],
     *,
     fmt: str | None = None,
@@ -183,7 +183,7 @@ def ingest(
     Re-ingesting the same rows adds nothing: they are counted as duplicates. A source with
     more than ``max_reject_rate`` of its rows rejected fails the whole request
     (:class:`~cohortlens.events.diagnose.RejectRateError`; ``None``, the library's default, is
-    no limit; the CLI default is ``events.source.DEFAULT_MAX_REJECT_RATE``). Outcomes files need no
+    no limit; the CLI default is ``events.limits.DEFAULT_MAX_REJECT_RATE``). Outcomes files need no
     event paths. ``progress`` is told (source, rows read so far) after each batch.
     ``on_progress`` (:mod:`cohortlens.progress`) gets one step per source with its exact size:
     the rows of a Parquet file (from its footer), the lines of a plain CSV/JSON Lines file
@@ -244,7 +244,7 @@ def _count_lines(path: Path, block: int = 1 << 23) -> int | None:
 
 
 def ingest_sources(
-    store: Store,
+    store: IngestTarget,
     sources: Sequence[Source],
     *,
     options: ReadOptions | None = None,

@@ -16,6 +16,7 @@ from typing import Literal
 import pyarrow as pa
 
 from cohortlens.errors import MissingColumnsError
+from cohortlens.events.limits import DEFAULT_MAX_FIELD_BYTES
 from cohortlens.events.schema import QUARANTINE_SCHEMA, REQUIRED_COLUMNS
 
 TimestampUnit = Literal["auto", "iso", "s", "ms", "us"]
@@ -24,12 +25,6 @@ TimestampUnit = Literal["auto", "iso", "s", "ms", "us"]
 LINE_COLUMN = "_line"
 #: Optional column holding each row's original text (JSONL, xAPI); built from fields otherwise.
 RAW_COLUMN = "_raw"
-
-
-#: Default of ``ReadOptions.max_field_bytes``: 64 MiB.
-DEFAULT_MAX_FIELD_BYTES = 1 << 26
-#: Default of ``--max-reject-rate``: past half of a source's rows rejected, it fails whole.
-DEFAULT_MAX_REJECT_RATE = 0.5
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 Public API: the params dataclasses, :func:`compute_features` (in memory),
 :func:`feature_kernel` (one partition, for distributed engines), :func:`build_features`
-(partitioned, parallel, streaming from Parquet) and :data:`FEATURE_SCHEMA`.
+(partitioned, parallel, streaming from Parquet), :data:`FEATURE_SCHEMA` and :func:`stats_of`
+(the global statistics a stored feature table carries).
 Formulas, defaults and sources: docs/FEATURES.md.
 """
 
 from cohortlens.features._hash import learner_hash, partition_of
+from cohortlens.features._stats_io import stats_of
 from cohortlens.features.engine import (
     FEATURE_SCHEMA,
     compute_features,
@@ -37,5 +39,6 @@ __all__ = [
     "feature_kernel",
     "learner_hash",
     "partition_of",
+    "stats_of",
     "write_features",
 ]

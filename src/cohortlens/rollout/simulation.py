@@ -57,7 +57,7 @@ from cohortlens.rollout.routing import candidate_threshold, guardrail_arms, over
 from cohortlens.rollout.runner import Controller
 from cohortlens.rollout.spec import AnalysisStep, RolloutSpec, ServiceMetricsSpec
 from cohortlens.rollout.state import TERMINAL, Decision, Phase
-from cohortlens.store._routing import SALT_BYTES
+from cohortlens.store import SALT_BYTES
 
 #: Fault kinds understood by :func:`simulate`.
 FAULTS = (

@@ -510,7 +510,7 @@ class CohortService:
         New learners' features are computed against these, so they are comparable with the
         features the model was fitted on.
         """
-        from cohortlens.features._stats_io import stats_of
+        from cohortlens.features import stats_of
 
         snap = self._require_snapshot()
         assert snap.stable is not None

@@ -1,31 +1,56 @@
-"""Persistence: DuckDB embedded by default; PostgreSQL when replicas share state."""
+"""Persistence: DuckDB embedded by default; PostgreSQL when replicas share state.
+
+The backends load on first use (``DuckDBStore``, the shared stores), so a command that fails
+before opening a store, or names a missing file, does not load DuckDB or Arrow.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cohortlens.errors import StoreError
+from cohortlens.events.session import CommitCounts, IngestSession
 from cohortlens.store.base import (
-    CommitCounts,
+    SALT_BYTES,
     ConflictError,
-    IngestSession,
     RolloutEvent,
     Routing,
     Store,
     StoreBusyError,
+    require_existing,
 )
-from cohortlens.store.duckdb import LOCK_WAIT_ENV, DuckDBStore
-from cohortlens.store.shared import SerializedStore, SessionStore, TurnTakingStore
 
 if TYPE_CHECKING:
+    from cohortlens.store.duckdb import LOCK_WAIT_ENV, DuckDBStore
     from cohortlens.store.postgres import PostgresStore
+    from cohortlens.store.shared import SerializedStore, SessionStore, TurnTakingStore
 
     def _both_fill_the_protocol(duck: DuckDBStore, pg: PostgresStore) -> tuple[Store, Store]:
         """Checked by mypy only: each backend is a :class:`Store`."""
         return duck, pg
+
+
+#: Public name -> the module defining it (imported on first use).
+_LAZY = {
+    "LOCK_WAIT_ENV": "duckdb",
+    "DuckDBStore": "duckdb",
+    "SerializedStore": "shared",
+    "SessionStore": "shared",
+    "TurnTakingStore": "shared",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 #: Environment variable naming the store when ``--db`` is not given.
@@ -65,6 +90,10 @@ def open_store(
                 "install it with: pip install 'cohortlens[postgres]'"
             ) from None
         return PostgresStore(url, read_only=read_only)
+    if (read_only or not create) and url != ":memory:":
+        require_existing(url)
+    from cohortlens.store.duckdb import DuckDBStore
+
     return DuckDBStore(url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait)
 
 
@@ -82,6 +111,8 @@ def open_shared(
     one connection (:class:`SerializedStore`).
     """
     url = resolve_db(str(db) if db is not None else None)
+    from cohortlens.store.shared import SerializedStore, TurnTakingStore
+
     if url.startswith(POSTGRES_SCHEMES) or url == ":memory:":
         return SerializedStore(open_store(url, wait_s=wait_s, on_wait=on_wait, create=create))
     return TurnTakingStore(url, wait_s=wait_s, on_wait=on_wait, create=create)
@@ -90,6 +121,7 @@ def open_shared(
 __all__ = [
     "DB_ENV",
     "LOCK_WAIT_ENV",
+    "SALT_BYTES",
     "CommitCounts",
     "ConflictError",
     "DuckDBStore",

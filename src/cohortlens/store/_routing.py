@@ -16,10 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cohortlens.errors import InputError, StoreError
-from cohortlens.store.base import MODEL_STATUSES, ConflictError, Routing
+from cohortlens.store.base import MODEL_STATUSES, SALT_BYTES, ConflictError, Routing
 
-#: Bytes of randomness in a release salt (hex-encoded: twice as many characters).
-SALT_BYTES = 8
 _SALT_RE = re.compile(f"[0-9a-f]{{{2 * SALT_BYTES}}}")
 
 

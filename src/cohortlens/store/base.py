@@ -11,16 +11,21 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from cohortlens.errors import StoreError
+from cohortlens.events.session import IngestSession
 
 #: Statuses of a stored cohort model (``cohort_models.status``).
 MODEL_STATUSES: tuple[str, ...] = ("active", "candidate", "retired")
 #: Schema metadata key of ``read_quarantine``'s result: the rows matching its filters in all.
 QUARANTINE_TOTAL_KEY = b"cohortlens.total_rows"
+#: Bytes of randomness in a release salt (``Routing.salt``, hex: twice as many characters).
+SALT_BYTES = 8
 
 
 def with_quarantine_total(rows: pa.Table, schema: pa.Schema, limit: int | None) -> pa.Table:
@@ -40,39 +45,22 @@ def quarantine_total(table: pa.Table) -> int:
     return int(meta.get(QUARANTINE_TOTAL_KEY, str(table.num_rows).encode()))
 
 
+def require_existing(url: str) -> None:
+    """Refuse a DuckDB file that does not exist: commands that only read, or need earlier
+    results, never leave an empty store behind a typo (checked before DuckDB is loaded)."""
+    if url != ":memory:" and not Path(url).exists():
+        raise StoreError(
+            f"no store at {url}: nothing has been ingested there yet "
+            "(check --db / $COHORTLENS_DB, or run `cohortlens ingest` first)"
+        )
+
+
 class ConflictError(StoreError):
     """An optimistic-concurrency check failed: the state moved on since it was read."""
 
 
 class StoreBusyError(StoreError):
     """The embedded store stayed held by another process for the whole wait (retry later)."""
-
-
-@dataclass(frozen=True)
-class CommitCounts:
-    """Rows of one source that reached the events table, and those already known."""
-
-    inserted: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class OutcomeCounts:
-    """What merging one outcomes table did, per learner (the last row of a learner counts)."""
-
-    inserted: int  # learners without stored outcomes
-    updated: int  # learners whose given columns changed
-    unchanged: int  # learners whose given columns already held these values
-
-
-@dataclass(frozen=True)
-class RejectExample:
-    """One quarantined row of the current ingest (for an error that shows examples)."""
-
-    reason: str
-    line: int | None
-    detail: str | None
-    raw: str | None
 
 
 @dataclass(frozen=True)
@@ -121,42 +109,6 @@ class RolloutEvent:
     kind: str
     reason: str
     detail: dict[str, Any]
-
-
-class IngestSession(Protocol):
-    """One transactional ingest: nothing is visible to readers until ``commit`` succeeds."""
-
-    def stage(self, events: pa.Table, source: str) -> None:
-        """Add validated canonical events of ``source`` (duplicates are resolved at commit)."""
-
-    def quarantine(self, rejected: pa.Table) -> None:
-        """Record rejected rows (``QUARANTINE_SCHEMA``)."""
-
-    def put_outcomes(self, outcomes: pa.Table) -> OutcomeCounts:
-        """Merge learner outcomes column by column; returns what changed, per learner.
-
-        ``outcomes`` has ``learner_id`` and any non-empty subset of the other columns of
-        ``OUTCOME_SCHEMA`` (with their types). Only those columns are written (a null sets
-        null); a stored learner's other columns keep their values. Within the table the last
-        row of a learner wins. Anything else is an :class:`~cohortlens.errors.InputError`.
-        """
-
-    def reject_examples(self, source: str, per_reason: int) -> list[RejectExample]:
-        """Rows of ``source`` quarantined by this (uncommitted) ingest: the first ``per_reason``
-        of each reason, by line."""
-
-    def resolve(self) -> dict[str, CommitCounts]:
-        """Insert staged events not already stored (first occurrence wins), still uncommitted.
-
-        Returns per-source counts of inserted rows and duplicates.
-        """
-
-    def commit(self, report: dict[str, object], *, spool_segment: str | None = None) -> None:
-        """Keep ``report`` in the ingest log and commit the transaction.
-
-        ``spool_segment`` names the spool segment this ingest applies; it is recorded in
-        ``spool_applied`` in the same transaction.
-        """
 
 
 class Store(Protocol):

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import DEFAULT_DOMAIN, EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.events.session import CommitCounts, OutcomeCounts, RejectExample
 from cohortlens.events.source import LINE_COLUMN, NativeScan, RawBatch, TimestampUnit
 from cohortlens.events.validate import (
     NO_FILTER_PUSHDOWN,
@@ -42,11 +43,9 @@ from cohortlens.store._ingest_sql import (
 )
 from cohortlens.store._state_sql import SharedState, quarantine_query
 from cohortlens.store.base import (
-    CommitCounts,
     ConflictError,
-    OutcomeCounts,
-    RejectExample,
     StoreBusyError,
+    require_existing,
     with_quarantine_total,
 )
 from cohortlens.store.migrations import DUCKDB as MIGRATIONS
@@ -203,11 +202,8 @@ class DuckDBStore(SharedState):
         reopens a file it has migrated already).
         """
         self.url = str(path)
-        if (not create or read_only) and self.url != ":memory:" and not Path(self.url).exists():
-            raise StoreError(
-                f"no store at {self.url}: nothing has been ingested there yet "
-                "(check --db / $COHORTLENS_DB, or run `cohortlens ingest` first)"
-            )
+        if not create or read_only:
+            require_existing(self.url)
         self._con = connect(self.url, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
         try:
             _exec(self._con, "SET TimeZone = 'UTC'")

@@ -35,6 +35,7 @@ from psycopg.pq import TransactionStatus
 
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
+from cohortlens.events.session import CommitCounts, OutcomeCounts, RejectExample
 from cohortlens.store._ingest_sql import (
     REJECT_EXAMPLES_SQL,
     merge_outcomes_sql,
@@ -43,13 +44,7 @@ from cohortlens.store._ingest_sql import (
 from cohortlens.store._pgcopy import copy_in, copy_out, copy_out_table
 from cohortlens.store._routing import utc
 from cohortlens.store._state_sql import SharedState, quarantine_query
-from cohortlens.store.base import (
-    CommitCounts,
-    ConflictError,
-    OutcomeCounts,
-    RejectExample,
-    with_quarantine_total,
-)
+from cohortlens.store.base import ConflictError, with_quarantine_total
 from cohortlens.store.migrations import POSTGRES as MIGRATIONS
 
 _EVENT_COLUMNS = ", ".join(EVENT_SCHEMA.names)
