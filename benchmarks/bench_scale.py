@@ -469,7 +469,7 @@ def project(sizes: list[dict[str, Any]], slopes: dict[str, Any]) -> dict[str, An
         "disk_gib": {
             k.removesuffix("_mib"): round(v * n / (1 << 30), 1) for k, v in per_event.items()
         },
-        "peak_disk_gib_largest_step": round(
+        "peak_scratch_disk_gib": round(
             max(m["peak_disk_mib"] for m in last["steps"].values()) / last["events"] * n / 1024,
             1,
         ),
@@ -518,7 +518,8 @@ def markdown(summary: dict[str, Any]) -> str:
         + ", ".join(f"{k} {'n/a' if v is None else f'{v:,}'}" for k, v in p["wall_s"].items())
         + "; disk GiB "
         + ", ".join(f"{k} {v}" for k, v in p["disk_gib"].items())
-        + f"; peak scratch disk of one step {p['peak_disk_gib_largest_step']} GiB.",
+        + f"; scratch disk at its peak (every file of the run: Parquet, store, peer, temp) "
+        f"{p['peak_scratch_disk_gib']} GiB.",
     ]
     for s in summary["sizes"]:
         if s.get("spark"):
