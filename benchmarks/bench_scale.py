@@ -204,11 +204,28 @@ def _json_out(m: Measured) -> dict[str, Any]:
     return dict(json.loads(text[start + 1 :] if start >= 0 else text))
 
 
+class StepFailedError(RuntimeError):
+    """A step exited non-zero; the steps that need its output cannot run."""
+
+    def __init__(self, measured: Measured) -> None:
+        super().__init__(f"step {measured.step} failed: {why(measured)}")
+        self.measured = measured
+
+
+def why(m: Measured) -> str:
+    """How a step ended, in words (a SIGKILL is what the kernel's OOM killer sends)."""
+    if m.returncode == 0:
+        return "ok"
+    if m.returncode == -9:
+        return "killed by SIGKILL (out of memory?)"
+    if m.returncode < 0:
+        return f"killed by signal {-m.returncode}"
+    return f"exit {m.returncode}"
+
+
 def _check(m: Measured) -> None:
     if m.returncode != 0:
-        raise RuntimeError(
-            f"step {m.step} failed (exit {m.returncode}):\n{m.stderr[-3000:]}\n{m.stdout[-1000:]}"
-        )
+        raise StepFailedError(m)
 
 
 def _parquet_glob(path: Path) -> str:
@@ -265,7 +282,12 @@ def run_size(
     weeks: int = 26,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every step of ours and of the peer at one size; raises if a step fails."""
+    """Every step of ours and of the peer at one size.
+
+    A failing step ends the size (later steps need its output): the result keeps the steps
+    measured so far, the failed one included (its wall time and peak RSS up to the failure),
+    and says which step failed and how under ``failed``.
+    """
     from cohortlens.budget import MemoryBudget
 
     budget = MemoryBudget.from_option(memory_limit)
@@ -278,14 +300,15 @@ def run_size(
 
     def step(name: str, cmd: list[str]) -> Measured:
         m = measure(name, cmd, root, root, env)
-        _check(m)
         steps[name] = m
         print(
             f"  {learners:>9,} {name:<15} {m.seconds:8.1f} s  {m.peak_rss_mib:8.0f} MiB"
-            f"  disk {m.peak_disk_mib:8.0f} MiB  load {m.load_avg_1m:.1f}",
+            f"  disk {m.peak_disk_mib:8.0f} MiB  load {m.load_avg_1m:.1f}"
+            + ("" if m.returncode == 0 else f"  FAILED: {why(m)}"),
             file=sys.stderr,
             flush=True,
         )
+        _check(m)
         return m
 
     def ours(*args: str) -> Measured:
@@ -293,43 +316,61 @@ def run_size(
         cmd = _with_limit(args[0], [*args, "--json"], memory_limit)
         return step(args[0], _cli(*cmd))
 
+    result: dict[str, Any] = {"learners": learners, "events": None, "accepted": None}
+    result |= {"feature_rows": None, "sizes": {}, "spark": None, "failed": None}
+    try:
+        _steps(result, ours, step, root, db, peer_db, budget.limit_bytes, seed, weeks, spark,
+               memory_limit)  # fmt: skip
+    except StepFailedError as exc:
+        m = exc.measured
+        result["failed"] = {"step": m.step, "how": why(m), "stderr_tail": m.stderr[-2000:]}
+    result["steps"] = {
+        k: {kk: vv for kk, vv in asdict(v).items() if kk not in ("stdout", "stderr")}
+        for k, v in steps.items()
+    }
+    return result
+
+
+def _steps(
+    result: dict[str, Any],
+    ours: Any,
+    step: Any,
+    root: Path,
+    db: Path,
+    peer_db: Path,
+    budget_bytes: int,
+    seed: int,
+    weeks: int,
+    spark: bool,
+    memory_limit: str | None,
+) -> None:
+    """The steps of one size in order, filling ``result`` as their outputs appear."""
+    learners = result["learners"]
+    sizes = result["sizes"]
     sim = ours("simulate", "--learners", str(learners), "--weeks", str(weeks), "--seed", str(seed),
                "--out", str(root / "sim"))  # fmt: skip
     files = _json_out(sim)["files"]
     events_path, outcomes_path = Path(files["events"]), Path(files["outcomes"])
-    n_events = int(_json_out(sim)["events"])
-    sizes = {"events_parquet_mib": round(dir_mib(events_path), 1)}
+    result["events"] = int(_json_out(sim)["events"])
+    sizes["events_parquet_mib"] = round(dir_mib(events_path), 1)
     ing = ours("ingest", str(events_path), "--outcomes", str(outcomes_path), "--db", str(db))
-    accepted = sum(
+    result["accepted"] = sum(
         int(s.get("accepted", 0)) for s in _json_out(ing)["sources"] if s.get("kind") == "events"
     )
     sizes["store_after_ingest_mib"] = round(os.path.getsize(db) / (1 << 20), 1)
-    step("peer_load", _peer("load", peer_db, budget.limit_bytes, events_path))
+    step("peer_load", _peer("load", peer_db, budget_bytes, events_path))
+    sizes["peer_db_mib"] = round(os.path.getsize(peer_db) / (1 << 20), 1)
     feat_out = root / "features.parquet"
     feat = ours("features", "--db", str(db), "--out", str(feat_out))
-    n_learners = int(_json_out(feat)["learners"])
-    step("peer_features", _peer("features", peer_db, budget.limit_bytes))
+    result["feature_rows"] = int(_json_out(feat)["learners"])
+    sizes["features_parquet_mib"] = round(dir_mib(feat_out), 1)
+    step("peer_features", _peer("features", peer_db, budget_bytes))
     ours("discover", "--db", str(db), "--report", str(root / "report.html"))
     ours("assign", "--features", str(feat_out), "--out", str(root / "assign.parquet"),
          "--db", str(db))  # fmt: skip
     sizes["store_mib"] = round(os.path.getsize(db) / (1 << 20), 1)
-    sizes["peer_db_mib"] = round(os.path.getsize(peer_db) / (1 << 20), 1)
-    sizes["features_parquet_mib"] = round(dir_mib(feat_out), 1)
-    spark_row: dict[str, Any] | None = None
     if spark:
-        spark_row = _spark_step(step, root, events_path, feat_out, memory_limit)
-    return {
-        "learners": learners,
-        "events": n_events,
-        "accepted": accepted,
-        "feature_rows": n_learners,
-        "sizes": sizes,
-        "steps": {
-            k: {kk: vv for kk, vv in asdict(v).items() if kk not in ("stdout", "stderr")}
-            for k, v in steps.items()
-        },
-        "spark": spark_row,
-    }
+        result["spark"] = _spark_step(step, root, events_path, feat_out, memory_limit)
 
 
 def _spark_step(
@@ -381,50 +422,66 @@ def summarize(sizes: list[dict[str, Any]], memory_limit: str | None) -> dict[str
                 "events": n,
                 "step": name,
                 "wall_s": round(m["seconds"], 2),
-                "events_per_s": round(n / m["seconds"]),
                 "peak_rss_mib": round(m["peak_rss_mib"]),
                 "peak_disk_mib": round(m["peak_disk_mib"]),
                 "load_avg_1m": round(m["load_avg_1m"], 1),
             }
+            if m["returncode"] != 0:
+                row["failed"] = s["failed"]["how"] if s.get("failed") else "failed"
+                row["rss_pass"] = False
+                rows.append(row)
+                continue
+            if n:
+                row["events_per_s"] = round(n / m["seconds"])
             peer = {"ingest": "peer_load", "features": "peer_features"}.get(name)
-            if peer in st:
+            if peer in st and st[peer]["returncode"] == 0:
                 row["ours_over_peer"] = round(m["seconds"] / st[peer]["seconds"], 2)
             goal = {
                 "simulate": GOALS["simulate_events_per_s"],
                 "ingest": GOALS["ingest_rows_per_s"],
                 "features": GOALS["features_events_per_s"],
             }.get(name)
-            if goal is not None:
+            if goal is not None and n:
                 row["rate_goal"] = goal
                 row["rate_pass"] = row["events_per_s"] >= goal
             if not name.startswith("peer_"):
                 row["rss_pass"] = m["peak_rss_mib"] <= GOALS["peak_rss_mib"]
             rows.append(row)
-    names = list(sizes[0]["steps"])
-    events = [float(s["events"]) for s in sizes]
+
+    def ok(s: dict[str, Any], name: str) -> bool:
+        return bool(s["events"]) and s["steps"].get(name, {}).get("returncode") == 0
+
+    # slopes, flatness and the projection use the steps that completed at every size
+    names = [k for k in sizes[0]["steps"] if all(ok(s, k) for s in sizes)]
+    events = [float(s["events"] or 0) for s in sizes]
     slopes = {}
     for name in names:
         a, b = _fit(events, [s["steps"][name]["seconds"] for s in sizes])
         slopes[name] = {"intercept_s": round(a, 3), "ns_per_event": round(b * 1e9, 2)}
-    per_learner = events[-1] / sizes[-1]["learners"]
+    known = [s for s in sizes if s["events"]]
+    per_learner = known[-1]["events"] / known[-1]["learners"] if known else 0.0
     e2e = []
     for s in sizes:
+        if not all(ok(s, k) for k in (*E2E_STEPS, "peer_load", "peer_features")):
+            continue
         total = sum(s["steps"][k]["seconds"] for k in E2E_STEPS)
         peer = s["steps"]["peer_load"]["seconds"] + s["steps"]["peer_features"]["seconds"]
         e2e.append({"learners": s["learners"], "events": s["events"], "ours_s": round(total, 1)})
         e2e[-1]["peer_load_plus_features_s"] = round(peer, 1)
     events_1m = per_learner * 1_000_000
     at_1m = [e for e in e2e if e["learners"] == 1_000_000]
-    projected_1m = sum(
-        slopes[k]["intercept_s"] + slopes[k]["ns_per_event"] * 1e-9 * events_1m for k in E2E_STEPS
-    )
-    e2e_check = {
+    e2e_check: dict[str, Any] = {
         "goal_s": GOALS["end_to_end_s_at_1m"],
         "measured_at_1m_s": at_1m[0]["ours_s"] if at_1m else None,
-        "projected_at_1m_s": round(projected_1m, 1),
+        "projected_at_1m_s": None,
     }
-    if any(slopes[k]["ns_per_event"] <= 0 for k in E2E_STEPS):  # sizes too close or too noisy
-        e2e_check["projected_at_1m_s"] = None
+    # no projection when a step is missing, or a slope is negative (sizes too close, noise)
+    if all(k in slopes and slopes[k]["ns_per_event"] > 0 for k in E2E_STEPS):
+        e2e_check["projected_at_1m_s"] = round(
+            sum(slopes[k]["intercept_s"] + slopes[k]["ns_per_event"] * 1e-9 * events_1m
+                for k in E2E_STEPS),
+            1,
+        )  # fmt: skip
     judged = e2e_check["measured_at_1m_s"] or e2e_check["projected_at_1m_s"]
     e2e_check["pass"] = None if judged is None else judged <= GOALS["end_to_end_s_at_1m"]
     flat = {}
@@ -433,7 +490,7 @@ def summarize(sizes: list[dict[str, Any]], memory_limit: str | None) -> dict[str
             lo = sizes[0]["steps"][name]["peak_rss_mib"]
             hi = sizes[-1]["steps"][name]["peak_rss_mib"]
             flat[name] = {"ratio": round(hi / lo, 2), "pass": hi / lo <= GOALS["rss_flatness"]}
-    projection = project(sizes, slopes)
+    projection = project(known, slopes) if known else None
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.bench_scale " + " ".join(sys.argv[1:]),
@@ -447,6 +504,14 @@ def summarize(sizes: list[dict[str, Any]], memory_limit: str | None) -> dict[str
         "end_to_end_check": e2e_check,
         "rss_flatness": flat,
         "projection_10m": projection,
+        "failed": [
+            {
+                "learners": s["learners"],
+                **{k: v for k, v in s["failed"].items() if k != "stderr_tail"},
+            }
+            for s in sizes
+            if s.get("failed")
+        ],
         "sizes": sizes,
     }
 
@@ -470,7 +535,10 @@ def project(sizes: list[dict[str, Any]], slopes: dict[str, Any]) -> dict[str, An
             k.removesuffix("_mib"): round(v * n / (1 << 30), 1) for k, v in per_event.items()
         },
         "peak_scratch_disk_gib": round(
-            max(m["peak_disk_mib"] for m in last["steps"].values()) / last["events"] * n / 1024,
+            max(m["peak_disk_mib"] for m in last["steps"].values() if m["returncode"] == 0)
+            / last["events"]
+            * n
+            / 1024,
             1,
         ),
     }
@@ -492,9 +560,13 @@ def markdown(summary: dict[str, Any]) -> str:
         rate = "" if "rate_pass" not in r else ("pass" if r["rate_pass"] else "FAIL")
         rss = "" if "rss_pass" not in r else ("pass" if r["rss_pass"] else "FAIL")
         goal = f"{r['rate_goal'] / 1e6:g}M/s" if "rate_goal" in r else ""
+        events = f"{r['events']:,}" if r["events"] else "?"
+        speed = f"{r['events_per_s']:,}" if "events_per_s" in r else ""
+        if "failed" in r:
+            speed, rss = f"FAILED: {r['failed']}", "FAIL (at failure)"
         lines.append(
-            f"| {r['learners']:,} | {r['events']:,} | {r['step']} | {r['wall_s']} "
-            f"| {r['events_per_s']:,} | {r['peak_rss_mib']:,} | {r.get('ours_over_peer', '')} "
+            f"| {r['learners']:,} | {events} | {r['step']} | {r['wall_s']} "
+            f"| {speed} | {r['peak_rss_mib']:,} | {r.get('ours_over_peer', '')} "
             f"| {goal} | {rate} | {rss} | {r['load_avg_1m']} |"
         )
     lines += ["", "| step | slope ns/event | intercept s | RSS largest ÷ smallest |"]
@@ -511,7 +583,15 @@ def markdown(summary: dict[str, Any]) -> str:
         + f"; at 1M learners measured {e['measured_at_1m_s']} s, projected from the slopes "
         f"{e['projected_at_1m_s']} s; goal ≤ {e['goal_s']} s: {'pass' if e['pass'] else 'FAIL'}.",
     ]
+    for f in summary["failed"]:
+        lines.append(
+            f"\n**{f['learners']:,} learners: step {f['step']} failed ({f['how']})**; the steps "
+            "after it did not run at this size, and the slopes use the steps that completed at "
+            "every size."
+        )
     p = summary["projection_10m"]
+    if p is None:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"Projection to {p['learners']:,} learners ({p['events']:,} events): wall s "
@@ -597,6 +677,8 @@ def main() -> None:
     text = (a.out_dir / "scale.md").read_text()
     print(text)
     print(f"wrote {a.out_dir / 'scale.json'} and {a.out_dir / 'scale.md'}")
+    if json.loads((a.out_dir / "scale.json").read_text())["failed"]:
+        sys.exit(1)  # a step failed: the table says which and how
 
 
 if __name__ == "__main__":

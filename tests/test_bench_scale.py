@@ -24,7 +24,13 @@ def _size(learners: int, events: int, seconds: dict[str, float], rss: float) -> 
             "store_mib": events * 20 / (1 << 20),
         },
         "steps": {
-            k: {"seconds": s, "peak_rss_mib": rss, "peak_disk_mib": 100.0, "load_avg_1m": 1.0}
+            k: {
+                "seconds": s,
+                "peak_rss_mib": rss,
+                "peak_disk_mib": 100.0,
+                "load_avg_1m": 1.0,
+                "returncode": 0,
+            }
             for k, s in seconds.items()
         },
         "spark": None,
@@ -79,9 +85,14 @@ def test_negative_slopes_are_not_projected() -> None:
 
 
 def test_tree_rss_counts_a_child() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    code = "import time; print('ready', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        assert tree_rss_mib(os.getpid()) > tree_rss_mib(child.pid) > 1.0
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"  # the interpreter is up
+        own = tree_rss_mib(child.pid)
+        assert own > 1.0
+        assert tree_rss_mib(os.getpid()) > own
     finally:
         child.kill()
         child.wait()
@@ -108,3 +119,33 @@ def test_bench_scale_runs_every_step_and_writes_its_table(tmp_path: Path) -> Non
     assert "| 200 |" in table
     assert "peer_features" in table
     assert not scratch.exists()  # deleted without --keep
+
+
+def test_a_failed_step_is_reported_and_the_rest_still_summarized() -> None:
+    small = _size(250_000, 60_000_000, dict.fromkeys(STEPS, 30.0), 1000.0)
+    large = _size(1_000_000, 240_000_000, dict.fromkeys(STEPS[:3], 90.0), 1000.0)
+    large["steps"]["features"] = {
+        "seconds": 48.0,
+        "peak_rss_mib": 19_000.0,
+        "peak_disk_mib": 1.0,
+        "load_avg_1m": 1.0,
+        "returncode": -9,
+    }
+    large["failed"] = {"step": "features", "how": "killed by SIGKILL (out of memory?)"}
+    for size in (small, large):
+        for m in size["steps"].values():
+            m.setdefault("returncode", 0)
+    s = summarize([small, large], None)
+    row = next(r for r in s["rows"] if r["learners"] == 1_000_000 and r["step"] == "features")
+    assert row["failed"] == "killed by SIGKILL (out of memory?)"
+    assert row["rss_pass"] is False
+    assert set(s["slopes"]) == {"simulate", "ingest", "peer_load"}
+    assert s["slopes"]["ingest"]["ns_per_event"] == 333.33  # (90 - 30) s / 180M events
+    assert [e["learners"] for e in s["end_to_end"]] == [250_000]
+    assert s["end_to_end_check"]["projected_at_1m_s"] is None
+    assert s["failed"] == [
+        {"learners": 1_000_000, "step": "features", "how": "killed by SIGKILL (out of memory?)"}
+    ]
+    table = markdown(s)
+    assert "FAILED: killed by SIGKILL (out of memory?)" in table
+    assert "1,000,000 learners: step features failed" in table
