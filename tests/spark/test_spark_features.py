@@ -287,7 +287,9 @@ def test_feature_frame_sizes_buckets_from_the_budget(
     spark: Any, events_dir: Path, sim_events: pa.Table
 ) -> None:
     from cohortlens.budget import MemoryBudget
+    from cohortlens.features.spark import concurrent_tasks
 
+    assert concurrent_tasks(spark) == 2  # local[2]: the cores
     run = feature_frame(spark, str(events_dir), budget=MemoryBudget(limit_bytes=1 << 30))
     assert run.n_buckets == 2  # 15k events fit one bucket; at least the 2 cores
     assert_same_features(run.frame.toArrow(), compute_features(sim_events))

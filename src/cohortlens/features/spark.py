@@ -676,13 +676,18 @@ def n_buckets_for(
 
 
 def concurrent_tasks(spark: SparkSession) -> int:
-    """Tasks that run at once on one machine: local cores, or an executor's cores ÷ task CPUs."""
+    """Tasks that run at once on one machine: local cores, or an executor's cores ÷ task CPUs.
+
+    On a cluster without ``spark.executor.cores`` (Databricks sizes executors from the node
+    type) it is the default parallelism: as if every task shared one budget, which errs towards
+    more, smaller buckets.
+    """
     conf = spark.conf
     master = str(conf.get("spark.master", "local") or "local")
-    if master.startswith("local"):
+    cores = conf.get("spark.executor.cores", None)
+    if master.startswith("local") or not cores:
         return _parallelism(spark)
-    cores = int(conf.get("spark.executor.cores", "1") or 1)
-    return max(1, cores // int(conf.get("spark.task.cpus", "1") or 1))
+    return max(1, int(cores) // int(conf.get("spark.task.cpus", "1") or 1))
 
 
 def _parallelism(spark: SparkSession) -> int:
