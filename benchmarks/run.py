@@ -28,6 +28,7 @@ SUITES = {
     "reports": "benchmarks.bench_reports",
     "spark": "benchmarks.bench_spark",
     "serve": "benchmarks.bench_serve",
+    "scale": "benchmarks.bench_scale",
 }
 
 

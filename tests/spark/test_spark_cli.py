@@ -127,3 +127,18 @@ def test_remote_output_is_summarized_by_spark_and_not_saved(
         str(p["values"]): p["counts"]
         for p in pc.value_counts(expected.column("retention_status")).to_pylist()
     }
+
+
+def test_memory_limit_too_small_for_spark_exits_2_with_the_minimum(
+    spark: Any, few_learners: pa.Table, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.parquet"
+    pq.write_table(few_learners, events)
+    args = ["features", "--engine", "spark", "--events", str(events), "--out", str(tmp_path / "f")]
+    r = runner.invoke(app, [*args, "--db", str(tmp_path / "s.duckdb"), "--memory-limit", "1MiB"])
+    assert r.exit_code == 2
+    assert "--memory-limit 1.0 MiB is too small for Spark with 2 concurrent task(s)" in r.output
+    assert "at least 164.0 MiB" in r.output
+    r = runner.invoke(app, [*args, "--db", str(tmp_path / "s.duckdb"), "--memory-limit", "lots"])
+    assert r.exit_code == 2
+    assert "expected a positive number of bytes" in r.output

@@ -245,3 +245,51 @@ def test_local_interpreter_only_when_this_process_starts_local_spark(
     assert is_local_path("rel/x.parquet")
     assert not is_local_path("s3a://bucket/events/")
     assert not is_local_path("dbfs:/events")
+
+
+# ---------------------------------------------------------------- buckets from the memory budget
+
+
+def test_bucket_events_splits_the_python_share_among_concurrent_tasks() -> None:
+    from cohortlens.budget import MemoryBudget
+    from cohortlens.features.spark import PYTHON_SHARE, WORKER_BYTES_PER_EVENT, bucket_events
+
+    three = MemoryBudget(limit_bytes=3 << 30)
+    assert bucket_events(three, 2) == int((3 << 30) * PYTHON_SHARE / 2) // WORKER_BYTES_PER_EVENT
+    assert bucket_events(three, 2) == 1_872_805  # 1.5 GiB over two workers at 430 B/event
+    assert bucket_events(three, 4) == bucket_events(MemoryBudget(limit_bytes=3 << 29), 2)
+
+
+def test_n_buckets_for_grows_as_the_budget_shrinks_and_keeps_every_core_busy() -> None:
+    from cohortlens.budget import MemoryBudget
+    from cohortlens.features.spark import bucket_events, n_buckets_for
+
+    events = 237_000_000
+    big, small = MemoryBudget(limit_bytes=8 << 30), MemoryBudget(limit_bytes=2 << 30)
+    assert n_buckets_for(big, events, 2, 2) == -(-events // bucket_events(big, 2)) == 48
+    assert n_buckets_for(small, events, 2, 2) == -(-events // bucket_events(small, 2)) == 190
+    assert n_buckets_for(big, 1000, 2, 6) == 6  # never fewer buckets than cores
+
+
+def test_a_budget_too_small_for_one_bucket_names_the_minimum() -> None:
+    from cohortlens.budget import MemoryBudget
+    from cohortlens.features.spark import MIN_BUCKET_EVENTS, bucket_events
+
+    with pytest.raises(
+        InputError, match=r"--memory-limit 1\.0 MiB is too small .* at least 82\.0 MiB"
+    ):
+        bucket_events(MemoryBudget(limit_bytes=1 << 20), 1)
+    # the named minimum works
+    assert bucket_events(MemoryBudget(limit_bytes=86_000_000), 1) == MIN_BUCKET_EVENTS
+
+
+def test_feature_frame_sizes_buckets_from_the_budget(
+    spark: Any, events_dir: Path, sim_events: pa.Table
+) -> None:
+    from cohortlens.budget import MemoryBudget
+    from cohortlens.features.spark import concurrent_tasks
+
+    assert concurrent_tasks(spark) == 2  # local[2]: the cores
+    run = feature_frame(spark, str(events_dir), budget=MemoryBudget(limit_bytes=1 << 30))
+    assert run.n_buckets == 2  # 15k events fit one bucket; at least the 2 cores
+    assert_same_features(run.frame.toArrow(), compute_features(sim_events))

@@ -309,6 +309,14 @@ def features(
             "--engine", help="local (this machine) or spark (pyspark; needs --events and --out)."
         ),
     ] = "local",
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            help="Memory budget, e.g. 3GiB (default 3 GiB or a third of RAM); "
+            "spark: sizes the buckets (docs/SCALING.md).",
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -318,7 +326,7 @@ def features(
 
     params = FeatureParams()
     if engine == "spark":
-        _features_on_spark(events, out_path, params, db, as_json)
+        _features_on_spark(events, out_path, params, db, as_json, memory_limit)
         return
     if engine != "local":
         raise InputError(f"--engine {engine!r}: expected local or spark")
@@ -366,11 +374,19 @@ def features(
 
 
 def _features_on_spark(
-    events: str | None, out_path: str | None, params: Any, db: str | None, as_json: bool
+    events: str | None,
+    out_path: str | None,
+    params: Any,
+    db: str | None,
+    as_json: bool,
+    memory_limit: str | None = None,
 ) -> None:
     """``features --engine spark``: Spark writes --out; a local output is also saved as a run."""
     if events is None or out_path is None:
         raise InputError("--engine spark needs --events (Parquet, any Hadoop URI) and --out")
+    from cohortlens.budget import MemoryBudget
+
+    budget = None if memory_limit is None else MemoryBudget.from_option(memory_limit)
     try:
         from cohortlens.features.spark import cli_features
     except ImportError as exc:
@@ -378,7 +394,7 @@ def _features_on_spark(
             f"--engine spark needs pyspark ({exc}); install it: pip install 'cohortlens[spark]'"
         ) from None
     with _Spinner(f"features from {events} on Spark", as_json):
-        run = cli_features(events, out_path, params)
+        run = cli_features(events, out_path, params, budget)
     run_id = None
     if run.table is not None:
         from cohortlens.cli._store import open_for_command

@@ -40,6 +40,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - the conventional alias
 from pyspark.sql import types as T  # noqa: N812
 
+from cohortlens.budget import MemoryBudget, format_bytes
 from cohortlens.errors import InputError
 from cohortlens.features._hash import in_fit_sample, learner_hash, partition_of
 from cohortlens.features._prep import prepare
@@ -71,6 +72,14 @@ _TOP_BIT = np.uint64(1 << 63)
 #: The fit pass first selects learners in this many times the share of the hash space that
 #: the cap on fit pairs would need at one pair per graded event.
 FIT_SHARE_SLACK = 16.0
+#: Peak memory of a Python worker per event of the bucket it holds, interpreter included:
+#: workers peaked at 0.77–0.86 GB with 2M-event buckets (docs/SCALING.md, "Memory and
+#: partitions"), i.e. at most about 0.43 KB per event.
+WORKER_BYTES_PER_EVENT = 430
+#: Share of the memory budget the Python workers get; the rest is the JVM's (heap, shuffle).
+PYTHON_SHARE = 0.5
+#: The smallest bucket worth a task: a budget that allows less is refused.
+MIN_BUCKET_EVENTS = 100_000
 #: One row per sampled review pair: the learner's ``hash_key`` and the pair's model inputs.
 _SAMPLE_SCHEMA = T.StructType(
     [T.StructField("hash_key", T.LongType(), False)]
@@ -635,6 +644,52 @@ def _fit_sample(
         samples.unpersist()
 
 
+def bucket_events(budget: MemoryBudget, concurrent_tasks: int) -> int:
+    """Events per bucket so that ``concurrent_tasks`` Python workers fit the budget at once.
+
+    ``budget`` is the memory of one machine that runs tasks: the whole local machine in local
+    mode, one executor on a cluster (its ``spark.executor.pyspark.memory`` or
+    ``memoryOverhead`` plus heap). The Python workers get :data:`PYTHON_SHARE` of it, split
+    evenly among the tasks that run at once, at :data:`WORKER_BYTES_PER_EVENT` each.
+
+    Raises:
+        InputError: the budget leaves a task fewer than :data:`MIN_BUCKET_EVENTS` events
+            (the message names the smallest budget that works).
+    """
+    tasks = max(1, int(concurrent_tasks))
+    events = int(budget.limit_bytes * PYTHON_SHARE / tasks) // WORKER_BYTES_PER_EVENT
+    if events < MIN_BUCKET_EVENTS:
+        minimum = math.ceil(MIN_BUCKET_EVENTS * WORKER_BYTES_PER_EVENT * tasks / PYTHON_SHARE)
+        raise InputError(
+            f"--memory-limit {format_bytes(budget.limit_bytes)} is too small for Spark with "
+            f"{tasks} concurrent task(s): give at least {format_bytes(minimum)}"
+        )
+    return events
+
+
+def n_buckets_for(
+    budget: MemoryBudget, n_events: int, concurrent_tasks: int, parallelism: int
+) -> int:
+    """The bucket count the budget implies: ``ceil(events / bucket_events)``, ≥ ``parallelism``."""
+    per = bucket_events(budget, concurrent_tasks)
+    return max(math.ceil(n_events / per), int(parallelism), 1)
+
+
+def concurrent_tasks(spark: SparkSession) -> int:
+    """Tasks that run at once on one machine: local cores, or an executor's cores ÷ task CPUs.
+
+    On a cluster without ``spark.executor.cores`` (Databricks sizes executors from the node
+    type) it is the default parallelism: as if every task shared one budget, which errs towards
+    more, smaller buckets.
+    """
+    conf = spark.conf
+    master = str(conf.get("spark.master", "local") or "local")
+    cores = conf.get("spark.executor.cores", None)
+    if master.startswith("local") or not cores:
+        return _parallelism(spark)
+    return max(1, int(cores) // int(conf.get("spark.task.cpus", "1") or 1))
+
+
 def _parallelism(spark: SparkSession) -> int:
     try:
         return int(spark.sparkContext.defaultParallelism)
@@ -654,12 +709,14 @@ def feature_frame(
     events_per_bucket: int = EVENTS_PER_PARTITION,
     stats: GlobalStats | None = None,
     use_arrow: bool | None = None,
+    budget: MemoryBudget | None = None,
 ) -> SparkFeatures:
     """Features of every learner in ``events`` as a Spark DataFrame (kernel pass is lazy).
 
     ``n_buckets`` defaults to about ``events_per_bucket`` events per bucket and at least the
-    cluster's default parallelism; one bucket is one ``feature_kernel`` call, so its events
-    must fit in a Python worker (about 60 bytes per event at peak). ``stats`` skips the
+    cluster's default parallelism; with a ``budget`` (and no ``n_buckets``) the bucket size
+    comes from it instead (:func:`n_buckets_for`). One bucket is one ``feature_kernel`` call,
+    so its events must fit in a Python worker. ``stats`` skips the
     global pass (score new learners against a fixed population). ``use_arrow=False`` forces
     the ``applyInPandas`` path (the default picks ``applyInArrow`` when available).
     """
@@ -671,6 +728,8 @@ def feature_frame(
     n_events = int(df.count())
     if n_events == 0:
         raise InputError(f"{label}: no events")
+    if n_buckets is None and budget is not None:
+        n_buckets = n_buckets_for(budget, n_events, concurrent_tasks(spark), _parallelism(spark))
     n_buckets = n_buckets or _default_buckets(spark, n_events, events_per_bucket)
     if stats is None:
         stats = _global_stats(df, params, n_buckets, label, use_arrow)
@@ -710,15 +769,22 @@ def spark_features(
     n_buckets: int | None = None,
     events_per_bucket: int = EVENTS_PER_PARTITION,
     mode: str = "overwrite",
+    budget: MemoryBudget | None = None,
 ) -> SparkFeatures:
     """Compute features with Spark and write them to ``out_path`` (a Parquet directory).
 
     ``out_path`` may be any Hadoop-compatible URI (``s3a://``, ``abfss://``, ``hdfs://``,
     ``dbfs:/``, local). Returns the run's :class:`SparkFeatures` (``frame`` re-reads nothing;
-    read the written files for further work).
+    read the written files for further work). ``budget`` sizes the buckets (see
+    :func:`feature_frame`).
     """
     run = feature_frame(
-        spark, events, params, n_buckets=n_buckets, events_per_bucket=events_per_bucket
+        spark,
+        events,
+        params,
+        n_buckets=n_buckets,
+        events_per_bucket=events_per_bucket,
+        budget=budget,
     )
     write_parquet(run.frame, out_path, mode)
     return run
@@ -750,8 +816,18 @@ class CliRun:
     counts: dict[str, dict[str, int]]
 
 
-def cli_features(events: str, out_path: str, params: FeatureParams | None = None) -> CliRun:
-    """The CLI's Spark run: features of ``events`` written to ``out_path``, then summarized."""
+def cli_features(
+    events: str,
+    out_path: str,
+    params: FeatureParams | None = None,
+    budget: MemoryBudget | None = None,
+) -> CliRun:
+    """The CLI's Spark run: features of ``events`` written to ``out_path``, then summarized.
+
+    The buckets are sized by ``budget`` (default: :meth:`MemoryBudget.default`); a Spark
+    started here in local mode also gets the JVM's share of an explicit ``budget`` as
+    ``spark.driver.memory``.
+    """
     import pyarrow.parquet as pq
 
     if is_local_path(events) and not os.path.exists(_local(events)):
@@ -760,8 +836,8 @@ def cli_features(events: str, out_path: str, params: FeatureParams | None = None
         # pyspark warns about the pandas version on import and on every Arrow UDF; these UDFs
         # use no pandas
         warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
-        spark = session("cohortlens features")
-        spark_features(spark, events, out_path, params)
+        spark = session("cohortlens features", budget)
+        spark_features(spark, events, out_path, params, budget=budget or MemoryBudget.default())
     if is_local_path(out_path):
         table = pq.read_table(_local(out_path)).cast(FEATURE_SCHEMA)
         counts = {c: _value_counts(table, c) for c in _SUMMARY_COLUMNS}
@@ -793,17 +869,22 @@ def _launches_local_spark() -> bool:
     return master.startswith("local")
 
 
-def session(app_name: str = "cohortlens") -> SparkSession:
+def session(app_name: str = "cohortlens", budget: MemoryBudget | None = None) -> SparkSession:
     """The active Spark session, or a new one (master from spark-submit / spark-defaults).
 
     When this process starts Spark itself in local mode (no spark-submit, no ``--master``
     other than ``local`` in ``PYSPARK_SUBMIT_ARGS``), the Python workers use this interpreter
     unless ``PYSPARK_PYTHON`` is set. On a cluster, set ``PYSPARK_PYTHON`` (or
-    ``spark.pyspark.python``) to the executors' interpreter.
+    ``spark.pyspark.python``) to the executors' interpreter. With a ``budget``, a local Spark
+    started here gets the JVM's share of it (1 − :data:`PYTHON_SHARE`) as
+    ``spark.driver.memory`` (the Python workers get the rest through the bucket size).
     """
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
     if SparkSession.getActiveSession() is None and _launches_local_spark():
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+        if budget is not None:
+            heap_mib = max(512, int(budget.limit_bytes * (1 - PYTHON_SHARE)) >> 20)
+            builder = builder.config("spark.driver.memory", f"{heap_mib}m")
     return builder.getOrCreate()
 
 
@@ -813,10 +894,13 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SparkFeatures",
     "bucket_column",
+    "bucket_events",
+    "concurrent_tasks",
     "feature_frame",
     "global_stats_spark",
     "is_local_path",
     "item_stats_spark",
+    "n_buckets_for",
     "read_events",
     "session",
     "spark_features",
