@@ -50,6 +50,30 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+MemoryLimitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit",
+        help="Memory this command may use, e.g. 2GiB or 512MiB (K/M/G/T are 1024-based; "
+        "a bare number is bytes). Default 3GiB, or a third of RAM when smaller. It sizes the "
+        "partitions, and DuckDB gets half of it as its memory_limit.",
+    ),
+]
+TempDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--temp-dir",
+        help="Where spill files go (default: <store file>.tmp beside a DuckDB store, "
+        "else the system's temporary directory).",
+    ),
+]
+
+
+def memory_budget(memory_limit: str | None, temp_dir: Path | None = None) -> Any:
+    """The :class:`~cohortlens.budget.MemoryBudget` of ``--memory-limit`` and ``--temp-dir``."""
+    from cohortlens.budget import MemoryBudget
+
+    return MemoryBudget.from_option(memory_limit, temp_dir)
 
 
 _errors = handle_errors()
@@ -276,6 +300,8 @@ def features(
         ),
     ] = "local",
     db: DbOption = None,
+    memory_limit: MemoryLimitOption = None,
+    temp_dir: TempDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compute per-learner features (velocity, affinity, retention) and save them as a run."""
@@ -288,25 +314,48 @@ def features(
         return
     if engine != "local":
         raise InputError(f"--engine {engine!r}: expected local or spark")
-    with open_for_command(db, create=events is not None) as store:
+    from dataclasses import replace
+
+    from cohortlens.budget import SCAN_DUCKDB_SHARE
+
+    # DuckDB only streams the events here: most of the budget is the pipeline's
+    budget = replace(memory_budget(memory_limit, temp_dir), duckdb_share=SCAN_DUCKDB_SHARE)
+    with open_for_command(db, create=events is not None, budget=budget) as store:
+        spill = _spill_budget(store, budget)
         if events is not None:
             if not Path(events).exists():
                 raise InputError(f"{events}: no such file or directory")
             source = str(events)
+            _check_parquet_budget(events, spill, workers)
             with _Bars(as_json) as bars:
-                table = build_features(events, params, n_workers=workers, on_progress=bars)
+                table = build_features(
+                    events, params, n_workers=workers, on_progress=bars, budget=spill
+                )
         else:
+            from cohortlens.features.pipeline import (
+                KERNEL_COLUMNS,
+                check_budget,
+                pipeline_bytes,
+                plan_for_budget,
+            )
+
             n_events = store.count_events()
             if n_events == 0:
                 raise InputError(f"{store.url} holds no events; run `cohortlens ingest` first")
             source = f"store:{store.url}"
+            plan = plan_for_budget(pipeline_bytes(spill), n_events, workers)
+            if n_events > plan.in_memory_max_events:
+                check_budget(spill, n_events, store.max_learner_events(), workers)
             with _Bars(as_json) as bars:
                 table = build_features(
-                    store.events_reader(),
+                    store.events_reader(
+                        sort=False, batch_rows=plan.batch_rows, columns=KERNEL_COLUMNS
+                    ),
                     params,
                     n_workers=workers,
                     on_progress=bars,
                     total_events=n_events,
+                    budget=spill,
                 )
         run_id = store.save_feature_run(table, params.to_dict(), source)
     if out_path is not None:
@@ -329,6 +378,45 @@ def features(
         out.print(f"  {key}: {parts}")
     if out_path:
         out.print(f"  wrote {out_path}")
+
+
+def _spill_budget(store: Any, budget: Any) -> Any:
+    """``budget`` with its spill directory: ``--temp-dir``, else the store's (beside a DuckDB
+    file), else the system's temporary directory."""
+    from dataclasses import replace
+
+    if budget.temp_dir is None and getattr(store, "temp_directory", None) is not None:
+        return replace(budget, temp_dir=store.temp_directory)
+    return budget
+
+
+def _check_parquet_budget(events: str, budget: Any, workers: int) -> None:
+    """Refuse (exit 2) a budget too small for the Parquet events at ``events``."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from cohortlens.features.pipeline import (
+        _parquet_files,
+        check_budget,
+        pipeline_bytes,
+        plan_for_budget,
+    )
+
+    files = _parquet_files(Path(events))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if total <= plan_for_budget(pipeline_bytes(budget), total, workers).in_memory_max_events:
+        return
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{budget.duckdb_limit_bytes}B'")
+        largest = con.execute(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM read_parquet(?) "
+            "GROUP BY learner_id)",
+            [files],
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    check_budget(budget, total, int(largest), workers)
 
 
 def _features_on_spark(

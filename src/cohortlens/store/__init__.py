@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cohortlens.budget import MemoryBudget
 from cohortlens.errors import StoreError
 from cohortlens.store.base import (
     CommitCounts,
@@ -47,6 +48,7 @@ def open_store(
     create: bool = True,
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    budget: MemoryBudget | None = None,
 ) -> DuckDBStore | PostgresStore:
     """Open (and migrate) the store named by ``db`` (see :func:`resolve_db`).
 
@@ -54,6 +56,8 @@ def open_store(
     ``postgres`` extra); anything else is a DuckDB file. For DuckDB, ``create=False`` (implied
     by ``read_only``) refuses a missing file, and a file another process holds is waited for up
     to ``wait_s`` seconds (default ``$COHORTLENS_LOCK_WAIT_S`` or 60), ``on_wait`` told once.
+    ``budget`` sets DuckDB's ``memory_limit`` and ``temp_directory`` (see
+    :class:`~cohortlens.budget.MemoryBudget`); the PostgreSQL server manages its own memory.
     """
     url = resolve_db(str(db) if db is not None else None)
     if url.startswith(POSTGRES_SCHEMES):
@@ -65,7 +69,9 @@ def open_store(
                 "install it with: pip install 'cohortlens[postgres]'"
             ) from None
         return PostgresStore(url, read_only=read_only)
-    return DuckDBStore(url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait)
+    return DuckDBStore(
+        url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait, budget=budget
+    )
 
 
 def open_shared(
