@@ -127,7 +127,12 @@ def _spill_need(max_learner_events: int, n_workers: int) -> int:
     workers = max(1, int(n_workers))
     worker = workers * max(1, int(max_learner_events)) * BUCKET_BYTES_PER_EVENT
     spill_free = max(worker + _MIN_SPILL_BYTES, math.ceil(worker * 4 / 3))
-    return (1 + workers) * PROCESS_FIXED_BYTES + spill_free
+    return (1 + _worker_processes(workers)) * PROCESS_FIXED_BYTES + spill_free
+
+
+def _worker_processes(n_workers: int) -> int:
+    """Processes started beside the main one (one worker runs in the main process)."""
+    return 0 if n_workers <= 1 else int(n_workers)
 
 
 def minimum_budget_bytes(total_events: int, max_learner_events: int, n_workers: int = 1) -> int:
@@ -196,7 +201,7 @@ def plan_for_budget(limit_bytes: int, total_events: int | None, n_workers: int) 
     workers = max(1, int(n_workers))
     free = max(0, int(limit_bytes) - PROCESS_FIXED_BYTES)
     in_memory_max = free // IN_MEMORY_BYTES_PER_EVENT
-    spill_free = max(0, free - workers * PROCESS_FIXED_BYTES)
+    spill_free = max(0, free - _worker_processes(workers) * PROCESS_FIXED_BYTES)
     main_share = max(_MIN_SPILL_BYTES, spill_free // 4)
     worker_share = max(BUCKET_BYTES_PER_EVENT, (spill_free - main_share) // workers)
     events_per_bucket = max(1, worker_share // BUCKET_BYTES_PER_EVENT)
