@@ -481,6 +481,8 @@ def discover(
         ),
     ] = False,
     db: DbOption = None,
+    memory_limit: MemoryLimitOption = None,
+    temp_dir: TempDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cluster the latest feature run into cohorts; ids stay stable across runs.
@@ -492,7 +494,8 @@ def discover(
     from cohortlens.cli._store import open_for_command
 
     n = None if k == "auto" else _positive_int(k, "--k")
-    with open_for_command(db, create=False) as store, _Bars(as_json) as bars:
+    budget = memory_budget(memory_limit, temp_dir)
+    with open_for_command(db, create=False, budget=budget) as store, _Bars(as_json) as bars:
         found = cmd.discover_model(
             store,
             k=n,
@@ -558,20 +561,21 @@ def assign(
             "training 99th-percentile distance to the nearest centre.",
         ),
     ] = 0.10,
+    memory_limit: MemoryLimitOption = None,
 ) -> None:
-    """Score learners with the active model: learner_id, cohort_id, archetype, distance."""
-    import pyarrow.parquet as pq
+    """Score learners with the active model: learner_id, cohort_id, archetype, distance.
 
+    The feature file is read in batches sized by --memory-limit and the assignments are
+    written batch by batch; only the columns the out-of-distribution check needs are kept.
+    """
     from cohortlens.cli import cohorts as cmd
     from cohortlens.cli._store import open_for_command
 
-    table = cmd.read_feature_file(features_path)
-    with open_for_command(db, read_only=True) as store:
+    budget = memory_budget(memory_limit)
+    with open_for_command(db, read_only=True, budget=budget) as store:
         model_id, model = cmd.active(store)
-    assigned = cmd.assignments_table(model, table)
-    pq.write_table(assigned, out_path)
-    counts = _counts(assigned, "archetype")
-    ood = cmd.ood(model, table, ood_max_share)
+    streamed = cmd.assign_file(model, features_path, out_path, budget, ood_max_share)
+    counts, ood = streamed.counts, streamed.ood
     if ood.warning:
         err.print(f"warning: {ood.message}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
@@ -579,7 +583,7 @@ def assign(
             {"model_id": model_id, "out": str(out_path), "counts": counts, "ood": ood.to_dict()}
         )
         return
-    out.print(f"model {model_id}: assigned {assigned.num_rows:,} learners -> {out_path}")
+    out.print(f"model {model_id}: assigned {streamed.rows:,} learners -> {out_path}")
     for name, n in counts.items():
         out.print(f"  {name}: {n:,}")
 
