@@ -765,9 +765,11 @@ def demo(
     from cohortlens.features import FeatureParams, build_features, write_features
 
     params = FeatureParams()
+    from cohortlens.features.pipeline import KERNEL_COLUMNS
+
     with open_store(db) as store, _Bars(False) as bars:
         table = build_features(
-            store.events_reader(),
+            store.events_reader(sort=False, columns=KERNEL_COLUMNS),
             params,
             n_workers=2,
             on_progress=bars,
