@@ -27,6 +27,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     as_completed,
 )
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,6 +248,7 @@ class _Spiller:
         self.buffers: list[list[pa.Table]] = [[] for _ in range(n_partitions)]
         self.buffered = np.zeros(n_partitions, np.int64)
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self.sinks: dict[int, pa.NativeFile] = {}
         self.items = ItemStatsAccumulator()
         self.rows = 0
 
@@ -277,8 +279,9 @@ class _Spiller:
         writer = self.writers.get(p)
         if writer is None:
             path = self.out_dir / f"part-{p:05d}-w{self.worker:03d}.arrow"
+            sink = self.sinks[p] = pa.OSFile(str(path), "wb")
             writer = pa.ipc.new_file(
-                str(path), _KERNEL_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                sink, _KERNEL_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4")
             )
             self.writers[p] = writer
         writer.write_table(data)
@@ -287,25 +290,43 @@ class _Spiller:
 
     def close(self) -> tuple[tuple[list[pa.Table], list[pa.Table]], int]:
         """Flush everything; return the item accumulator's partials and the rows seen."""
-        for p in range(self.n):
-            self._flush(p)
-        for w in self.writers.values():
-            w.close()
+        try:
+            for p in range(self.n):
+                self._flush(p)
+        finally:
+            self.abort()
         return self.items.partials(), self.rows
+
+    def abort(self) -> None:
+        """Close every spill file (after a failure too: no descriptor outlives the build)."""
+        writers, self.writers = self.writers, {}
+        sinks, self.sinks = self.sinks, {}
+        for w in writers.values():
+            with suppress(OSError, pa.ArrowException):
+                w.close()
+        for sink in sinks.values():  # the file itself, even when the writer could not finish
+            with suppress(OSError, pa.ArrowException):
+                sink.close()
+
+    def __enter__(self) -> _Spiller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 def _spill_worker(
     task: _SpillTask, out_dir: str, n_partitions: int, flush_rows: int, batch_rows: int
 ) -> tuple[tuple[list[pa.Table], list[pa.Table]], int]:
-    spiller = _Spiller(Path(out_dir), n_partitions, task.worker, flush_rows)
-    for path, row_groups in task.pieces:
-        pf = pq.ParquetFile(path)
-        cols = [c for c in KERNEL_COLUMNS if c in pf.schema_arrow.names]
-        for batch in pf.iter_batches(
-            batch_size=batch_rows, row_groups=list(row_groups), columns=cols
-        ):
-            spiller.add(pa.Table.from_batches([batch]))
-    return spiller.close()
+    with _Spiller(Path(out_dir), n_partitions, task.worker, flush_rows) as spiller:
+        for path, row_groups in task.pieces:
+            pf = pq.ParquetFile(path)
+            cols = [c for c in KERNEL_COLUMNS if c in pf.schema_arrow.names]
+            for batch in pf.iter_batches(
+                batch_size=batch_rows, row_groups=list(row_groups), columns=cols
+            ):
+                spiller.add(pa.Table.from_batches([batch]))
+        return spiller.close()
 
 
 def _parquet_files(source: Path) -> list[str]:
@@ -608,12 +629,12 @@ def _build_spilled(
     with pool:
         if isinstance(source, pa.RecordBatchReader):
             n_parts = n_partitions or 64
-            spiller = _Spiller(work, n_parts, 0, flush_rows)
-            tell(on_progress, _READING, 0, total_events, "events")
-            for t in _reader_batches(source):
-                spiller.add(t)
-                tell(on_progress, _READING, spiller.rows, total_events, "events")
-            partials = [spiller.close()[0]]
+            with _Spiller(work, n_parts, 0, flush_rows) as spiller:
+                tell(on_progress, _READING, 0, total_events, "events")
+                for t in _reader_batches(source):
+                    spiller.add(t)
+                    tell(on_progress, _READING, spiller.rows, total_events, "events")
+                partials = [spiller.close()[0]]
         else:
             files = _parquet_files(Path(source))
             tasks, total_rows = _spill_tasks(files, n_workers)
