@@ -56,7 +56,8 @@ MemoryLimitOption = Annotated[
         "--memory-limit",
         help="Memory this command may use, e.g. 2GiB or 512MiB (K/M/G/T are 1024-based; "
         "a bare number is bytes). Default 3GiB, or a third of RAM when smaller. It sizes the "
-        "partitions, and DuckDB gets half of it as its memory_limit.",
+        "partitions, and DuckDB gets a share of it as its memory_limit (half; an eighth for "
+        "features).",
     ),
 ]
 TempDirOption = Annotated[
