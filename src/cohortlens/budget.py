@@ -22,6 +22,8 @@ _UNITS |= {"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 DEFAULT_LIMIT_BYTES = 3 * _GIB
 #: Share of the budget DuckDB may use for its own buffers (the rest is Arrow/NumPy work).
 DUCKDB_SHARE = 0.5
+#: DuckDB's share when it only streams a scan to the caller (``features`` from the store).
+SCAN_DUCKDB_SHARE = 0.125
 
 
 def parse_bytes(text: str, option: str) -> int:
@@ -61,6 +63,9 @@ class MemoryBudget:
 
     limit_bytes: int = DEFAULT_LIMIT_BYTES
     temp_dir: Path | None = None
+    #: Share of the budget that is DuckDB's ``memory_limit`` (a step that only scans the
+    #: store gives DuckDB less: its buffer pool caches what it reads up to the limit).
+    duckdb_share: float = DUCKDB_SHARE
 
     @classmethod
     def default(cls, temp_dir: Path | None = None) -> MemoryBudget:
@@ -79,4 +84,4 @@ class MemoryBudget:
     @property
     def duckdb_limit_bytes(self) -> int:
         """DuckDB's ``memory_limit``: its share of the budget."""
-        return max(int(self.limit_bytes * DUCKDB_SHARE), 64 << 20)
+        return max(int(self.limit_bytes * self.duckdb_share), 64 << 20)

@@ -46,3 +46,17 @@ class StoreError(CohortlensError):
     """The store is unreachable, or its schema is newer than this release understands."""
 
     exit_code = 3
+
+
+class SpillSpaceError(StoreError):
+    """Spill files could not be written (a full or unwritable temporary directory); exit 3.
+
+    Raised before anything is committed: the store is left as it was.
+    """
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot write spill files in {path}: {why}; nothing was saved. Free space there, "
+            "or point --temp-dir at a larger disk"
+        )

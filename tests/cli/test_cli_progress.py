@@ -173,6 +173,7 @@ def test_features_report_events_then_stages_or_partitions(sim_dir: Path) -> None
         n_partitions=6,
         on_progress=rec,
         total_events=rows,
+        in_memory_max_events=0,  # a reader of known size that fits would run in memory
     )
     check_step(rec.of("reading events"), rows, "events")
     check_step(rec.of("learner partitions"), 12, "partitions")

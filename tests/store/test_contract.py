@@ -141,6 +141,35 @@ def test_learners_without_an_assignment_and_their_events(store: Any) -> None:
     assert [t.day for t in events.column("ts").to_pylist()] == [1, 2, 1, 2]
 
 
+def test_events_stream_unsorted_with_chosen_columns(store: Any) -> None:
+    """The feature pipeline's read: only some columns, in storage order, in small batches."""
+    import pyarrow.compute as pc
+
+    from cohortlens.events import ingest_sources
+    from cohortlens.serve.service import raw_events_table, source_of
+
+    assert store.max_learner_events() == 0
+    rows = [
+        {"learner_id": lid, "ts": f"2025-03-0{d}T10:00:00Z", "item_id": f"q{d}", "outcome": 1}
+        for lid, days in (("b", (3, 1, 2)), ("a", (2,)), ("c", (1, 2)))
+        for d in days
+    ]
+    ingest_sources(store, [source_of(raw_events_table(rows), "one")], now=T0)
+    assert store.max_learner_events() == 3
+    columns = ["learner_id", "ts", "item_id", "outcome"]
+    reader = store.events_reader(sort=False, batch_rows=2, columns=columns)
+    assert reader.schema.names == columns
+    batches = list(reader)
+    assert max(b.num_rows for b in batches) <= 2
+    got = pa.Table.from_batches(batches, schema=reader.schema)
+    full = pa.Table.from_batches(list(store.events_reader()))
+    assert full.column_names[0] == "event_id"
+    order = [("learner_id", "ascending"), ("ts", "ascending")]
+    assert got.take(pc.sort_indices(got, order)).equals(full.select(columns))
+    with pytest.raises(ValueError, match="not event columns"):
+        store.events_reader(sort=False, columns=["nope"])
+
+
 # -- models and routing -------------------------------------------------------------------------
 
 

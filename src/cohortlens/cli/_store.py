@@ -16,17 +16,20 @@ def _tell(message: str) -> None:
     _err.print(f"[yellow]{message}[/]", highlight=False, soft_wrap=True)
 
 
-def open_for_command(db: str | None, *, read_only: bool = False, create: bool = True) -> Any:
+def open_for_command(
+    db: str | None, *, read_only: bool = False, create: bool = True, budget: Any = None
+) -> Any:
     """The store named by ``--db`` for one command.
 
     ``read_only`` for commands that only look (they never create a store, and wait while a
     writer holds the file); ``create=False`` for commands that need earlier results. A DuckDB
     file held by another process is waited for up to ``$COHORTLENS_LOCK_WAIT_S`` (default 60 s)
-    with one message on stderr.
+    with one message on stderr. ``budget`` (a :class:`~cohortlens.budget.MemoryBudget`) sets
+    DuckDB's memory limit and spill directory.
     """
     from cohortlens.store import open_store
 
-    return open_store(db, read_only=read_only, create=create, on_wait=_tell)
+    return open_store(db, read_only=read_only, create=create, on_wait=_tell, budget=budget)
 
 
 def open_shared_for_command(db: str | None) -> Any:

@@ -227,6 +227,71 @@ def read_feature_file(path: Path) -> pa.Table:
     return table
 
 
+#: Resident bytes per feature row while a batch is scored (the Arrow batch, the model's
+#: float matrix and distances, the assignment rows): sizes ``assign``'s batches.
+ASSIGN_BYTES_PER_ROW = 2048
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What :func:`assign_file` wrote: rows, learners per archetype, the OOD summary."""
+
+    rows: int
+    counts: dict[str, int]
+    ood: Any
+
+
+def assign_file(
+    model: Any, features: Path, out: Path, budget: Any, ood_max_share: float
+) -> Streamed:
+    """Score the feature file ``features`` batch by batch into the Parquet file ``out``.
+
+    Batches hold ``budget.limit_bytes / 4 / ASSIGN_BYTES_PER_ROW`` rows (at least 4,096); the
+    out-of-distribution check keeps only the float columns it reads (the model's features
+    and the reference columns), 8 bytes per learner and column.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not features.exists():
+        raise InputError(f"{features}: no such file")
+    try:
+        pf = pq.ParquetFile(features)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{features}: not a readable Parquet feature table ({exc})") from exc
+    names = pf.schema_arrow.names
+    if "learner_id" not in names:
+        raise InputError(f"{features}: missing column learner_id; expected a feature table")
+    wanted = {"n_events", *getattr(model, "feature_names_in_", ()), *model.reference_bins_}
+    kept_cols = [c for c in names if c in wanted]
+    rows = max(4096, int(budget.limit_bytes // 4 // ASSIGN_BYTES_PER_ROW))
+    counts: dict[str, int] = {}
+    kept: list[pa.Table] = []
+    n = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in pf.iter_batches(batch_size=rows):
+            table = pa.Table.from_batches([batch])
+            assigned = assignments_table(model, table)
+            if writer is None:
+                writer = pq.ParquetWriter(out, assigned.schema)
+            writer.write_table(assigned)
+            for pair in pc.value_counts(assigned.column("archetype")).to_pylist():
+                key = str(pair["values"])
+                counts[key] = counts.get(key, 0) + int(pair["counts"])
+            kept.append(table.select(kept_cols))
+            n += table.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{features}: not a readable Parquet feature table ({exc})") from exc
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # an empty file: an empty result
+        pq.write_table(assignments_table(model, pf.read()), out)
+    scored = pa.concat_tables(kept) if kept else pf.schema_arrow.empty_table().select(kept_cols)
+    return Streamed(n, dict(sorted(counts.items())), ood(model, scored, ood_max_share))
+
+
 def cards(model: Any, model_id: int) -> dict[str, Any]:
     """The cohort cards and quality of a model, as JSON-ready data."""
     from cohortlens.cohorts.cards import model_cards

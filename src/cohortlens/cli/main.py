@@ -82,6 +82,31 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+MemoryLimitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit",
+        help="Memory this command may use, e.g. 2GiB or 512MiB (K/M/G/T are 1024-based; "
+        "a bare number is bytes). Default 3GiB, or a third of RAM when smaller. It sizes the "
+        "partitions, and DuckDB gets a share of it as its memory_limit (half; an eighth for "
+        "features).",
+    ),
+]
+TempDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--temp-dir",
+        help="Where spill files go (default: <store file>.tmp beside a DuckDB store, "
+        "else the system's temporary directory).",
+    ),
+]
+
+
+def memory_budget(memory_limit: str | None, temp_dir: Path | None = None) -> Any:
+    """The :class:`~cohortlens.budget.MemoryBudget` of ``--memory-limit`` and ``--temp-dir``."""
+    from cohortlens.budget import MemoryBudget
+
+    return MemoryBudget.from_option(memory_limit, temp_dir)
 
 
 _errors = handle_errors()
@@ -318,6 +343,8 @@ def features(
         ),
     ] = None,
     db: DbOption = None,
+    memory_limit: MemoryLimitOption = None,
+    temp_dir: TempDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compute per-learner features (velocity, affinity, retention) and save them as a run."""
@@ -330,25 +357,48 @@ def features(
         return
     if engine != "local":
         raise InputError(f"--engine {engine!r}: expected local or spark")
-    with open_for_command(db, create=events is not None) as store:
+    from dataclasses import replace
+
+    from cohortlens.budget import SCAN_DUCKDB_SHARE
+
+    # DuckDB only streams the events here: most of the budget is the pipeline's
+    budget = replace(memory_budget(memory_limit, temp_dir), duckdb_share=SCAN_DUCKDB_SHARE)
+    with open_for_command(db, create=events is not None, budget=budget) as store:
+        spill = _spill_budget(store, budget)
         if events is not None:
             if not Path(events).exists():
                 raise InputError(f"{events}: no such file or directory")
             source = str(events)
+            _check_parquet_budget(events, spill, workers)
             with _Bars(as_json) as bars:
-                table = build_features(events, params, n_workers=workers, on_progress=bars)
+                table = build_features(
+                    events, params, n_workers=workers, on_progress=bars, budget=spill
+                )
         else:
+            from cohortlens.features.pipeline import (
+                KERNEL_COLUMNS,
+                check_budget,
+                pipeline_bytes,
+                plan_for_budget,
+            )
+
             n_events = store.count_events()
             if n_events == 0:
                 raise InputError(f"{store.url} holds no events; run `cohortlens ingest` first")
             source = f"store:{store.url}"
+            plan = plan_for_budget(pipeline_bytes(spill), n_events, workers)
+            if n_events > plan.in_memory_max_events:
+                check_budget(spill, n_events, store.max_learner_events(), workers)
             with _Bars(as_json) as bars:
                 table = build_features(
-                    store.events_reader(),
+                    store.events_reader(
+                        sort=False, batch_rows=plan.batch_rows, columns=KERNEL_COLUMNS
+                    ),
                     params,
                     n_workers=workers,
                     on_progress=bars,
                     total_events=n_events,
+                    budget=spill,
                 )
         run_id = store.save_feature_run(table, params.to_dict(), source)
     if out_path is not None:
@@ -371,6 +421,45 @@ def features(
         out.print(f"  {key}: {parts}")
     if out_path:
         out.print(f"  wrote {out_path}")
+
+
+def _spill_budget(store: Any, budget: Any) -> Any:
+    """``budget`` with its spill directory: ``--temp-dir``, else the store's (beside a DuckDB
+    file), else the system's temporary directory."""
+    from dataclasses import replace
+
+    if budget.temp_dir is None and getattr(store, "temp_directory", None) is not None:
+        return replace(budget, temp_dir=store.temp_directory)
+    return budget
+
+
+def _check_parquet_budget(events: str, budget: Any, workers: int) -> None:
+    """Refuse (exit 2) a budget too small for the Parquet events at ``events``."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from cohortlens.features.pipeline import (
+        _parquet_files,
+        check_budget,
+        pipeline_bytes,
+        plan_for_budget,
+    )
+
+    files = _parquet_files(Path(events))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if total <= plan_for_budget(pipeline_bytes(budget), total, workers).in_memory_max_events:
+        return
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{budget.duckdb_limit_bytes}B'")
+        largest = con.execute(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM read_parquet(?) "
+            "GROUP BY learner_id)",
+            [files],
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    check_budget(budget, total, int(largest), workers)
 
 
 def _features_on_spark(
@@ -443,6 +532,8 @@ def discover(
         ),
     ] = False,
     db: DbOption = None,
+    memory_limit: MemoryLimitOption = None,
+    temp_dir: TempDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cluster the latest feature run into cohorts; ids stay stable across runs.
@@ -454,7 +545,8 @@ def discover(
     from cohortlens.cli._store import open_for_command
 
     n = None if k == "auto" else _positive_int(k, "--k")
-    with open_for_command(db, create=False) as store, _Bars(as_json) as bars:
+    budget = memory_budget(memory_limit, temp_dir)
+    with open_for_command(db, create=False, budget=budget) as store, _Bars(as_json) as bars:
         found = cmd.discover_model(
             store,
             k=n,
@@ -520,20 +612,21 @@ def assign(
             "training 99th-percentile distance to the nearest centre.",
         ),
     ] = 0.10,
+    memory_limit: MemoryLimitOption = None,
 ) -> None:
-    """Score learners with the active model: learner_id, cohort_id, archetype, distance."""
-    import pyarrow.parquet as pq
+    """Score learners with the active model: learner_id, cohort_id, archetype, distance.
 
+    The feature file is read in batches sized by --memory-limit and the assignments are
+    written batch by batch; only the columns the out-of-distribution check needs are kept.
+    """
     from cohortlens.cli import cohorts as cmd
     from cohortlens.cli._store import open_for_command
 
-    table = cmd.read_feature_file(features_path)
-    with open_for_command(db, read_only=True) as store:
+    budget = memory_budget(memory_limit)
+    with open_for_command(db, read_only=True, budget=budget) as store:
         model_id, model = cmd.active(store)
-    assigned = cmd.assignments_table(model, table)
-    pq.write_table(assigned, out_path)
-    counts = _counts(assigned, "archetype")
-    ood = cmd.ood(model, table, ood_max_share)
+    streamed = cmd.assign_file(model, features_path, out_path, budget, ood_max_share)
+    counts, ood = streamed.counts, streamed.ood
     if ood.warning:
         err.print(f"warning: {ood.message}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
@@ -541,7 +634,7 @@ def assign(
             {"model_id": model_id, "out": str(out_path), "counts": counts, "ood": ood.to_dict()}
         )
         return
-    out.print(f"model {model_id}: assigned {assigned.num_rows:,} learners -> {out_path}")
+    out.print(f"model {model_id}: assigned {streamed.rows:,} learners -> {out_path}")
     for name, n in counts.items():
         out.print(f"  {name}: {n:,}")
 
@@ -723,9 +816,11 @@ def demo(
     from cohortlens.features import FeatureParams, build_features, write_features
 
     params = FeatureParams()
+    from cohortlens.features.pipeline import KERNEL_COLUMNS
+
     with open_store(db) as store, _Bars(False) as bars:
         table = build_features(
-            store.events_reader(),
+            store.events_reader(sort=False, columns=KERNEL_COLUMNS),
             params,
             n_workers=2,
             on_progress=bars,

@@ -12,6 +12,7 @@ Peak memory is about one bucket per worker plus the spill buffers, whatever the 
 
 from __future__ import annotations
 
+import errno
 import math
 import multiprocessing as mp
 import os
@@ -26,6 +27,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     as_completed,
 )
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cohortlens.budget import MemoryBudget, format_bytes
+from cohortlens.errors import InputError, SpillSpaceError
 from cohortlens.features._hash import partition_of
 from cohortlens.features._prep import EventEncoder, encoded_item_stats, prepare, prepare_encoded
 from cohortlens.features._stats_io import attach_stats
@@ -72,6 +76,17 @@ EVENTS_PER_PARTITION = 2_000_000
 #: Parquet sources up to this many events are processed in memory in one process (about
 #: 60 bytes per event at peak, so 3.6 GB at the default); larger ones take the spill path.
 IN_MEMORY_MAX_EVENTS = 60_000_000
+#: Peak resident bytes per event of the in-memory path, above the process's fixed part
+#: (measured: docs/FEATURES.md, "Memory budget").
+IN_MEMORY_BYTES_PER_EVENT = 60
+#: Peak resident bytes per event of one bucket in a kernel worker (read, prepare, partial
+#: features), above the worker's fixed part: 132 B measured between buckets of 1M and 4M
+#: simulated events (docs/FEATURES.md, "Memory budget").
+BUCKET_BYTES_PER_EVENT = 140
+#: Bytes per buffered event in the spill buffers (Arrow rows of the kernel columns).
+SPILL_BYTES_PER_EVENT = 80
+#: Resident memory of a process before any event (interpreter, Arrow, NumPy, numba, DuckDB).
+PROCESS_FIXED_BYTES = 300 << 20
 _STRING_COLUMNS = ("learner_id", "domain", "item_id")
 #: Progress step names (:mod:`cohortlens.progress`).
 _READING = "reading events"
@@ -80,6 +95,124 @@ _PARTITIONS = "learner partitions"
 #: Stages of the in-memory path after reading: items + prepare, partial features, the
 #: population fit, finishing (retention MAP).
 _IN_MEMORY_STAGES = 4
+
+
+@dataclass(frozen=True)
+class SpillPlan:
+    """How a memory budget sizes one feature build (:func:`plan_for_budget`)."""
+
+    #: Sources of at most this many events run in memory in one process.
+    in_memory_max_events: int
+    #: Learner buckets of the spill path (each fits one worker's share).
+    n_partitions: int
+    #: Rows buffered per bucket before they are appended to its spill file.
+    flush_rows: int
+    #: Rows per record batch read from the source.
+    batch_rows: int
+
+
+#: Spill buffers never get less than this (64 buckets x 4096 rows).
+_MIN_SPILL_BYTES = 64 * 4096 * SPILL_BYTES_PER_EVENT
+
+
+def pipeline_bytes(budget: MemoryBudget) -> int:
+    """The part of ``budget`` the feature pipeline plans with: the rest is DuckDB's."""
+    return max(0, budget.limit_bytes - budget.duckdb_limit_bytes)
+
+
+def _in_memory_need(total_events: int) -> int:
+    return PROCESS_FIXED_BYTES + max(0, int(total_events)) * IN_MEMORY_BYTES_PER_EVENT
+
+
+def _spill_need(max_learner_events: int, n_workers: int) -> int:
+    workers = max(1, int(n_workers))
+    worker = workers * max(1, int(max_learner_events)) * BUCKET_BYTES_PER_EVENT
+    spill_free = max(worker + _MIN_SPILL_BYTES, math.ceil(worker * 4 / 3))
+    return (1 + _worker_processes(workers)) * PROCESS_FIXED_BYTES + spill_free
+
+
+def _worker_processes(n_workers: int) -> int:
+    """Processes started beside the main one (one worker runs in the main process)."""
+    return 0 if n_workers <= 1 else int(n_workers)
+
+
+def minimum_budget_bytes(total_events: int, max_learner_events: int, n_workers: int = 1) -> int:
+    """The smallest budget under which :func:`plan_for_budget` can build these events.
+
+    Either every event fits the in-memory path, or the spill path gives each kernel worker
+    a share that holds the largest learner's events (a learner's events are never split),
+    beside the fixed memory of the processes and the spill buffers. This is the least
+    ``--memory-limit`` that works; the bucket that holds the largest learner also holds
+    others, so its worker may use more than this share.
+    """
+    return int(min(_in_memory_need(total_events), _spill_need(max_learner_events, n_workers)))
+
+
+def limit_for(pipeline_need: int, share: float) -> int:
+    """The smallest ``--memory-limit`` whose pipeline share (:func:`pipeline_bytes`) is at
+    least ``pipeline_need`` bytes (DuckDB takes its share of the rest)."""
+    limit = math.ceil(pipeline_need / (1 - share))
+    while pipeline_bytes(MemoryBudget(limit, duckdb_share=share)) < pipeline_need:
+        limit += 1 << 20
+    return limit
+
+
+def check_budget(
+    budget: MemoryBudget, total_events: int, max_learner_events: int, n_workers: int
+) -> None:
+    """Raise :class:`~cohortlens.errors.InputError` (exit 2) when ``budget`` is too small.
+
+    The message gives the least ``--memory-limit`` that would work (from
+    :func:`minimum_budget_bytes`, plus DuckDB's share) and why.
+    """
+    need = minimum_budget_bytes(total_events, max_learner_events, n_workers)
+    if pipeline_bytes(budget) >= need:
+        return
+    in_memory, spill = _in_memory_need(total_events), _spill_need(max_learner_events, n_workers)
+    spill_1 = _spill_need(max_learner_events, 1)
+    fixed = format_bytes(PROCESS_FIXED_BYTES)
+    why = (
+        f"the largest learner has {max_learner_events:,} events, which one worker holds at "
+        f"once ({BUCKET_BYTES_PER_EVENT} B each, beside {fixed} per process and the spill "
+        "buffers)"
+    )
+    if in_memory <= spill:
+        why = (
+            f"all {total_events:,} events in memory take {IN_MEMORY_BYTES_PER_EVENT} B each "
+            f"beside {fixed}; the spill path would need {format_bytes(limit_for(spill, budget.duckdb_share))}, "
+            f"as {why}"
+        )
+    elif n_workers > 1 and spill_1 < spill:
+        why += f"; with --workers 1, {format_bytes(limit_for(spill_1, budget.duckdb_share))}"
+    raise InputError(
+        f"--memory-limit {format_bytes(budget.limit_bytes)} is below what these events need: "
+        f"at least {format_bytes(limit_for(need, budget.duckdb_share))} ({budget.duckdb_share:.1%} of it is DuckDB's): {why}"
+    )
+
+
+def plan_for_budget(limit_bytes: int, total_events: int | None, n_workers: int) -> SpillPlan:
+    """Partition count, buffers and the in-memory threshold that keep a build in ``limit_bytes``.
+
+    ``limit_bytes`` is the resident memory of every process of the build together (the
+    CLI passes the budget less DuckDB's share, which the store's reader may fill). The in-memory
+    path runs when its peak (``IN_MEMORY_BYTES_PER_EVENT`` per event) fits; otherwise the main
+    process keeps a quarter of what is left for read batches and spill buffers, and each
+    kernel worker gets an equal share of the rest, from which the bucket size follows.
+    """
+    workers = max(1, int(n_workers))
+    free = max(0, int(limit_bytes) - PROCESS_FIXED_BYTES)
+    in_memory_max = free // IN_MEMORY_BYTES_PER_EVENT
+    spill_free = max(0, free - _worker_processes(workers) * PROCESS_FIXED_BYTES)
+    main_share = max(_MIN_SPILL_BYTES, spill_free // 4)
+    worker_share = max(BUCKET_BYTES_PER_EVENT, (spill_free - main_share) // workers)
+    events_per_bucket = max(1, worker_share // BUCKET_BYTES_PER_EVENT)
+    total = total_events if total_events is not None else 0
+    n_partitions = max(2 * workers, math.ceil(total / events_per_bucket)) if total else 64
+    # a batch and its bucket-sorted copy, then the buffers of every bucket
+    batch_rows = int(min(1 << 20, max(4096, main_share // (4 * SPILL_BYTES_PER_EVENT))))
+    buffer_rows = max(0, main_share - 2 * batch_rows * SPILL_BYTES_PER_EVENT)
+    flush_rows = int(max(4096, buffer_rows // (SPILL_BYTES_PER_EVENT * n_partitions)))
+    return SpillPlan(in_memory_max, n_partitions, flush_rows, batch_rows)
 
 
 @dataclass(frozen=True)
@@ -115,6 +248,7 @@ class _Spiller:
         self.buffers: list[list[pa.Table]] = [[] for _ in range(n_partitions)]
         self.buffered = np.zeros(n_partitions, np.int64)
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self.sinks: dict[int, pa.NativeFile] = {}
         self.items = ItemStatsAccumulator()
         self.rows = 0
 
@@ -145,8 +279,9 @@ class _Spiller:
         writer = self.writers.get(p)
         if writer is None:
             path = self.out_dir / f"part-{p:05d}-w{self.worker:03d}.arrow"
+            sink = self.sinks[p] = pa.OSFile(str(path), "wb")
             writer = pa.ipc.new_file(
-                str(path), _KERNEL_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                sink, _KERNEL_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4")
             )
             self.writers[p] = writer
         writer.write_table(data)
@@ -155,25 +290,43 @@ class _Spiller:
 
     def close(self) -> tuple[tuple[list[pa.Table], list[pa.Table]], int]:
         """Flush everything; return the item accumulator's partials and the rows seen."""
-        for p in range(self.n):
-            self._flush(p)
-        for w in self.writers.values():
-            w.close()
+        try:
+            for p in range(self.n):
+                self._flush(p)
+        finally:
+            self.abort()
         return self.items.partials(), self.rows
+
+    def abort(self) -> None:
+        """Close every spill file (after a failure too: no descriptor outlives the build)."""
+        writers, self.writers = self.writers, {}
+        sinks, self.sinks = self.sinks, {}
+        for w in writers.values():
+            with suppress(OSError, pa.ArrowException):
+                w.close()
+        for sink in sinks.values():  # the file itself, even when the writer could not finish
+            with suppress(OSError, pa.ArrowException):
+                sink.close()
+
+    def __enter__(self) -> _Spiller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 def _spill_worker(
     task: _SpillTask, out_dir: str, n_partitions: int, flush_rows: int, batch_rows: int
 ) -> tuple[tuple[list[pa.Table], list[pa.Table]], int]:
-    spiller = _Spiller(Path(out_dir), n_partitions, task.worker, flush_rows)
-    for path, row_groups in task.pieces:
-        pf = pq.ParquetFile(path)
-        cols = [c for c in KERNEL_COLUMNS if c in pf.schema_arrow.names]
-        for batch in pf.iter_batches(
-            batch_size=batch_rows, row_groups=list(row_groups), columns=cols
-        ):
-            spiller.add(pa.Table.from_batches([batch]))
-    return spiller.close()
+    with _Spiller(Path(out_dir), n_partitions, task.worker, flush_rows) as spiller:
+        for path, row_groups in task.pieces:
+            pf = pq.ParquetFile(path)
+            cols = [c for c in KERNEL_COLUMNS if c in pf.schema_arrow.names]
+            for batch in pf.iter_batches(
+                batch_size=batch_rows, row_groups=list(row_groups), columns=cols
+            ):
+                spiller.add(pa.Table.from_batches([batch]))
+        return spiller.close()
 
 
 def _parquet_files(source: Path) -> list[str]:
@@ -301,7 +454,7 @@ def _row_groups(files: list[str]) -> Iterator[pa.Table]:
 
 
 def _build_in_memory(
-    files: list[str],
+    tables: Iterator[pa.Table],
     total_rows: int,
     params: FeatureParams,
     n_threads: int,
@@ -318,7 +471,7 @@ def _build_in_memory(
         encoder = EventEncoder(capacity=total_rows)
         read = 0
         tell(on_progress, _READING, 0, total_rows, "events")
-        for table in _row_groups(files):
+        for table in tables:
             encoder.add(table)
             read += table.num_rows
             tell(on_progress, _READING, read, total_rows, "events")
@@ -364,6 +517,7 @@ def build_features(
     in_memory_max_events: int = IN_MEMORY_MAX_EVENTS,
     on_progress: Progress | None = None,
     total_events: int | None = None,
+    budget: MemoryBudget | None = None,
 ) -> pa.Table:
     """Features of every learner in ``source`` (Parquet file/dir or a record batch reader).
 
@@ -380,22 +534,89 @@ def build_features(
 
     ``on_progress`` (:mod:`cohortlens.progress`) is told the events read, then the stages or
     learner partitions finished; ``total_events`` is the row count of a record batch reader
-    when the caller knows it (a Parquet source's comes from its footers).
+    when the caller knows it (a Parquet source's comes from its footers); a reader of at most
+    ``in_memory_max_events`` known rows also runs in memory.
+
+    ``budget`` (:class:`~cohortlens.budget.MemoryBudget`) sizes the build instead of the
+    defaults (:func:`plan_for_budget`: the in-memory threshold, the partition count, the
+    buffers) and names the spill directory (``tmp_dir`` wins). Spill files that cannot be
+    written (a full disk) raise :class:`~cohortlens.errors.SpillSpaceError` naming the path.
     """
     params = params or FeatureParams()
     n_workers = max(1, int(n_workers))
-    if not isinstance(source, pa.RecordBatchReader):
+    files: list[str] = []
+    if isinstance(source, pa.RecordBatchReader):
+        total_rows = total_events
+    else:
         files = _parquet_files(Path(source))
         total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        if total_rows <= in_memory_max_events:
-            feats = _build_in_memory(files, total_rows, params, n_workers, on_progress)
-            if out_dir is not None:
-                n_parts = n_partitions or max(
-                    2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
-                )
-                _write_partitions(feats, Path(out_dir), n_parts)
-            return feats
-    work = Path(tempfile.mkdtemp(prefix="cohortlens-features-", dir=tmp_dir))
+    if budget is not None:
+        plan = plan_for_budget(pipeline_bytes(budget), total_rows, n_workers)
+        in_memory_max_events = plan.in_memory_max_events
+        n_partitions = n_partitions or plan.n_partitions
+        flush_rows, batch_rows = plan.flush_rows, plan.batch_rows
+        if tmp_dir is None and budget.temp_dir is not None:
+            tmp_dir = budget.temp_dir
+    if total_rows is not None and total_rows <= in_memory_max_events:
+        tables = (
+            _reader_batches(source)
+            if isinstance(source, pa.RecordBatchReader)
+            else _row_groups(files)
+        )
+        feats = _build_in_memory(tables, total_rows, params, n_workers, on_progress)
+        if out_dir is not None:
+            n_parts = n_partitions or max(
+                2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
+            )
+            _write_partitions(feats, Path(out_dir), n_parts)
+        return feats
+    spill_root = Path(tmp_dir) if tmp_dir is not None else Path(tempfile.gettempdir())
+    try:
+        spill_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="cohortlens-features-", dir=spill_root))
+    except OSError as exc:
+        raise SpillSpaceError(str(spill_root), exc.strerror or str(exc)) from exc
+    try:
+        return _build_spilled(
+            source,
+            params,
+            n_partitions,
+            n_workers,
+            work,
+            out_dir,
+            batch_rows,
+            flush_rows,
+            on_progress,
+            total_rows,
+        )
+    except OSError as exc:
+        if _disk_full(exc):
+            raise SpillSpaceError(str(work), exc.strerror or str(exc)) from exc
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (possibly raised in a worker and re-raised here) is a full disk."""
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+        "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+    )
+
+
+def _build_spilled(
+    source: str | Path | pa.RecordBatchReader,
+    params: FeatureParams,
+    n_partitions: int | None,
+    n_workers: int,
+    work: Path,
+    out_dir: str | Path | None,
+    batch_rows: int,
+    flush_rows: int,
+    on_progress: Progress | None,
+    total_events: int | None,
+) -> pa.Table:
+    """The spill path of :func:`build_features` in the work directory ``work``."""
     pool: Executor = (
         _SerialExecutor()
         if n_workers == 1
@@ -405,70 +626,65 @@ def build_features(
             initializer=_single_threaded_worker,
         )
     )
-    try:
-        with pool:
-            if isinstance(source, pa.RecordBatchReader):
-                n_parts = n_partitions or 64
-                spiller = _Spiller(work, n_parts, 0, flush_rows)
+    with pool:
+        if isinstance(source, pa.RecordBatchReader):
+            n_parts = n_partitions or 64
+            with _Spiller(work, n_parts, 0, flush_rows) as spiller:
                 tell(on_progress, _READING, 0, total_events, "events")
                 for t in _reader_batches(source):
                     spiller.add(t)
                     tell(on_progress, _READING, spiller.rows, total_events, "events")
                 partials = [spiller.close()[0]]
-            else:
-                files = _parquet_files(Path(source))
-                tasks, total_rows = _spill_tasks(files, n_workers)
-                n_parts = n_partitions or max(
-                    2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
-                )
-                tell(on_progress, _READING, 0, total_rows, "events")
-                futs = [
-                    pool.submit(_spill_worker, t, str(work), n_parts, flush_rows, batch_rows)
-                    for t in tasks
-                ]
-                read = 0
-                for done in as_completed(futs):
-                    read += done.result()[1]
-                    tell(on_progress, _READING, read, total_rows, "events")
-                partials = [f.result()[0] for f in futs]
-            items = _merge_items(partials, params)
-            part_files = [
-                sorted(str(p) for p in work.glob(f"part-{i:05d}-w*.arrow")) for i in range(n_parts)
+        else:
+            files = _parquet_files(Path(source))
+            tasks, total_rows = _spill_tasks(files, n_workers)
+            n_parts = n_partitions or max(
+                2 * n_workers, math.ceil(total_rows / EVENTS_PER_PARTITION)
+            )
+            tell(on_progress, _READING, 0, total_rows, "events")
+            futs = [
+                pool.submit(_spill_worker, t, str(work), n_parts, flush_rows, batch_rows)
+                for t in tasks
             ]
-            caches = [str(work / f"partial-{i:05d}.pkl") for i in range(n_parts)]
-            # Each partition is read and prepared once (phase A), then finished (phase B).
-            tell(on_progress, _PARTITIONS, 0, 2 * n_parts, "partitions")
-            samples = _in_order(
-                [
-                    pool.submit(_phase_a_worker, part, items, params, cache)
-                    for part, cache in zip(part_files, caches, strict=True)
-                ],
-                on_progress,
-                0,
-                2 * n_parts,
-            )
-            stats = global_stats_from(
-                items, [p for p, _ in samples], params, [t for _, t in samples]
-            )
-            outs: list[str | None] = [None] * n_parts
-            if out_dir is not None:
-                Path(out_dir).mkdir(parents=True, exist_ok=True)
-                outs = [str(Path(out_dir) / f"features-{i:05d}.parquet") for i in range(n_parts)]
-            results = _in_order(
-                [
-                    pool.submit(_phase_b_worker, cache, stats, params, out)
-                    for cache, out in zip(caches, outs, strict=True)
-                ],
-                on_progress,
-                n_parts,
-                2 * n_parts,
-            )
-        tables = [pq.read_table(r) if isinstance(r, str) else r for r in results]
-        feats = pa.concat_tables(tables) if tables else FEATURE_SCHEMA.empty_table()
-        feats = feats.take(pc.sort_indices(feats, [("learner_id", "ascending")]))
-        return attach_stats(feats, stats)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            read = 0
+            for done in as_completed(futs):
+                read += done.result()[1]
+                tell(on_progress, _READING, read, total_rows, "events")
+            partials = [f.result()[0] for f in futs]
+        items = _merge_items(partials, params)
+        part_files = [
+            sorted(str(p) for p in work.glob(f"part-{i:05d}-w*.arrow")) for i in range(n_parts)
+        ]
+        caches = [str(work / f"partial-{i:05d}.pkl") for i in range(n_parts)]
+        # Each partition is read and prepared once (phase A), then finished (phase B).
+        tell(on_progress, _PARTITIONS, 0, 2 * n_parts, "partitions")
+        samples = _in_order(
+            [
+                pool.submit(_phase_a_worker, part, items, params, cache)
+                for part, cache in zip(part_files, caches, strict=True)
+            ],
+            on_progress,
+            0,
+            2 * n_parts,
+        )
+        stats = global_stats_from(items, [p for p, _ in samples], params, [t for _, t in samples])
+        outs: list[str | None] = [None] * n_parts
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            outs = [str(Path(out_dir) / f"features-{i:05d}.parquet") for i in range(n_parts)]
+        results = _in_order(
+            [
+                pool.submit(_phase_b_worker, cache, stats, params, out)
+                for cache, out in zip(caches, outs, strict=True)
+            ],
+            on_progress,
+            n_parts,
+            2 * n_parts,
+        )
+    tables = [pq.read_table(r) if isinstance(r, str) else r for r in results]
+    feats = pa.concat_tables(tables) if tables else FEATURE_SCHEMA.empty_table()
+    feats = feats.take(pc.sort_indices(feats, [("learner_id", "ascending")]))
+    return attach_stats(feats, stats)
 
 
 def _in_order(

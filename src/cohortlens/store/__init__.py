@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cohortlens.budget import MemoryBudget
 from cohortlens.errors import StoreError
 from cohortlens.events.session import CommitCounts, IngestSession
 from cohortlens.store.base import (
@@ -72,6 +73,7 @@ def open_store(
     create: bool = True,
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    budget: MemoryBudget | None = None,
 ) -> DuckDBStore | PostgresStore:
     """Open (and migrate) the store named by ``db`` (see :func:`resolve_db`).
 
@@ -79,6 +81,8 @@ def open_store(
     ``postgres`` extra); anything else is a DuckDB file. For DuckDB, ``create=False`` (implied
     by ``read_only``) refuses a missing file, and a file another process holds is waited for up
     to ``wait_s`` seconds (default ``$COHORTLENS_LOCK_WAIT_S`` or 60), ``on_wait`` told once.
+    ``budget`` sets DuckDB's ``memory_limit`` and ``temp_directory`` (see
+    :class:`~cohortlens.budget.MemoryBudget`); the PostgreSQL server manages its own memory.
     """
     url = resolve_db(str(db) if db is not None else None)
     if url.startswith(POSTGRES_SCHEMES):
@@ -94,7 +98,9 @@ def open_store(
         require_existing(url)
     from cohortlens.store.duckdb import DuckDBStore
 
-    return DuckDBStore(url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait)
+    return DuckDBStore(
+        url, read_only=read_only, create=create, wait_s=wait_s, on_wait=on_wait, budget=budget
+    )
 
 
 def open_shared(

@@ -7,7 +7,7 @@ rollout controller share state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,13 +125,25 @@ class Store(Protocol):
     def count_events(self) -> int:
         """Number of stored events."""
 
+    def max_learner_events(self) -> int:
+        """The largest number of events any one learner has (0 without events)."""
+
     def read_events(
-        self, *, sort: bool = True, batch_rows: int = 1 << 20
+        self,
+        *,
+        sort: bool = True,
+        batch_rows: int = 1 << 20,
+        columns: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream canonical events (sorted by learner_id, ts when ``sort``)."""
+        """Stream canonical events (sorted by learner_id, ts when ``sort``; unsorted, the
+        stream holds at most ``batch_rows`` rows), only ``columns`` when given."""
 
     def events_reader(
-        self, *, sort: bool = True, batch_rows: int = 1 << 20
+        self,
+        *,
+        sort: bool = True,
+        batch_rows: int = 1 << 20,
+        columns: Sequence[str] | None = None,
     ) -> pa.RecordBatchReader:
         """The events as one Arrow stream (see :meth:`read_events`)."""
 

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cohortlens.budget import MemoryBudget
 from cohortlens.errors import StoreError
 from cohortlens.events.schema import DEFAULT_DOMAIN, EVENT_SCHEMA, OUTCOME_SCHEMA, QUARANTINE_SCHEMA
 from cohortlens.events.session import CommitCounts, OutcomeCounts, RejectExample
@@ -132,6 +134,16 @@ def connect(
             delay = min(delay * 2, 0.25)
 
 
+def _select_schema(columns: Sequence[str] | None) -> pa.Schema:
+    """The event schema restricted to ``columns`` (all of them when None), in schema order."""
+    if columns is None:
+        return EVENT_SCHEMA
+    unknown = set(columns) - set(EVENT_SCHEMA.names)
+    if unknown:
+        raise ValueError(f"not event columns: {sorted(unknown)}")
+    return pa.schema([f for f in EVENT_SCHEMA if f.name in set(columns)])
+
+
 def _exec(
     con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | dict[str, Any] | None = None
 ) -> list[tuple[Any, ...]]:
@@ -193,20 +205,26 @@ class DuckDBStore(SharedState):
         wait_s: float | None = None,
         on_wait: Callable[[str], None] | None = None,
         migrate: bool = True,
+        budget: MemoryBudget | None = None,
     ) -> None:
         """Open (and, unless ``read_only``, migrate) the file ``path``.
 
         ``create=False`` refuses a file that does not exist (commands that only read, or need
         earlier results, never leave an empty store behind a typo). ``wait_s`` and ``on_wait``:
         see :func:`connect`. ``migrate=False`` only checks the schema version (a process that
-        reopens a file it has migrated already).
+        reopens a file it has migrated already). ``budget`` sets DuckDB's ``memory_limit`` (its
+        share of the budget) and ``temp_directory`` (``budget.temp_dir``, else
+        ``<store file>.tmp`` beside the store), so large sorts and joins spill there.
         """
         self.url = str(path)
+        self.budget = budget
         if not create or read_only:
             require_existing(self.url)
         self._con = connect(self.url, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
         try:
             _exec(self._con, "SET TimeZone = 'UTC'")
+            if budget is not None:
+                self._apply_budget(budget)
             if not read_only and (migrate or self.schema_version() < max(MIGRATIONS)):
                 self._migrate()
             elif self.schema_version() > max(MIGRATIONS):
@@ -214,6 +232,20 @@ class DuckDBStore(SharedState):
         except BaseException:
             self._con.close()
             raise
+
+    def _apply_budget(self, budget: MemoryBudget) -> None:
+        """DuckDB's memory limit and spill directory from ``budget``."""
+        _exec(self._con, f"SET memory_limit = '{budget.duckdb_limit_bytes}B'")
+        _exec(self._con, "SET temp_directory = ?", [str(self.temp_directory)])
+
+    @property
+    def temp_directory(self) -> Path:
+        """Where DuckDB (and the feature pipeline) spill: the budget's, else beside the file."""
+        if self.budget is not None and self.budget.temp_dir is not None:
+            return Path(self.budget.temp_dir)
+        if self.url == ":memory:":
+            return Path(tempfile.gettempdir())
+        return Path(f"{self.url}.tmp")
 
     # -- schema -----------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -278,23 +310,55 @@ class DuckDBStore(SharedState):
         """Number of stored events."""
         return int(_exec(self._con, "SELECT count(*) FROM events")[0][0])
 
-    def read_events(
-        self, *, sort: bool = True, batch_rows: int = 1 << 20
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream canonical events, sorted by (learner_id, ts, event_id) when ``sort``."""
-        order = " ORDER BY learner_id, ts, event_id" if sort else ""
-        reader = self._con.sql(f"SELECT {_EVENT_COLUMNS} FROM events{order}").to_arrow_reader(
-            batch_rows
+    def max_learner_events(self) -> int:
+        """The largest number of events any one learner has (0 without events)."""
+        rows = _exec(
+            self._con,
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events GROUP BY learner_id)",
         )
-        for batch in reader:
-            yield batch.cast(EVENT_SCHEMA)
+        return int(rows[0][0])
+
+    def read_events(
+        self,
+        *,
+        sort: bool = True,
+        batch_rows: int = 1 << 20,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream canonical events, sorted by (learner_id, ts, event_id) when ``sort``.
+
+        ``columns`` (default all of ``EVENT_SCHEMA``) selects what is read. Unsorted, the scan
+        streams in storage order with memory bounded by ``batch_rows``; sorted, DuckDB sorts
+        the whole table first (within its ``memory_limit``, spilling to ``temp_directory``).
+        """
+        schema = _select_schema(columns)
+        order = " ORDER BY learner_id, ts, event_id" if sort else ""
+        query = f"SELECT {', '.join(schema.names)} FROM events{order}"
+        try:
+            reader = self._con.sql(query).to_arrow_reader(batch_rows)
+            for batch in reader:
+                yield batch.cast(schema)
+        except duckdb.OutOfMemoryException as exc:
+            raise StoreError(
+                f"{self.url}: reading events ran out of memory ({exc}); "
+                "raise --memory-limit or read them unsorted"
+            ) from exc
+        except duckdb.IOException as exc:
+            raise StoreError(
+                f"{self.url}: reading events failed in {self.temp_directory} ({exc})"
+            ) from exc
 
     def events_reader(
-        self, *, sort: bool = True, batch_rows: int = 1 << 20
+        self,
+        *,
+        sort: bool = True,
+        batch_rows: int = 1 << 20,
+        columns: Sequence[str] | None = None,
     ) -> pa.RecordBatchReader:
         """The events as one Arrow stream (see :meth:`read_events`)."""
         return pa.RecordBatchReader.from_batches(
-            EVENT_SCHEMA, self.read_events(sort=sort, batch_rows=batch_rows)
+            _select_schema(columns),
+            self.read_events(sort=sort, batch_rows=batch_rows, columns=columns),
         )
 
     def read_outcomes(self) -> pa.Table:

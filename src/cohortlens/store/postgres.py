@@ -297,16 +297,35 @@ class PostgresStore(SharedState):
         """Number of stored events."""
         return int(self._q("SELECT count(*) FROM events")[0][0])
 
+    def max_learner_events(self) -> int:
+        """The largest number of events any one learner has (0 without events)."""
+        rows = self._q(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events GROUP BY learner_id) t"
+        )
+        return int(rows[0][0])
+
     def read_events(
-        self, *, sort: bool = True, batch_rows: int = 1 << 20
+        self,
+        *,
+        sort: bool = True,
+        batch_rows: int = 1 << 20,
+        columns: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream canonical events, sorted by (learner_id, ts, event_id) when ``sort``.
 
         The rows come through COPY on a connection of their own, closed when the stream ends
-        or is abandoned; memory stays bounded by ``batch_rows``.
+        or is abandoned; memory stays bounded by ``batch_rows``. ``columns`` (default all of
+        ``EVENT_SCHEMA``) selects what is read.
         """
+        schema = EVENT_SCHEMA
+        if columns is not None:
+            unknown = set(columns) - set(EVENT_SCHEMA.names)
+            if unknown:
+                raise ValueError(f"not event columns: {sorted(unknown)}")
+            schema = pa.schema([f for f in EVENT_SCHEMA if f.name in set(columns)])
         order = " ORDER BY learner_id, ts, event_id" if sort else ""
-        return self._stream(f"SELECT {_EVENT_COLUMNS} FROM events{order}", EVENT_SCHEMA, batch_rows)
+        query = f"SELECT {', '.join(schema.names)} FROM events{order}"
+        return self._stream(query, schema, batch_rows)
 
     def _stream(self, query: str, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         conn = self._connect()
@@ -318,11 +337,18 @@ class PostgresStore(SharedState):
             conn.close()
 
     def events_reader(
-        self, *, sort: bool = True, batch_rows: int = 1 << 20
+        self,
+        *,
+        sort: bool = True,
+        batch_rows: int = 1 << 20,
+        columns: Sequence[str] | None = None,
     ) -> pa.RecordBatchReader:
         """The events as one Arrow stream (see :meth:`read_events`)."""
+        schema = EVENT_SCHEMA
+        if columns is not None:
+            schema = pa.schema([f for f in EVENT_SCHEMA if f.name in set(columns)])
         return pa.RecordBatchReader.from_batches(
-            EVENT_SCHEMA, self.read_events(sort=sort, batch_rows=batch_rows)
+            schema, self.read_events(sort=sort, batch_rows=batch_rows, columns=columns)
         )
 
     def _table(self, query: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:

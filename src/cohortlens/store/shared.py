@@ -27,6 +27,7 @@ READ_METHODS = frozenset(
     {
         "schema_version",
         "count_events",
+        "max_learner_events",
         "read_outcomes",
         "read_quarantine",
         "ingest_log",
