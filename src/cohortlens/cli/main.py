@@ -334,14 +334,6 @@ def features(
             "--engine", help="local (this machine) or spark (pyspark; needs --events and --out)."
         ),
     ] = "local",
-    memory_limit: Annotated[
-        str | None,
-        typer.Option(
-            "--memory-limit",
-            help="Memory budget, e.g. 3GiB (default 3 GiB or a third of RAM); "
-            "spark: sizes the buckets (docs/SCALING.md).",
-        ),
-    ] = None,
     db: DbOption = None,
     memory_limit: MemoryLimitOption = None,
     temp_dir: TempDirOption = None,
