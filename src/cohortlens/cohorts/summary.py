@@ -469,7 +469,7 @@ def ood_text(o: OODSummary) -> OODText:
     if o.warning:
         meaning = (
             f"That is more than the {share(o.max_share)} this check allows (about "
-            f"{share(expected)} is normal), so these learners differ from the ones the model "
+            f"{pct(expected)} is normal), so these learners differ from the ones the model "
             "was built on. Their cohort is the nearest one, not necessarily a good fit, and "
             "the cohort descriptions in this report may not describe them."
         )
@@ -480,7 +480,7 @@ def ood_text(o: OODSummary) -> OODText:
         )
     else:
         meaning = (
-            f"On learners like the training learners about {share(expected)} lie that far "
+            f"On learners like the training learners about {pct(expected)} lie that far "
             f"out; this check warns above {share(o.max_share)}. These learners resemble the "
             "ones the model was built on, so their cohorts can be read as described."
         )
