@@ -597,6 +597,89 @@ def second_world(n_learners: int, seed: int, growth: str, params: FeatureParams)
     return res
 
 
+def second_world_half_life_ceiling(
+    n_learners: int, seed: int, growth: str, params: FeatureParams
+) -> dict[str, Any]:
+    """The best half-life ranking the second world's review outcomes allow (an oracle).
+
+    For every learner scored by the half-life check (>= 50 graded events, a half-life from
+    the engine), the posterior mean of ln h given the learner's review pairs under the
+    world's *own* model, with every nuisance quantity known: the power-law curve and its
+    exponent, the stability growth with earlier correct answers, each item's floor, which
+    reviews are recall (the item was answered correctly before) and which are solved afresh
+    (no information on h), and the true population distribution of ln h (the mixture of the
+    four types' log-normals, without telling which type a learner is). No estimator that sees
+    only the events can be expected to rank the true half-lives better than this; its
+    Spearman is the ceiling the engine's 0.9 bar is compared with. Also returns the same
+    oracle fed with the true recall probabilities instead of the 0/1 outcomes (no noise).
+    """
+    from tests.simulate.second_world import WorldParams, simulate_world
+
+    wp = WorldParams(n_learners=n_learners, seed=seed, growth=growth)  # type: ignore[arg-type]
+    world = simulate_world(wp)
+    items = item_stats(world.events, params.velocity)
+    prep = prepare(world.events, items)
+    pairs = review_pairs(prep, params.retention)
+    floor_of = dict(zip(world.items["item_id"], world.items["c"], strict=True))
+    item_ids = np.asarray(items.item_ids.to_pylist(), dtype=object)
+    c = np.array([floor_of.get(i, 0.0) for i in item_ids[prep.item_global[pairs.event_index]]])
+    n_correct = np.rint((pairs.x[:, 0] + 1.0) ** 2)
+    known = n_correct > 0
+    lid = np.asarray(prep.learner_ids.to_pylist(), dtype=object)
+    t = world.truth.set_index("learner_id").loc[lid]
+    shares = np.array([ty.share for ty in wp.types])
+    grid = np.linspace(np.log(0.05), np.log(400.0), 400)
+    prior = np.zeros_like(grid)
+    for ty, w in zip(wp.types, shares / shares.sum(), strict=True):
+        z = (grid - np.log(ty.half_life_median_days)) / ty.half_life_log_sd
+        prior += w * np.exp(-0.5 * z * z) / ty.half_life_log_sd
+    ln_prior = np.log(prior)
+    sel = np.flatnonzero(known)
+    y = pairs.recalled[sel]
+    out: dict[str, Any] = {"world": f"second_world ({growth} growth)", "seed": seed}
+    feats = compute_features(world.events, params).to_pandas().set_index("learner_id").loc[lid]
+    scored = (t["n_graded"].to_numpy() >= MIN_GRADED_EVENTS) & feats["half_life_days"].notna()
+    true_h = t["half_life_days"].to_numpy()
+    n_l = prep.n_learners
+    d_exp, s_grow = wp.forgetting_exponent, wp.stability_growth
+    factor = 2.0 ** (1.0 / d_exp) - 1.0
+    ln_n = np.log(n_correct[sel])
+    gap, cs, lrn = pairs.gap_days[sel], c[sel], pairs.learner[sel]
+    # the probability each recall pair had under the learner's true h (the noise-free variant)
+    p_true = cs + (1.0 - cs) * (
+        1.0 + factor * gap * np.exp(-(np.log(true_h[lrn]) + s_grow * ln_n))
+    ) ** (-d_exp)
+    for label, outcome in (("observed_outcomes", y), ("true_probabilities", p_true)):
+        post = np.zeros((n_l, len(grid)))
+        for lo in range(0, len(sel), 100_000):  # in chunks: pairs x grid would not fit
+            sl = slice(lo, lo + 100_000)
+            lnh = grid[None, :] + s_grow * ln_n[sl, None]
+            recall = (1.0 + factor * gap[sl, None] * np.exp(-lnh)) ** (-d_exp)
+            p = np.clip(cs[sl, None] + (1.0 - cs[sl, None]) * recall, 1e-9, 1 - 1e-9)
+            o = outcome[sl, None]
+            np.add.at(post, lrn[sl], o * np.log(p) + (1.0 - o) * np.log1p(-p))
+        post += ln_prior[None, :]
+        post = np.exp(post - post.max(axis=1, keepdims=True))
+        mean_ln_h = (post * grid).sum(axis=1) / post.sum(axis=1)
+        out[f"spearman_{label}"] = float(spearmanr(mean_ln_h[scored], true_h[scored])[0])
+    out["spearman_engine"] = float(
+        spearmanr(feats["half_life_days"].to_numpy()[scored], true_h[scored])[0]
+    )
+    out["n_scored"] = int(scored.sum())
+    recall_pairs = np.bincount(pairs.learner[sel], minlength=n_l)[scored]
+    out["median_recall_pairs"] = float(np.median(recall_pairs))
+    out["median_pairs"] = float(np.median(np.diff(pairs.starts)[scored]))
+    out["by_type"] = {}
+    types = t["learner_type"].to_numpy()[scored]
+    for ty in wp.types:
+        m = types == ty.name
+        out["by_type"][ty.name] = {
+            "n": int(m.sum()),
+            "median_recall_pairs": float(np.median(recall_pairs[m])) if m.any() else None,
+        }
+    return out
+
+
 def markdown(out: dict[str, Any]) -> str:
     """The EdNet side-by-side tables of docs/VALIDITY.md (AUC, log loss, per-learner figures)."""
     lines: list[str] = []
@@ -636,6 +719,11 @@ def main() -> None:
     ap.add_argument("--world-seed", type=int, default=3)
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--skip-ednet", action="store_true")
+    ap.add_argument(
+        "--half-life-ceiling",
+        action="store_true",
+        help="also the second world's half-life ceiling (an oracle with the world's own model)",
+    )
     args = ap.parse_args()
     params = FeatureParams()
     out: dict[str, object] = {}
@@ -647,6 +735,10 @@ def main() -> None:
             out[f"second_world_{growth}"] = second_world(
                 args.world_learners, args.world_seed, growth, params
             )
+            if args.half_life_ceiling:
+                out[f"second_world_{growth}_half_life_ceiling"] = second_world_half_life_ceiling(
+                    args.world_learners, args.world_seed, growth, params
+                )
     print(json.dumps(out, indent=2))
     print(markdown(out))
 

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from cohortlens.cohorts import CohortModel, render_report
+from cohortlens.cohorts.matching import DriftReport, FeatureDrift
+from cohortlens.cohorts.ood import OODSummary
 from cohortlens.cohorts.summary import (
+    drift_change_text,
+    ood_text,
     ordered_cards,
     outcome_averages,
     population_centre,
@@ -96,3 +100,48 @@ def test_direction_marks_are_neutral_and_explained(fitted: CohortModel) -> None:
     assert set(marks) <= {"▲", "▼"}
     assert len(marks) > 4
     assert np.all([m in page for m in ("z +", "z −")])
+
+
+def _ood(share_beyond: float, n_assessed: int, warning: bool) -> OODSummary:
+    feats = (
+        FeatureDrift("half_life_days", 0.8, "shift", 0.0, 0.0),
+        FeatureDrift("active_weeks", 0.15, "watch", 0.0, 0.0),
+        FeatureDrift("ability_logit", 0.02, "stable", 0.0, 0.0),
+    )
+    n_beyond = round(share_beyond * n_assessed)
+    return OODSummary(
+        n_assessed, n_assessed, n_beyond, share_beyond, 3.2, 0.10, feats, warning, None
+    )
+
+
+def test_ood_reads_as_share_meaning_and_action() -> None:
+    t = ood_text(_ood(0.42, 2000, warning=True))
+    assert t.headline.startswith(f"42{NB}% of the 2,000 learners placed in a cohort (840)")
+    assert "unlike any learner the model learned from" in t.headline
+    assert f"more than the 10{NB}%" in t.meaning
+    assert f"about 1{NB}% is normal" in t.meaning
+    assert "fit a new model" in t.action
+    # the measures that differ, most different first, in words and the report's labels
+    assert t.features is not None
+    assert t.features.index("memory half-life") < t.features.index("active weeks")
+    assert "very different from training" in t.features
+    assert "ability" not in t.features
+    calm = ood_text(_ood(0.012, 2000, warning=False))
+    assert calm.action.startswith("Nothing to do")
+    assert "resemble the ones the model was built on" in calm.meaning
+
+
+def test_drift_reason_says_features_or_refit() -> None:
+    d = DriftReport(
+        None, (), (), (), 0.0, {}, {}, 0.05, 1000, "assignments", 0.1,
+        n_changed=50, changed_by_features=30, changed_by_refit=20,
+    )  # fmt: skip
+    text = drift_change_text(d)
+    assert text.startswith(f"50 of 1,000 learners (5.0{NB}%) are in a different cohort")
+    assert "30 of them moved because their own measures changed" in text
+    assert "20 moved because the model was refitted" in text
+    same = DriftReport(
+        None, (), (), (), 0.0, {}, {}, 0.05, 1000, "reassignment", 0.1,
+        n_changed=50, changed_by_features=0, changed_by_refit=50,
+    )  # fmt: skip
+    assert "every one of these moves comes from refitting" in drift_change_text(same)

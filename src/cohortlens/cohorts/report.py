@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from cohortlens.cohorts import _matrix as mx
 from cohortlens.cohorts.archetypes import Archetype, FeatureProfile, feature_label, feature_unit
 from cohortlens.cohorts.drilldown import MAX_ROWS_PER_COHORT, cohort_learners
-from cohortlens.cohorts.matching import PSI_SHIFT, PSI_WATCH, psi_status
+from cohortlens.cohorts.matching import PSI_SHIFT, PSI_WATCH, DriftReport, psi_status
 from cohortlens.cohorts.model import CohortModel
 from cohortlens.cohorts.params import INSUFFICIENT_COHORT, FeatureSpec
 from cohortlens.cohorts.quality import Estimate
@@ -31,6 +31,7 @@ from cohortlens.cohorts.summary import (
     FEATURE_WORDS,
     RATE_OUTCOMES,
     CohortSummary,
+    drift_change_text,
     explain_feature,
     ordered_cards,
     outcome_averages,
@@ -40,7 +41,17 @@ from cohortlens.cohorts.summary import (
     value_text,
     velocity_words,
 )
-from cohortlens.reports.fmt import MINUS, count, fmt, pct, pct_interval, plural, tick, times
+from cohortlens.reports.fmt import (
+    MINUS,
+    count,
+    fmt,
+    pct,
+    pct_interval,
+    plural,
+    share,
+    tick,
+    times,
+)
 from cohortlens.reports.page import ReportMeta, chips, page
 from cohortlens.reports.page import section as _page_section
 from cohortlens.reports.svg import (
@@ -1054,40 +1065,61 @@ def _selection_section(model: CohortModel) -> str:
 
 
 def _ood_section(model: CohortModel, X: mx.FeatureTable | None) -> str:  # noqa: N803
-    """How far the reported learners lie from the training population (needs ``X``)."""
+    """Are these learners like the ones the model learned from? (needs ``X``)"""
     if X is None:
         return ""
     from cohortlens.cohorts.ood import ood_summary
+    from cohortlens.cohorts.summary import PSI_WORDS, ood_text
 
     o = ood_summary(model, X)
+    t = ood_text(o)
+    title = "Out of distribution: are these learners like the ones the model learned from?"
     lead = (
-        "Share of learners farther from every cohort centre than 99 % of the model's training "
-        f"learners (about 1 % on data like the training data; a warning above "
-        f"{o.max_share:.0%}), and the PSI of each feature against the training deciles."
+        "A cohort model only knows the kinds of learners it was fitted on. This check measures "
+        "how many of the learners in this report lie outside that range."
     )
     if not math.isfinite(o.share_beyond):
-        return _section(
-            "Out of distribution",
-            lead,
-            "<p class='note'>The model predates this check (no training distance stored).</p>",
-        )
-    chips = (
-        f"<div class='chips'><div class='chip'><b>{pct(o.share_beyond, 1)}</b><span>of "
-        f"{o.n_assessed:,} learners beyond the training 99th-percentile distance "
-        f"({fmt(o.distance_p99, 2)} scaled units)</span></div></div>"
+        return _section(title, lead, f"<p class='note'>{esc(t.headline)} {esc(t.meaning)}</p>")
+    figures = chips(
+        [
+            (
+                share(o.share_beyond),
+                "of learners are unlike the training learners",
+                f"{count(o.n_beyond)} of {count(o.n_assessed)} learners are further from every "
+                "cohort centre than 99 in 100 training learners (distance "
+                f"{fmt(o.distance_p99, 2)} in scaled units).",
+            ),
+            (
+                share(o.max_share),
+                "warning level",
+                "About 1 % is normal: that many of the training learners are that far out too.",
+            ),
+        ]
     )
-    warn = f"<p class='note'><b>Warning:</b> {esc(o.message)}</p>" if o.warning else ""
+    warn = f"<p class='note ood-warning'><b>Warning:</b> {esc(o.message)}</p>" if o.warning else ""
+    body = (
+        f"<div class='ood-reading'><p><b>What we found.</b> {esc(t.headline)}</p>"
+        f"<p><b>What it means.</b> {esc(t.meaning)}</p>"
+        f"<p><b>What to do.</b> {esc(t.action)}</p>"
+        + (f"<p>{esc(t.features)}</p>" if t.features else "")
+        + "</div>"
+    )
     rows = "".join(
-        f"<tr><td>{esc(f.column)}</td><td>{_psi_text(f.psi)}</td><td>{esc(f.status)}</td></tr>"
+        f"<tr><td>{esc(feature_label(f.column))}</td><td>{esc(PSI_WORDS.get(f.status, f.status))}"
+        f"</td><td class='num'>{_psi_text(f.psi)}</td></tr>"
         for f in sorted(o.features, key=lambda f: -f.psi if math.isfinite(f.psi) else 0.0)
     )
     table = (
-        f"<table><thead><tr><th>feature</th><th>PSI</th><th>status</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        "<details><summary>Each measure against the training data</summary>"
+        "<p class='note'>The population stability index (PSI) compares the spread of a "
+        f"measure with its spread in training: below {PSI_WATCH} about the same, "
+        f"{PSI_WATCH}–{PSI_SHIFT} somewhat different, above {PSI_SHIFT} very different.</p>"
+        "<table><thead><tr><th>measure</th><th>compared with training</th><th>PSI</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table></details>"
         if rows
         else ""
     )
-    return _section("Out of distribution", lead, chips + warn + table)
+    return _section(title, lead, figures + warn + body + table)
 
 
 # ---------------------------------------------------------------------- drift
@@ -1111,6 +1143,7 @@ def _drift_section(model: CohortModel) -> str:
                     "reassignment": "Compared by applying the previous model to today's features.",
                 }.get(d.changed_basis, f"Compared by {d.changed_basis}."),
             ),
+            *_change_reason_chips(d),
             (
                 _psi_text(d.cohort_share_psi),
                 f"cohort-share PSI ({psi_status(d.cohort_share_psi)})",
@@ -1136,8 +1169,39 @@ def _drift_section(model: CohortModel) -> str:
         "Shares by stable cohort id then and now, and the population stability index (PSI) "
         "of each feature: how much its distribution moved since the previous model "
         f"(below {PSI_WATCH} stable, {PSI_WATCH}–{PSI_SHIFT} watch, above {PSI_SHIFT} shift).",
-        headline + _share_shift(model) + _psi_chart(model) + _matches_table(model),
+        headline
+        + f"<p class='drift-why'>{esc(drift_change_text(d))}</p>"
+        + _share_shift(model)
+        + _psi_chart(model)
+        + _matches_table(model),
     )
+
+
+def _change_reason_chips(d: DriftReport) -> list[tuple[str, str, str]]:
+    """Why learners changed cohort: their features moved, or the model was refitted."""
+    if d.changed_basis == "assignments":
+        return [
+            (
+                count(d.changed_by_features),
+                "moved because their features changed",
+                "New activity or a new feature run moved them: the previous model would also "
+                "place them elsewhere now.",
+            ),
+            (
+                count(d.changed_by_refit),
+                "moved because the model was refitted",
+                "Their features still put them in their old cohort under the previous model; "
+                "the new model's cohorts moved.",
+            ),
+        ]
+    return [
+        (
+            count(d.n_changed),
+            "moved because the model was refitted",
+            "Both models were applied to today's features, so every move comes from the "
+            "refit; none from changed features.",
+        )
+    ]
 
 
 def _share_shift(model: CohortModel) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from cohortlens.cohorts.archetypes import Z_NOTABLE, Archetype, feature_label, f
 from cohortlens.cohorts.model import CohortModel
 from cohortlens.cohorts.params import INSUFFICIENT_COHORT
 from cohortlens.reports.fmt import NBSP, count, fmt, pct, pct_interval, plural, share, times
+
+if TYPE_CHECKING:
+    from cohortlens.cohorts.matching import DriftReport
+    from cohortlens.cohorts.ood import OODSummary
 
 #: Outcomes read as rates (shares of learners); any other outcome is a mean per learner.
 RATE_OUTCOMES = ("completed", "churned")
@@ -421,14 +425,112 @@ def _widest_outcome(regular: Sequence[CohortSummary]) -> tuple[str, _At, _At, fl
     return best
 
 
+# ---------------------------------------------------------------------- unfamiliar learners
+
+
+#: How a feature's PSI reads for a reader without statistics.
+PSI_WORDS = {
+    "stable": "about the same as in training",
+    "watch": "somewhat different from training",
+    "shift": "very different from training",
+    "unknown": "not measured",
+}
+
+
+@dataclass(frozen=True)
+class OODText:
+    """The out-of-distribution check in plain words: what share, what it means, what to do."""
+
+    headline: str
+    meaning: str
+    action: str
+    features: str | None
+
+
+def ood_text(o: OODSummary) -> OODText:
+    """Plain-language reading of :func:`cohortlens.cohorts.ood.ood_summary` for a programme
+    manager: the share of learners unlike any the model learned from, what that means for
+    their cohorts, what to do, and which measures differ most."""
+    # about 1 % of the training learners themselves lie beyond the 99th percentile
+    expected = 0.01
+    if not math.isfinite(o.share_beyond):
+        return OODText(
+            "This model was saved before the check existed, so it cannot say how these "
+            "learners compare with the ones it learned from.",
+            "Refit the model (cohortlens discover) to get the check.",
+            "",
+            None,
+        )
+    headline = (
+        f"{share(o.share_beyond)} of the {count(o.n_assessed)} learners placed in a cohort "
+        f"({count(o.n_beyond)}) are unlike any learner the model learned from: they are "
+        "further from every cohort than 99 in 100 of the learners it was fitted on."
+    )
+    if o.warning:
+        meaning = (
+            f"That is more than the {share(o.max_share)} this check allows (about "
+            f"{pct(expected)} is normal), so these learners differ from the ones the model "
+            "was built on. Their cohort is the nearest one, not necessarily a good fit, and "
+            "the cohort descriptions in this report may not describe them."
+        )
+        action = (
+            "Before acting on these cohorts, fit a new model on these learners "
+            "(cohortlens discover) or check that the data were collected the same way as "
+            "the training data (same platform, same period, same event types)."
+        )
+    else:
+        meaning = (
+            f"On learners like the training learners about {pct(expected)} lie that far "
+            f"out; this check warns above {share(o.max_share)}. These learners resemble the "
+            "ones the model was built on, so their cohorts can be read as described."
+        )
+        action = "Nothing to do; the check runs again with every report."
+    ranked = [f for f in o.features if math.isfinite(f.psi) and f.status in ("watch", "shift")]
+    ranked.sort(key=lambda f: -f.psi)
+    features = None
+    if ranked:
+        parts = [f"{feature_label(f.column).lower()} ({PSI_WORDS[f.status]})" for f in ranked[:3]]
+        features = "Measures that differ most from training: " + ", ".join(parts) + "."
+    return OODText(headline, meaning, action, features)
+
+
+def drift_change_text(d: DriftReport) -> str:
+    """Why learners changed cohort since the previous model, in one or two sentences."""
+    if d.n_compared == 0:
+        return "No learner of the previous model is in this one, so none could be compared."
+    text = (
+        f"{count(d.n_changed)} of {count(d.n_compared)} learners ({share(d.changed_share)}) "
+        "are in a different cohort than under the previous model."
+    )
+    if d.n_changed == 0:
+        return text
+    if d.changed_basis == "assignments":
+        text += (
+            f" {count(d.changed_by_features)} of them moved because their own measures "
+            "changed (new activity, or a new feature run): the previous model would also "
+            f"place them elsewhere now. {count(d.changed_by_refit)} moved because the model "
+            "was refitted: the previous model would still give them their old cohort."
+        )
+    else:
+        text += (
+            " The comparison uses today's measures for both models, so every one of these "
+            "moves comes from refitting the model, none from changed measures."
+        )
+    return text
+
+
 __all__ = [
     "FEATURE_WORDS",
+    "PSI_WORDS",
     "RATE_OUTCOMES",
     "CohortSummary",
+    "OODText",
     "OutcomeLine",
     "TraitLine",
     "distinctive",
+    "drift_change_text",
     "explain_feature",
+    "ood_text",
     "ordered_cards",
     "outcome_averages",
     "outcome_sentence",
