@@ -181,9 +181,11 @@ def ingest(
         ),
     ] = None,
     db: DbOption = None,
+    memory_limit: MemoryLimitOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate events (and outcomes) into the store; bad rows are quarantined with a reason."""
+    from cohortlens.budget import MemoryBudget
     from cohortlens.cli._store import open_for_command
     from cohortlens.events.ingest import checked_options
     from cohortlens.events.ingest import ingest as run
@@ -209,7 +211,9 @@ def ingest(
             xapi_domain_path=xapi_domain_path,
         )
     )
+    budget = MemoryBudget.from_option(memory_limit)
     with open_for_command(db) as store, _Bars(as_json) as bars:
+        _apply_budget(store, budget)
         report = run(
             store,
             paths or [],
@@ -235,6 +239,14 @@ def ingest(
         fields = ("outcomes", "outcomes_inserted", "outcomes_updated", "outcomes_unchanged")
         heads = ("rows", "inserted", "updated", "unchanged")
         out.print(_counts_table("outcomes", heads, fields, carriers))
+
+
+def _apply_budget(store: Any, budget: Any) -> None:
+    """Bound the embedded store's own memory by ``budget`` (PostgreSQL: nothing to set here)."""
+    from cohortlens.store.duckdb import DuckDBStore, apply_budget
+
+    if isinstance(store, DuckDBStore):
+        apply_budget(store.connection, budget)
 
 
 def _counts_table(
