@@ -90,7 +90,7 @@ class Simulation:
 
     Attributes:
         params: what was simulated.
-        events: the event log (``EVENT_SCHEMA``, sorted by ``ts``).
+        events: the event log (``EVENT_SCHEMA``; block-major, sorted by ``ts`` in each block).
         outcomes: one row per learner (``OUTCOME_SCHEMA``), as of the window's end.
         truth: one row per learner: latent type and traits (see :func:`truth_schema`).
         items: the item bank with true difficulties (``ITEMS_SCHEMA``).
