@@ -12,6 +12,7 @@ import pytest
 from tests._cli import run_cli
 
 from cohortlens.budget import MemoryBudget
+from cohortlens.errors import StoreError
 from cohortlens.events.ingest import ingest
 from cohortlens.simulate import SimulationParams, simulate
 from cohortlens.store import DuckDBStore
@@ -97,3 +98,22 @@ def test_cli_ingest_with_a_budget(events_file: Path, tmp_path: Path) -> None:
     res = run_cli("ingest", str(events_file), "--db", str(db), "--memory-limit", "256MiB", "--json")
     assert res.returncode == 0, res.stderr
     assert '"duplicates": 6' in res.stdout
+
+
+def test_out_of_temporary_disk_is_a_store_error_and_writes_nothing(
+    events_file: Path, tmp_path: Path
+) -> None:
+    with DuckDBStore(tmp_path / "s.duckdb") as store:
+        first = ingest(store, [events_file], now=NOW)
+    with DuckDBStore(tmp_path / "s.duckdb") as store:
+        con = store.connection
+        # A budget DuckDB cannot keep the ingest in, and no room at all to spill.
+        con.execute("SET memory_limit = '4MiB'")
+        con.execute("SET max_temp_directory_size = '0KiB'")
+        with pytest.raises(StoreError, match="ran out of memory or of temporary disk") as err:
+            ingest(store, [events_file], now=NOW)
+        assert "temp_directory" in str(err.value)
+        assert "nothing was written" in str(err.value)
+        con.execute("RESET memory_limit")
+        assert store.count_events() == first.accepted
+        assert store.ingest_log().num_rows == 1

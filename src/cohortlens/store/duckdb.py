@@ -105,6 +105,18 @@ def apply_budget(con: duckdb.DuckDBPyConnection, budget: MemoryBudget) -> None:
         _exec(con, "SET temp_directory = ?", [str(budget.temp_dir)])
 
 
+def _spill_failure(con: duckdb.DuckDBPyConnection, url: str, exc: duckdb.Error) -> str:
+    """The message of an ingest that ran out of memory or of temporary disk (rolled back)."""
+    limit, temp = _exec(
+        con, "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+    )[0]
+    return (
+        f"ingest into {url} ran out of memory or of temporary disk space (DuckDB memory_limit "
+        f"{limit}, temp_directory {temp or '(none)'}): {str(exc).splitlines()[0]}; nothing was "
+        "written. Free disk space there, or raise --memory-limit"
+    )
+
+
 def connect(
     path: str,
     *,
@@ -171,7 +183,9 @@ def _view_scan(con: duckdb.DuckDBPyConnection, select: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _exec(con, "DROP VIEW IF EXISTS batch")
+        # In a transaction a failed statement aborted, only ROLLBACK runs (and drops the view).
+        with suppress(duckdb.TransactionException):
+            _exec(con, "DROP VIEW IF EXISTS batch")
 
 
 @contextmanager
@@ -185,7 +199,8 @@ def _filter_after_parse(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     try:
         yield
     finally:
-        _exec(con, "SET disabled_optimizers = ?", [previous])
+        with suppress(duckdb.TransactionException):  # an aborted transaction: see _view_scan
+            _exec(con, "SET disabled_optimizers = ?", [previous])
 
 
 class DuckDBStore(SharedState):
@@ -281,6 +296,9 @@ class DuckDBStore(SharedState):
             yield session
             if not session.committed:
                 raise RuntimeError("ingest session left without commit")
+        except (duckdb.OutOfMemoryException, duckdb.IOException) as exc:
+            _exec(con, "ROLLBACK")
+            raise StoreError(_spill_failure(con, self.url, exc)) from exc
         except BaseException:
             _exec(con, "ROLLBACK")
             raise
@@ -648,8 +666,11 @@ class _DuckDBIngest:
         try:
             yield share
         finally:
-            _exec(con, "RESET enable_progress_bar")
-            _exec(con, "RESET enable_progress_bar_print")
+            # After a failed statement the transaction refuses everything but ROLLBACK: the
+            # failure itself is what the caller must see, not this reset's.
+            with suppress(duckdb.TransactionException):
+                _exec(con, "RESET enable_progress_bar")
+                _exec(con, "RESET enable_progress_bar_print")
 
     def _insert_validated(
         self,
