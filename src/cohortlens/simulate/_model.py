@@ -314,7 +314,9 @@ class _ParquetSink:
             schemas["event_truth"] = EVENT_TRUTH_SCHEMA
         for name, schema in schemas.items():
             self.paths[name] = out / f"{name}.parquet"
-            rows = group_rows if name in ("events", "event_truth") else _ROW_GROUP_ROWS
+            # Learner tables: one row group per block, written as the block ends (buffering
+            # them up to 1 Mi rows made the peak grow with the population).
+            rows = group_rows if name in ("events", "event_truth") else BLOCK_LEARNERS
             self.writers[name] = _GroupedWriter(self.paths[name], schema, rows)
         self.items_path = out / "items.parquet"
 
