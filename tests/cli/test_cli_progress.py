@@ -77,9 +77,11 @@ def test_simulate_reports_weeks_then_rows_written(tmp_path: Path) -> None:
     paths = write_simulation(sim, tmp_path, on_progress=rec)
     rows = sum(getattr(sim, n).num_rows for n in ("events", "outcomes", "truth", "items"))
     check_step(rec.of("writing Parquet"), rows, "rows")
-    # Written one row group at a time: the same file as a plain pq.write_table.
+    # Written one row group at a time: the same file as a plain pq.write_table (with
+    # dictionary pages only for the repeating strings).
     plain = tmp_path / "plain.parquet"
-    pq.write_table(sim.events, plain, compression="zstd")
+    repeating = ["learner_id", "domain", "item_id"]
+    pq.write_table(sim.events, plain, compression="zstd", use_dictionary=repeating)
     assert paths["events"].read_bytes() == plain.read_bytes()
 
 

@@ -141,27 +141,26 @@ def simulate(
     weeks: Annotated[int, typer.Option(min=1, max=520, help="Weeks of activity.")] = 26,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("sim"),
+    memory_limit: MemoryLimitOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic platform with known ground truth (events, outcomes, truth)."""
-    from cohortlens.simulate import SimulationParams, write_simulation
-    from cohortlens.simulate import simulate as run
+    from cohortlens.budget import MemoryBudget
+    from cohortlens.simulate import SimulationParams, simulate_to_parquet
 
+    budget = MemoryBudget.from_option(memory_limit)
+    params = SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed, start=_start(weeks))
     with _Bars(as_json) as bars:
-        sim = run(
-            SimulationParams(n_learners=learners, n_weeks=weeks, seed=seed, start=_start(weeks)),
-            on_progress=bars,
-        )
-        paths = write_simulation(sim, out_dir, on_progress=bars)
+        files = simulate_to_parquet(params, out_dir, budget=budget, on_progress=bars)
     summary = {
         "learners": learners,
-        "events": sim.events.num_rows,
-        "files": {k: str(v) for k, v in paths.items()},
+        "events": files.n_events,
+        "files": {k: str(v) for k, v in files.paths.items()},
     }
     if as_json:
         _print_json(summary)
     else:
-        out.print(f"wrote {sim.events.num_rows:,} events for {learners:,} learners to {out_dir}/")
+        out.print(f"wrote {files.n_events:,} events for {learners:,} learners to {out_dir}/")
 
 
 def _start(weeks: int) -> Any:
@@ -233,9 +232,11 @@ def ingest(
         ),
     ] = None,
     db: DbOption = None,
+    memory_limit: MemoryLimitOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate events (and outcomes) into the store; bad rows are quarantined with a reason."""
+    from cohortlens.budget import MemoryBudget
     from cohortlens.cli._store import open_for_command
     from cohortlens.events.ingest import checked_options
     from cohortlens.events.ingest import ingest as run
@@ -261,7 +262,8 @@ def ingest(
             xapi_domain_path=xapi_domain_path,
         )
     )
-    with open_for_command(db) as store, _Bars(as_json) as bars:
+    budget = MemoryBudget.from_option(memory_limit)
+    with open_for_command(db, budget=budget) as store, _Bars(as_json) as bars:
         report = run(
             store,
             paths or [],

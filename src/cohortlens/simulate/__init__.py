@@ -6,10 +6,13 @@ feature engines and cohort discovery are validated against it. See docs/SIMULATO
 """
 
 from cohortlens.simulate._model import (
+    BLOCK_LEARNERS,
     EVENT_TRUTH_SCHEMA,
     ITEMS_SCHEMA,
     Simulation,
+    SimulationFiles,
     simulate,
+    simulate_to_parquet,
     truth_schema,
     write_simulation,
 )
@@ -31,6 +34,7 @@ from cohortlens.simulate.params import (
 )
 
 __all__ = [
+    "BLOCK_LEARNERS",
     "CRAMMER",
     "DEFAULT_TYPES",
     "DEFAULT_TYPE_SHARES",
@@ -43,10 +47,12 @@ __all__ = [
     "LearnerTypeParams",
     "OutcomeParams",
     "Simulation",
+    "SimulationFiles",
     "SimulationParams",
     "draw_outcomes",
     "pre_period_covariates",
     "simulate",
+    "simulate_to_parquet",
     "truth_schema",
     "write_simulation",
 ]

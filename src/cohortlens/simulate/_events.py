@@ -183,7 +183,7 @@ def _place_in_sessions(
     n_sess = int(sessions.sum())
     # Order of events inside a session: a random key, so sessions mix domains and kinds.
     key = (gsid << 32) | rng.integers(0, 1 << 32, size=m, dtype=np.int64)
-    order = np.argsort(key, kind="stable")
+    order = stable_order(key)
     think = params.think_time_median_s * np.exp(0.8 * rng.standard_normal(m))
     step = (duration_s + think)[order]
     sorted_sid = gsid[order]
@@ -280,7 +280,7 @@ def _grade_week(
     p = np.where(kind == KIND_VIEW, np.nan, p)
     u = rng.random(learner.shape[0])
     outcome = np.where(kind == KIND_VIEW, np.nan, (u < p).astype(np.float64))
-    order = np.argsort(ts_us, kind="stable")
+    order = stable_order(ts_us - ts_us.min(initial=0) if ts_us.size else ts_us)
     return WeekEvents(
         learner=learner[order],
         code=code[order],
@@ -291,6 +291,26 @@ def _grade_week(
         p_correct=p[order],
         gap_days=gap_days[order],
     )
+
+
+def stable_order(key: I64) -> I64:
+    """``np.argsort(key, kind="stable")`` for non-negative int64 keys, by a faster sort.
+
+    When key and position fit in 63 bits together, one unstable (SIMD) sort of the packed
+    ``key << bits | position`` gives the stable order; otherwise an unstable argsort is used
+    unless it meets equal keys, whose order only the stable sort guarantees.
+    """
+    m = key.shape[0]
+    bits = max(1, int(m).bit_length())
+    top = int(key.max(initial=0))
+    if m and top.bit_length() + bits <= 63:
+        packed = np.sort((key << bits) | np.arange(m, dtype=np.int64))
+        return packed & ((1 << bits) - 1)
+    order = np.argsort(key)
+    ordered = key[order]
+    if bool((ordered[1:] == ordered[:-1]).any()):
+        return np.argsort(key, kind="stable")
+    return order
 
 
 def _empty() -> _Attempts:

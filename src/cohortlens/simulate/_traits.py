@@ -59,12 +59,12 @@ def focus_table(params: SimulationParams) -> F64:
     )
 
 
-def draw_traits(params: SimulationParams, rng: np.random.Generator) -> Traits:
-    """Draw every learner's type and traits in one vectorized pass.
+def draw_traits(params: SimulationParams, rng: np.random.Generator, n: int | None = None) -> Traits:
+    """Draw ``n`` learners' types and traits (default: all of them) in one vectorized pass.
 
     Traits are independent given the type (see docs/SIMULATOR.md for the distributions).
     """
-    n, k = params.n_learners, params.n_domains
+    n, k = params.n_learners if n is None else n, params.n_domains
     shares = np.asarray(params.type_shares, dtype=np.float64)
     type_idx = rng.choice(len(shares), size=n, p=shares / shares.sum()).astype(np.int64)
 
