@@ -363,7 +363,9 @@ def features(
             if not Path(events).exists():
                 raise InputError(f"{events}: no such file or directory")
             source = str(events)
-            _check_parquet_budget(events, spill, workers)
+            from cohortlens.features.pipeline import check_parquet_budget
+
+            check_parquet_budget(events, spill, workers)
             with _Bars(as_json) as bars:
                 table = build_features(
                     events, params, n_workers=workers, on_progress=bars, budget=spill
@@ -425,35 +427,6 @@ def _spill_budget(store: Any, budget: Any) -> Any:
     if budget.temp_dir is None and getattr(store, "temp_directory", None) is not None:
         return replace(budget, temp_dir=store.temp_directory)
     return budget
-
-
-def _check_parquet_budget(events: str, budget: Any, workers: int) -> None:
-    """Refuse (exit 2) a budget too small for the Parquet events at ``events``."""
-    import duckdb
-    import pyarrow.parquet as pq
-
-    from cohortlens.features.pipeline import (
-        _parquet_files,
-        check_budget,
-        pipeline_bytes,
-        plan_for_budget,
-    )
-
-    files = _parquet_files(Path(events))
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    if total <= plan_for_budget(pipeline_bytes(budget), total, workers).in_memory_max_events:
-        return
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET memory_limit = '{budget.duckdb_limit_bytes}B'")
-        largest = con.execute(
-            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM read_parquet(?) "
-            "GROUP BY learner_id)",
-            [files],
-        ).fetchall()[0][0]
-    finally:
-        con.close()
-    check_budget(budget, total, int(largest), workers)
 
 
 def _features_on_spark(

@@ -190,6 +190,31 @@ def check_budget(
     )
 
 
+def check_parquet_budget(source: str | Path, budget: MemoryBudget, n_workers: int) -> None:
+    """:func:`check_budget` for Parquet events at ``source`` (a file or a directory).
+
+    Row counts come from the footers; the largest learner is counted only when the events do
+    not fit in memory (one DuckDB ``GROUP BY`` under the budget's DuckDB share).
+    """
+    import duckdb
+
+    files = _parquet_files(Path(source))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if total <= plan_for_budget(pipeline_bytes(budget), total, n_workers).in_memory_max_events:
+        return
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{budget.duckdb_limit_bytes}B'")
+        largest = con.execute(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM read_parquet(?) "
+            "GROUP BY learner_id)",
+            [files],
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    check_budget(budget, total, int(largest), n_workers)
+
+
 def plan_for_budget(limit_bytes: int, total_events: int | None, n_workers: int) -> SpillPlan:
     """Partition count, buffers and the in-memory threshold that keep a build in ``limit_bytes``.
 
