@@ -632,7 +632,8 @@ def run(
     out_dir: Path = OUT,
 ) -> list[dict[str, Any]]:
     """All sizes; writes ``scale.json`` and ``scale.md`` (the ``benchmarks.run`` entry point)."""
-    scratch = scratch or out_dir / "scale-scratch"
+    # absolute: every step runs with its size directory as the working directory
+    scratch = (scratch or out_dir / "scale-scratch").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = []
     try:
