@@ -632,8 +632,11 @@ def run(
     out_dir: Path = OUT,
 ) -> list[dict[str, Any]]:
     """All sizes; writes ``scale.json`` and ``scale.md`` (the ``benchmarks.run`` entry point)."""
-    # absolute: every step runs with its size directory as the working directory
+    # absolute: every step runs with its size directory as the working directory, where the
+    # peer's ``python -m benchmarks.bench_scale`` needs the repository on its path
     scratch = (scratch or out_dir / "scale-scratch").resolve()
+    repo = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = []
     try:
