@@ -100,11 +100,14 @@ def test_tree_rss_counts_a_child() -> None:
 
 def test_bench_scale_runs_every_step_and_writes_its_table(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTLENS_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])
+    # As a user runs it: from the repository, no PYTHONPATH for benchmarks/, a relative scratch
+    # directory (the steps run inside it, the peer's processes import benchmarks/ from there).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     scratch = tmp_path / "scratch"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_scale", "--learners", "200",
-         "--out-dir", str(tmp_path), "--scratch", str(scratch), "--memory-limit", "1GiB"],
+         "--out-dir", str(tmp_path), "--scratch", os.path.relpath(scratch, REPO),
+         "--memory-limit", "1GiB"],
         capture_output=True, text=True, check=False, cwd=REPO, env=env, timeout=1500,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
