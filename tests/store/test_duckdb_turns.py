@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,16 @@ HOLD = (
     "con = connect(sys.argv[1])\n"
     "print('held', flush=True)\n"
     "time.sleep(float(sys.argv[2]))\n"
+)
+
+
+#: Holds the file until a line arrives on stdin.
+HOLD_UNTIL_TOLD = (
+    "import sys\n"
+    "from cohortlens.store.duckdb import connect\n"
+    "con = connect(sys.argv[1])\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.readline()\n"
 )
 
 
@@ -46,16 +57,44 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_a_writer_waits_for_its_turn_then_succeeds(db: Path, tmp_path: Path) -> None:
+    """The holder lets go only once the writer has said it waits (no race with start-up)."""
     csv = tmp_path / "e.csv"
     csv.write_text("learner_id,ts,item_id\nL1,2025-01-01T00:00:00Z,q1\n")
-    holder = _holder(db, 3.0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_UNTIL_TOLD, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTLENS_")}
+    env["COHORTLENS_LOCK_WAIT_S"] = "120"
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "cohortlens", "ingest", str(csv), "--json", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert writer.stderr is not None
+    seen = []
     try:
-        r = _cli(db, "ingest", str(csv), "--json", wait="120")
+        # bounded: the writer gives up after its 120 s wait, which ends stderr
+        for line in writer.stderr:
+            seen.append(line)
+            if "waiting for" in line:
+                break
     finally:
+        holder.stdin.write("release\n")
+        holder.stdin.close()
         holder.wait(timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert f"waiting for {db}: held by process {holder.pid}" in r.stderr
-    assert '"accepted": 1' in r.stdout
+    stdout, rest = writer.communicate(timeout=300)
+    stderr = "".join(seen) + rest
+    assert writer.returncode == 0, stderr
+    assert f"waiting for {db}: held by process {holder.pid}" in stderr
+    assert '"accepted": 1' in stdout
 
 
 def test_the_wait_is_bounded_and_names_the_holder(db: Path) -> None:
