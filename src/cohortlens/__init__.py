@@ -6,8 +6,9 @@ Subpackages follow the data flow: ``events`` (read + validate) -> ``features`` (
 ``simulate`` (a learner simulator with ground truth) for validation and demos.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from cohortlens._lazy import lazy_getattr
 from cohortlens._version import __version__
 
 if TYPE_CHECKING:
@@ -18,26 +19,18 @@ if TYPE_CHECKING:
 #: Public name -> module; imported on first use, so ``cohortlens`` (and every CLI command)
 #: starts without loading scikit-learn, SciPy or numba until a stage needs them.
 _LAZY = {
-    "CohortModel": "cohortlens.cohorts",
-    "EVENT_SCHEMA": "cohortlens.events",
-    "OUTCOME_SCHEMA": "cohortlens.events",
-    "ReadOptions": "cohortlens.events",
-    "ingest": "cohortlens.events",
-    "validate_batch": "cohortlens.events",
-    "DuckDBStore": "cohortlens.store",
-    "open_store": "cohortlens.store",
+    "CohortModel": "cohorts",
+    "EVENT_SCHEMA": "events",
+    "OUTCOME_SCHEMA": "events",
+    "ReadOptions": "events",
+    "ingest": "events",
+    "validate_batch": "events",
+    "DuckDBStore": "store",
+    "open_store": "store",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cohortlens' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

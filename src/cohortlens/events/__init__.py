@@ -6,10 +6,11 @@ command reads events), so ``import cohortlens.events.schema`` and the CLI start 
 
 from __future__ import annotations
 
-import importlib
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from cohortlens._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from cohortlens.events.ingest import IngestReport, SourceReport, ingest, ingest_sources
@@ -46,13 +47,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 class _Package(ModuleType):

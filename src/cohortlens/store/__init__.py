@@ -6,12 +6,12 @@ before opening a store, or names a missing file, does not load DuckDB or Arrow.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from cohortlens._lazy import lazy_getattr
 from cohortlens.budget import MemoryBudget
 from cohortlens.errors import StoreError
 from cohortlens.events.session import CommitCounts, IngestSession
@@ -45,13 +45,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 #: Environment variable naming the store when ``--db`` is not given.
